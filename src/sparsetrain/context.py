@@ -1,0 +1,85 @@
+"""The state a method's pieces read and write during one topology update."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsetrain.core.topk import random_scores
+
+
+@dataclass
+class SparseContext:
+    """What every criterion and mask op receives.
+
+    Attributes:
+        params: ``{name: parameter}`` of the sparsified weights, in model order.
+        masks: ``{name: bool tensor}``; ops replace entries, the engine then
+            zeroes weights and optimizer state where a mask is off.
+        optimizer: the user's optimizer (read for momentum-style criteria).
+        total_steps: length of training in optimizer steps.
+        generator: the sparsifier's own CPU generator (exact, rank-identical draws).
+        step: optimizer steps completed so far.
+        grads: dense gradient snapshot of the current batch, for updates that
+            need one (taken after DDP all-reduce and GradScaler unscale).
+        state: the method's persistent state (tensors and primitives only: it
+            goes into ``Sparsifier.state_dict()``).
+        layer_density: per-layer target densities chosen at init (if any).
+    """
+
+    params: dict[str, nn.Parameter]
+    masks: dict[str, Tensor]
+    optimizer: torch.optim.Optimizer | None
+    total_steps: int
+    generator: torch.Generator
+    step: int = 0
+    grads: dict[str, Tensor] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        """Sparsified parameter names in model order."""
+        return list(self.params)
+
+    @property
+    def shapes(self) -> dict[str, torch.Size]:
+        """``{name: shape}`` of the sparsified parameters."""
+        return {n: p.shape for n, p in self.params.items()}
+
+    def numel(self, name: str) -> int:
+        """Number of weights of ``name``."""
+        return math.prod(self.params[name].shape)
+
+    def active(self, name: str) -> int:
+        """Number of active weights of ``name`` (counted, never summed from floats)."""
+        return int(torch.count_nonzero(self.masks[name]))
+
+    def total_active(self) -> int:
+        """Active weights over all sparsified parameters."""
+        return sum(self.active(n) for n in self.params)
+
+    def total_numel(self) -> int:
+        """Weights over all sparsified parameters."""
+        return sum(self.numel(n) for n in self.params)
+
+    def grad(self, name: str) -> Tensor:
+        """Dense gradient of ``name`` for this update (clear error if none was taken)."""
+        if name not in self.grads:
+            raise RuntimeError(
+                f"no dense gradient for {name!r} at step {self.step}: gradient-based ops must "
+                "run inside an update the engine knows needs gradients (Op(needs_grad=True))."
+            )
+        return self.grads[name]
+
+    def rand(self, name: str) -> Tensor:
+        """Uniform random scores shaped like ``name``, from the sparsifier's generator."""
+        return random_scores(self.params[name], self.generator)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done."""
+        return self.step / max(1, self.total_steps)

@@ -1,0 +1,122 @@
+"""Exact, deterministic top-k masks (DESIGN contract 2).
+
+Every mask in sparsetrain is chosen by :func:`topk_mask`: the ``k`` highest
+scores win, and ties at the threshold are broken by the lower flat index, so
+the same scores give the same mask on CPU and GPU. Counts are exact; random
+masks are exact-count too (random scores, then top-k), never Bernoulli.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def exact_count(density: float, numel: int) -> int:
+    """Number of active weights for ``density`` over ``numel`` weights.
+
+    The rounding rule is round-half-up, ``floor(density * numel + 0.5)``,
+    clamped to ``[1, numel]`` for a positive density so that no layer is ever
+    left empty by rounding alone (ALGORITHMS.md 1.1 recommends exact counts).
+
+    Example:
+        >>> exact_count(0.1, 25), exact_count(0.5, 3), exact_count(0.001, 10)
+        (3, 2, 1)
+    """
+    if density <= 0.0:
+        return 0
+    return int(min(numel, max(1, math.floor(density * numel + 0.5))))
+
+
+def _clean(scores: Tensor) -> Tensor:
+    scores = scores.detach().flatten()
+    if not scores.is_floating_point():
+        scores = scores.float()
+    return torch.nan_to_num(scores, nan=-math.inf)
+
+
+def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Boolean mask (shape of ``scores``) of the ``k`` highest-scoring positions.
+
+    Args:
+        scores: any real tensor; NaN counts as the lowest score.
+        k: how many positions to select; clamped to the number of candidates.
+        candidates: optional bool tensor; only these positions may be chosen.
+
+    Returns:
+        A bool tensor with exactly ``min(k, #candidates)`` True entries. Ties at
+        the k-th value are broken by the lower flat index (deterministic).
+
+    Example:
+        >>> topk_mask(torch.tensor([1.0, 3.0, 3.0, 2.0]), 2).tolist()
+        [False, True, True, False]
+        >>> topk_mask(torch.tensor([1.0, 1.0, 1.0]), 2).tolist()
+        [True, True, False]
+    """
+    flat = _clean(scores)
+    n = flat.numel()
+    if candidates is not None:
+        cand = candidates.flatten()
+        k = min(int(k), int(cand.sum()))
+    else:
+        cand = None
+        k = min(int(k), n)
+    out = torch.zeros(n, dtype=torch.bool, device=flat.device)
+    if k <= 0:
+        return out.view_as(scores)
+    if cand is not None:
+        # Non-candidates sit strictly below every candidate (even -inf ones).
+        low = torch.finfo(flat.dtype).min
+        flat = torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf))
+    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n - k + 1).values
+    threshold = threshold.to(flat.device)
+    out = flat > threshold
+    need = k - int(out.sum())
+    if need > 0:
+        ties = torch.nonzero(flat == threshold).flatten()[:need]
+        out[ties] = True
+    return out.view_as(scores)
+
+
+def bottomk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+    """Mask of the ``k`` lowest scores among ``candidates`` (ties: lower index).
+
+    Example:
+        >>> bottomk_mask(torch.tensor([1.0, 3.0, 1.0, 2.0]), 1).tolist()
+        [True, False, False, False]
+    """
+    flat = _clean(scores)
+    # Negation maps ties to ties, so lower index still wins.
+    return topk_mask(-flat, k, candidates).view_as(scores)
+
+
+def random_mask(shape: torch.Size, k: int, generator: torch.Generator, device=None) -> Tensor:
+    """Exact-count uniform random mask with ``k`` True entries.
+
+    Random numbers come from ``generator`` on the CPU so that every device and
+    every DDP rank draws the same mask from the same seed.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> int(random_mask(torch.Size([4, 5]), 7, g).sum())
+        7
+    """
+    scores = torch.rand(shape, generator=generator)
+    return topk_mask(scores, k).to(device)
+
+
+def random_scores(like: Tensor, generator: torch.Generator) -> Tensor:
+    """Uniform [0, 1) scores shaped like ``like``, drawn on the CPU generator."""
+    return torch.rand(like.shape, generator=generator).to(like.device)
+
+
+def split_global(flat_mask: Tensor, shapes: dict[str, torch.Size]) -> dict[str, Tensor]:
+    """Cut a concatenated flat mask back into per-name tensors of ``shapes``."""
+    out, start = {}, 0
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        out[name] = flat_mask[start : start + n].view(shape)
+        start += n
+    return out

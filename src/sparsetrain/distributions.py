@@ -1,0 +1,129 @@
+"""Layer-wise density distributions: ``(shapes, density) -> {name: density}``.
+
+Implements ALGORITHMS.md section 1.1 (uniform, ER, ERK with its dense-layer
+loop) and the GMP_uniform classifier rule of section 2.2. ``global`` means
+"no per-layer budget": the init and the pruning ops then rank all layers
+together, so only the overall count is fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from sparsetrain.errors import check_density, unknown_choice
+
+Shapes = dict[str, torch.Size]
+Distribution = Callable[..., dict[str, float]]
+
+
+def uniform(shapes: Shapes, density: float) -> dict[str, float]:
+    """Every layer at ``density``.
+
+    Example:
+        >>> uniform({"a": torch.Size([4, 4]), "b": torch.Size([2, 4])}, 0.5)
+        {'a': 0.5, 'b': 0.5}
+    """
+    check_density(density)
+    return {name: density for name in shapes}
+
+
+def _raw_scores(shapes: Shapes, kernel: bool, power: float) -> dict[str, float]:
+    raw = {}
+    for name, shape in shapes.items():
+        dims = list(shape) if kernel else list(shape)[:2]
+        raw[name] = (sum(dims) / math.prod(dims)) ** power
+    return raw
+
+
+def erk(shapes: Shapes, density: float, power: float = 1.0, kernel: bool = True) -> dict[str, float]:
+    """Erdős–Rényi-Kernel densities, the exact loop of ALGORITHMS.md 1.1.
+
+    raw_l = (sum(dims) / prod(dims)) ** power. Layers whose density would
+    exceed 1 are made dense (all layers sharing the maximal raw score at once)
+    and epsilon is solved again, so sum(density_l * N_l) == density * sum(N_l).
+
+    Example (hand-worked, tests/test_distributions.py):
+        >>> d = erk({"conv": torch.Size([4, 2, 3, 3]), "fc": torch.Size([10, 4])}, 0.5)
+        >>> round(d["conv"], 4), round(d["fc"], 4)  # eps = 56 / 26
+        (0.359, 0.7538)
+    """
+    check_density(density)
+    raw = _raw_scores(shapes, kernel, power)
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        sparse = [n for n in shapes if n not in dense]
+        if not sparse:
+            break
+        budget = sum(density * numel[n] for n in sparse) - sum((1 - density) * numel[n] for n in dense)
+        divisor = sum(raw[n] * numel[n] for n in sparse)
+        eps = budget / divisor
+        top = max(raw[n] for n in sparse)
+        if eps * top > 1.0:
+            dense.update(n for n in sparse if raw[n] == top)
+            continue
+        break
+    return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+
+
+def er(shapes: Shapes, density: float) -> dict[str, float]:
+    """Erdős–Rényi (SET): ERK restricted to the two leading dims (no kernel term)."""
+    return erk(shapes, density, kernel=False)
+
+
+def global_(shapes: Shapes, density: float) -> dict[str, float]:
+    """Placeholder densities for ``global``: every layer at ``density`` until ranked globally."""
+    check_density(density)
+    return {name: density for name in shapes}
+
+
+def uniform_dense_classifier(shapes: Shapes, density: float, classifier: str | None = None,
+                             classifier_density: float = 0.2, threshold: float = 0.2) -> dict[str, float]:
+    """GMP_uniform (ALGORITHMS.md 2.2, Gale et al.): at density <= 0.2 the
+    classifier is held at 0.2 and the other layers share the rest uniformly so
+    the total still matches.
+
+    Example:
+        >>> s = {"conv": torch.Size([900]), "fc": torch.Size([100])}
+        >>> {k: round(v, 4) for k, v in uniform_dense_classifier(s, 0.1, "fc").items()}
+        {'conv': 0.0889, 'fc': 0.2}
+    """
+    check_density(density)
+    out = {name: density for name in shapes}
+    if classifier is None or classifier not in shapes or density > threshold or len(shapes) == 1:
+        return out
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    total, n_fc = sum(numel.values()), numel[classifier]
+    rest = (total * density - classifier_density * n_fc) / (total - n_fc)
+    out = {name: max(0.0, rest) for name in shapes}
+    out[classifier] = classifier_density
+    return out
+
+
+DISTRIBUTIONS: dict[str, Distribution] = {
+    "uniform": uniform, "er": er, "erk": erk, "global": global_,
+}
+
+
+def layer_densities(name: str, shapes: Shapes, density: float, dense_first: bool = False,
+                    **kwargs) -> dict[str, float]:
+    """Look up a distribution by name and apply it.
+
+    ``dense_first`` keeps the first layer dense afterwards (RigL's uniform
+    convention, rigl-torch always; ALGORITHMS.md 1.1 and 7); the other
+    layers keep their densities, so the overall density rises slightly.
+
+    Example:
+        >>> layer_densities("uniform", {"a": torch.Size([3, 3]), "b": torch.Size([3])}, 0.5, dense_first=True)
+        {'a': 1.0, 'b': 0.5}
+    """
+    key = name.lower()
+    if key not in DISTRIBUTIONS:
+        raise unknown_choice("distribution", name, DISTRIBUTIONS)
+    out = DISTRIBUTIONS[key](shapes, density, **kwargs)
+    if dense_first and len(out) > 1:
+        out[next(iter(out))] = 1.0
+    return out

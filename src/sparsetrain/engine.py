@@ -1,0 +1,279 @@
+"""The engine: ``Sparsifier`` binds a method to ``(model, optimizer)`` through the
+optimizer's own step hooks (DESIGN section 1 and 2).
+
+Per optimizer step (ALGORITHMS.md 0, "per-iteration order", with masks kept
+exact at every step):
+
+1. pre-hook: observers read the dense gradients (e.g. SNFS's EMA); if an update
+   is due after this step and needs gradients, the dense gradients are
+   snapshotted (after DDP all-reduce and GradScaler unscale, contract 4);
+   then gradients are masked, so momentum / Adam state stays zero where the
+   mask is off (contract 3).
+2. the user's optimizer step.
+3. post-hook: weights are re-masked with one fused ``torch._foreach_mul_``,
+   the step is counted, and any due update runs *after* the optimizer step
+   (rigl-TF / Masking-family order); new weights start at 0 with zero state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsetrain import distributed
+from sparsetrain.context import SparseContext
+from sparsetrain.core.selection import select_parameters
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.methods.registry import Method, create_method
+from sparsetrain.metrics.report import DensityReport, density_report
+
+STATE_FORMAT = "sparsetrain.sparsifier/1"
+
+
+class Sparsifier:
+    """Keeps a model sparse while it trains. Create it with :func:`sparsetrain.attach`.
+
+    Attributes:
+        model: the user's model (a plain ``nn.Module``; contract 1).
+        optimizer: the user's optimizer, whose step hooks drive the method.
+        method: the bound :class:`~sparsetrain.methods.registry.Method`.
+        history: one dict per topology update (step, dropped, grown, ...).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, method: Method, *,
+                 total_steps: int, seed: int = 0, include=None, exclude=(), embeddings: bool = False,
+                 hooks: bool = True) -> None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise SparsetrainError(
+                f"total_steps must be a positive int (the number of optimizer steps in training, "
+                f"e.g. epochs * len(train_loader)), got {total_steps!r}.")
+        if optimizer is not None and getattr(optimizer, "_sparsetrain_attached", False):
+            raise SparsetrainError("this optimizer already has a sparsifier attached; call "
+                                   ".detach() on the old one first.")
+        self.model, self.optimizer, self.method = model, optimizer, method
+        params = select_parameters(model, include, exclude, embeddings)
+        generator = torch.Generator().manual_seed(int(seed))
+        self.ctx = SparseContext(params=params, masks={}, optimizer=optimizer,
+                                 total_steps=total_steps, generator=generator)
+        self.history: list[dict[str, Any]] = []
+        self._due: list = []
+        self._handles: list = []
+        self._hooks = hooks
+        event = method.init(self.ctx)
+        self._apply_topology()
+        self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
+        self.history.append({"step": 0, **event})
+        if optimizer is not None:
+            optimizer._sparsetrain_attached = True  # type: ignore[attr-defined]
+            if hooks:
+                self._handles = [optimizer.register_step_pre_hook(self._pre_step),
+                                 optimizer.register_step_post_hook(self._post_step)]
+
+    # ------------------------------------------------------------------ views
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """``{parameter name: bool mask}``, True = active."""
+        return self.ctx.masks
+
+    @property
+    def step_count(self) -> int:
+        """Optimizer steps taken under this sparsifier."""
+        return self.ctx.step
+
+    def density(self) -> float:
+        """Overall density over the sparsified parameters (active / total)."""
+        return self.ctx.total_active() / self.ctx.total_numel()
+
+    def report(self) -> DensityReport:
+        """Per-layer table: shape, numel, active, density (``print`` it)."""
+        return density_report(self.ctx.params, self.ctx.masks)
+
+    def itop_rate(self) -> float:
+        """Fraction of weights ever active (ITOP's R_s, ALGORITHMS.md 1.6)."""
+        fired = sum(int(torch.count_nonzero(m)) for m in self.fired.values())
+        return fired / self.ctx.total_numel()
+
+    def __repr__(self) -> str:
+        return (f"Sparsifier(method={self.method.name!r}, step={self.ctx.step}/{self.ctx.total_steps}, "
+                f"density={self.density():.4f}, layers={len(self.ctx.params)})")
+
+    # ------------------------------------------------------------------ stepping
+    def step(self) -> None:
+        """Take one optimizer step with sparsity handling (use instead of ``optimizer.step()``)."""
+        if self.optimizer is None:
+            raise SparsetrainError("this sparsifier has no optimizer to step.")
+        if self._hooks:
+            self.optimizer.step()
+        else:
+            self._pre_step(self.optimizer, (), {})
+            self.optimizer.step()
+            self._post_step(self.optimizer, (), {})
+
+    @torch.no_grad()
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        ctx = self.ctx
+        grads = {n: p.grad for n, p in ctx.params.items() if p.grad is not None}
+        for observe in self.method.observers:
+            observe(ctx, grads)
+        self._due = self.method.due(ctx.step + 1, ctx.total_steps)
+        if any(u.op.needs_grad for u in self._due):
+            ctx.grads = {n: g.detach().clone() for n, g in grads.items()}
+        if grads:
+            names = list(grads)
+            torch._foreach_mul_([grads[n] for n in names], [self._fmask[n] for n in names])
+
+    @torch.no_grad()
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        torch._foreach_mul_(self._param_list, self._fmask_list)
+        self.ctx.step += 1
+        if self._due:
+            self._run(self._due)
+        self._due = []
+        self.ctx.grads = {}
+
+    def _run(self, updates) -> None:
+        event: dict[str, Any] = {}
+        for update in updates:
+            event.update(update.op(self.ctx))
+        self._apply_topology()
+        for n, m in self.ctx.masks.items():
+            self.fired[n] |= m
+        self.history.append({"step": self.ctx.step, **event, "density": self.density()})
+
+    @torch.no_grad()
+    def _apply_topology(self) -> None:
+        """Make masks exact and identical on all ranks, then zero weights and optimizer state."""
+        ctx = self.ctx
+        for n, p in ctx.params.items():
+            ctx.masks[n] = ctx.masks[n].to(device=p.device, dtype=torch.bool)
+        distributed.broadcast_masks(ctx.masks)
+        self._fmask = {n: ctx.masks[n].to(p.dtype) for n, p in ctx.params.items()}
+        self._param_list = list(ctx.params.values())
+        self._fmask_list = [self._fmask[n] for n in ctx.params]
+        torch._foreach_mul_(self._param_list, self._fmask_list)
+        self._mask_optimizer_state()
+
+    def _mask_optimizer_state(self) -> None:
+        if self.optimizer is None:
+            return
+        for n, p in self.ctx.params.items():
+            for value in self.optimizer.state.get(p, {}).values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value.mul_(self._fmask[n].to(value.dtype))
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Re-zero inactive weights and optimizer state (e.g. after loading weights)."""
+        self._apply_topology()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly; tensors and primitives only (contract 5)."""
+        return {
+            "format": STATE_FORMAT,
+            "method": self.method.name,
+            "config": dict(self.method.config),
+            "step": self.ctx.step,
+            "total_steps": self.ctx.total_steps,
+            "shapes": {n: list(p.shape) for n, p in self.ctx.params.items()},
+            "masks": {n: m.detach().cpu().clone() for n, m in self.ctx.masks.items()},
+            "fired": {n: m.detach().cpu().clone() for n, m in self.fired.items()},
+            "generator": self.ctx.generator.get_state(),
+            "method_state": _to_cpu(self.ctx.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; refuses a state from another model or method."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise SparsetrainError("not a sparsetrain Sparsifier state_dict (missing format "
+                                   f"{STATE_FORMAT!r}); pass the dict saved from Sparsifier.state_dict().")
+        ours = {n: list(p.shape) for n, p in self.ctx.params.items()}
+        if state["shapes"] != ours:
+            missing = sorted(set(ours) - set(state["shapes"]))
+            extra = sorted(set(state["shapes"]) - set(ours))
+            wrong = sorted(n for n in set(ours) & set(state["shapes"]) if ours[n] != state["shapes"][n])
+            raise SparsetrainError(
+                "this sparsifier state_dict comes from a different model: "
+                f"missing {missing[:5]}, unexpected {extra[:5]}, different shapes {wrong[:5]}. "
+                "Load it into the same architecture with the same include/exclude selection.")
+        if state["method"] != self.method.name:
+            raise SparsetrainError(f"this state_dict was saved by method {state['method']!r}, "
+                                   f"but this sparsifier runs {self.method.name!r}.")
+        self.ctx.step = int(state["step"])
+        self.ctx.total_steps = int(state["total_steps"])
+        self.ctx.masks = {n: m.clone() for n, m in state["masks"].items()}
+        self.ctx.generator.set_state(state["generator"])
+        device = next(iter(self.ctx.params.values())).device
+        self.ctx.state = _to_device(state["method_state"], device)
+        self._apply_topology()
+        self.fired = {n: state["fired"][n].to(self.ctx.masks[n].device).clone() for n in self.ctx.masks}
+
+    def detach(self) -> nn.Module:
+        """Remove the hooks; the model stays a plain module with its zeros."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self.optimizer is not None:
+            self.optimizer._sparsetrain_attached = False  # type: ignore[attr-defined]
+        return self.model
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device).clone()
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
+def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: str | Method = "rigl", *,
+           total_steps: int | None = None, seed: int = 0, include=None, exclude=(),
+           embeddings: bool = False, hooks: bool = True, **method_kwargs: Any) -> Sparsifier:
+    """Make ``model`` train sparse with ``method``; the training loop stays as it was.
+
+    Args:
+        model: any ``nn.Module`` (conv / linear weights are sparsified).
+        optimizer: the optimizer that trains it (any torch optimizer).
+        method: a registered name (``sparsetrain.list_methods()``) or a Method.
+        total_steps: number of optimizer steps in training (epochs * len(loader)).
+        seed: seeds the sparsifier's own generator (masks, random growth).
+        include / exclude: glob patterns over parameter names.
+        embeddings: also sparsify ``nn.Embedding`` weights.
+        hooks: run through the optimizer's step hooks (default); with False,
+            call ``sparsifier.step()`` instead of ``optimizer.step()``.
+        **method_kwargs: the method's hyperparameters (``density``, ...).
+
+    Example:
+        >>> import torch, sparsetrain
+        >>> net = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 2))
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        >>> sp = sparsetrain.attach(net, opt, "rigl", density=0.1, total_steps=1000)
+        >>> round(sp.density(), 2)
+        0.1
+    """
+    if total_steps is None:
+        raise SparsetrainError("attach() needs total_steps, the number of optimizer steps in training "
+                               "(e.g. total_steps=epochs * len(train_loader)).")
+    if isinstance(method, str):
+        method = create_method(method, **method_kwargs)
+    elif method_kwargs:
+        raise SparsetrainError("method keyword arguments are only accepted with a method name; "
+                               f"got a Method object and {sorted(method_kwargs)}.")
+    elif not isinstance(method, Method):
+        raise SparsetrainError(f"method must be a registered name or a Method, got {type(method).__name__}.")
+    return Sparsifier(model, optimizer, method, total_steps=total_steps, seed=seed, include=include,
+                      exclude=exclude, embeddings=embeddings, hooks=hooks)

@@ -1,0 +1,13 @@
+"""Registered methods, one short file per family."""
+
+from sparsetrain.methods import dst, gmp, granet, mest  # noqa: F401  (registration)
+from sparsetrain.methods.registry import (
+                                          Method,
+                                          create_method,
+                                          list_methods,
+                                          method_info,
+                                          method_signature,
+                                          register_method,
+)
+
+__all__ = ["Method", "create_method", "list_methods", "method_info", "method_signature", "register_method"]

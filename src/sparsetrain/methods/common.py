@@ -1,0 +1,84 @@
+"""Pieces shared by the method builders: GraNet-style death / growth options, the gradient EMA."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from sparsetrain.context import SparseContext
+from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
+from sparsetrain.ops import prune_and_regrow, regrow
+from sparsetrain.ops.base import Op
+from sparsetrain.ops.prune import drop_below, drop_lowest
+from sparsetrain.schedules import Schedule
+
+PRUNE_MODES = ("magnitude", "set", "threshold", "taylor")
+GROWTH_MODES = ("random", "gradient", "momentum")
+REDISTRIBUTION_MODES = ("none", "magnitude", "nonzeros", "momentum")
+
+
+def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: float = 1e-3, scope: str = "layer"):
+    """The ``--prune`` / ``--death`` option as a dropper (ALGORITHMS.md 1.2).
+
+    ``magnitude``: smallest |w|; ``set``: SET's intended sign-split rule
+    (fixed on purpose, every shipped version was wrong); ``threshold``: all
+    |w| <= ``threshold``; ``taylor``: smallest (w g)^2.
+    """
+    if prune not in PRUNE_MODES:
+        raise unknown_choice("prune mode", prune, PRUNE_MODES)
+    if prune == "threshold":
+        return drop_below(threshold)
+    return drop_lowest(fraction, prune, rounding=rounding, scope=scope)
+
+
+def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: str = "none",
+                 rounding: str = "ceil", threshold: float = 1e-3) -> Op:
+    """Drop by ``prune`` and regrow the same total by ``growth``: one zero-cost DST update.
+
+    Fixed on purpose (ALGORITHMS.md 1.2 quirk): GraNet's CIFAR code ignored
+    ``--prune``, ``--growth`` and ``--redistribution``; here every option acts.
+    """
+    if growth not in GROWTH_MODES:
+        raise unknown_choice("growth mode", growth, GROWTH_MODES)
+    if redistribution not in REDISTRIBUTION_MODES:
+        raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
+    return prune_and_regrow(death(prune, fraction, rounding, threshold), regrow(growth, redistribution))
+
+
+def grad_ema(momentum: float = 0.9):
+    """Observer keeping a dense gradient EMA ``m <- momentum * m + g`` in ``state["grad_ema"]``.
+
+    This is what momentum growth and momentum redistribution read (SNFS,
+    ALGORITHMS.md 0 and 1.3): it sees every position, active or not, unlike a
+    masked optimizer buffer.
+    """
+    def observe(ctx: SparseContext, grads: dict[str, Tensor]) -> None:
+        ema = ctx.state.setdefault("grad_ema", {})
+        for name, g in grads.items():
+            if name not in ema:
+                ema[name] = torch.zeros_like(g)
+            ema[name].mul_(momentum).add_(g)
+    return observe
+
+
+def needs_ema(growth: str, redistribution: str) -> bool:
+    """Whether the options read the dense gradient EMA."""
+    return growth == "momentum" or redistribution == "momentum"
+
+
+def check_positive_int(value: int, what: str) -> int:
+    """Return ``value`` as int if >= 1, else a clear error."""
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise SparsetrainError(f"{what} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def check_window(start: float, end: float) -> None:
+    """Fractions of training with 0 <= start < end <= 1."""
+    if not 0.0 <= start < end <= 1.0:
+        raise SparsetrainError(f"need 0 <= start < end <= 1 (fractions of training), got start={start}, "
+                               f"end={end}.")
+
+
+__all__ = ["check_density", "check_positive_int", "check_window", "death", "grad_ema", "needs_ema",
+           "regeneration"]

@@ -1,0 +1,62 @@
+"""MEST: memory-economic sparse training, EM and EM&S (Yuan et al. 2021). ALGORITHMS.md 4, 5.4."""
+
+from __future__ import annotations
+
+from sparsetrain import cadence, ops
+from sparsetrain.context import SparseContext
+from sparsetrain.criteria import mest_score
+from sparsetrain.distributions import layer_densities
+from sparsetrain.errors import unknown_choice
+from sparsetrain.methods.common import check_density, check_positive_int, check_window
+from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops.prune import drop_lowest
+from sparsetrain.ops.regrow import regrow
+from sparsetrain.schedules import cosine_decay
+
+#: Chase's --stop_dst_epochs 30 of 160: the soft bound phase covers the first 130
+CHASE_SOFT_END = 130 / 160
+
+
+def _targets(distribution: str, density: float, extra=lambda ctx: 0.0):
+    def densities(ctx: SparseContext) -> dict[str, float]:
+        base = ctx.state.setdefault("mest_layer_density", layer_densities(distribution, ctx.shapes, density))
+        return {n: min(1.0, d + extra(ctx)) for n, d in base.items()}
+    return densities
+
+
+@register_method("mest", family="dst", paper="Yuan et al. 2021, MEST")
+def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", update_every: int = 1000,
+         drop_fraction: float = 0.5, bound: float = 0.05, lam: float = 1.0, soft_end: float = CHASE_SOFT_END) -> Method:
+    """MEST, drop score |w| + lam |g|, regrow by |gradient|.
+
+    ``mode="em"``: every update drop ⌈r_t n_l⌉ by the MEST score and regrow as
+    many (density dips below target before each mutation). ``mode="em_s"``
+    (soft memory bound): start at d_l + ``bound``; each update until
+    ``soft_end`` prunes back to d_l by the MEST score, then grows to
+    d_l + delta(t) by gradient, delta cosine-decaying from ``bound`` to 0; after
+    ``soft_end`` plain EM updates at density d (as in Chase's re-implementation,
+    ALGORITHMS.md 5.4). r_t is cosine from ``drop_fraction`` to 0.005.
+    """
+    check_density(density)
+    check_positive_int(update_every, "update_every")
+    if mode not in ("em", "em_s"):
+        raise unknown_choice("MEST mode", mode, ["em", "em_s"])
+    score = mest_score(lam)
+    base = _targets(distribution, density)
+    em = ops.prune_and_regrow(drop_lowest(cosine_decay(drop_fraction, 0.005), score), regrow("gradient"))
+    if mode == "em":
+        return Method(init=ops.init_random(distribution, density), updates=(ops.when(cadence.every(update_every), em),))
+    check_window(0.0, soft_end)
+    delta = cosine_decay(bound, 0.0, horizon=soft_end)
+    soft = ops.chain(
+        ops.prune_to(lambda t, T: density, score, scope="layer", layer_densities=lambda ctx, d: base(ctx)),
+        ops.grow_to(_targets(distribution, density, lambda ctx: delta(ctx.step, ctx.total_steps)), "gradient"),
+        name="mest_soft_bound")
+    back_to_target = ops.prune_to(lambda t, T: density, score, scope="layer",
+                                  layer_densities=lambda ctx, d: base(ctx))
+    return Method(
+        init=ops.chain(ops.init_random(distribution, density), ops.grow_to(_targets(distribution, density,
+                                                                                    lambda ctx: bound), "random")),
+        updates=(ops.when(cadence.every(update_every, end=soft_end), soft),
+                 ops.when(cadence.every(update_every, start=soft_end), ops.chain(back_to_target, em))),
+    )

@@ -1,0 +1,51 @@
+"""Per-layer density report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class DensityReport:
+    """Rows of ``{name, shape, numel, active, density}`` plus the total; prints as a table."""
+
+    rows: list[dict]
+
+    @property
+    def total(self) -> dict:
+        numel = sum(r["numel"] for r in self.rows)
+        active = sum(r["active"] for r in self.rows)
+        return {"name": "total", "shape": "", "numel": numel, "active": active,
+                "density": active / numel if numel else 0.0}
+
+    def __str__(self) -> str:
+        rows = self.rows + [self.total]
+        width = max(len(r["name"]) for r in rows)
+        head = f"{'layer':<{width}}  {'shape':<18} {'numel':>10} {'active':>10} {'density':>8}"
+        lines = [head, "-" * len(head)]
+        for r in rows:
+            shape = "x".join(map(str, r["shape"])) if r["shape"] else ""
+            lines.append(f"{r['name']:<{width}}  {shape:<18} {r['numel']:>10} {r['active']:>10} "
+                         f"{r['density']:>8.4f}")
+        return "\n".join(lines)
+
+
+def density_report(params: dict[str, Tensor], masks: dict[str, Tensor]) -> DensityReport:
+    """Build a :class:`DensityReport` from parameters and their masks.
+
+    Example:
+        >>> w = torch.zeros(2, 3); m = torch.tensor([[1, 0, 0], [0, 1, 1]], dtype=torch.bool)
+        >>> density_report({"w": w}, {"w": m}).rows[0]["active"]
+        3
+    """
+    rows = []
+    for name, p in params.items():
+        numel = math.prod(p.shape)
+        active = int(torch.count_nonzero(masks[name]))
+        rows.append({"name": name, "shape": list(p.shape), "numel": numel, "active": active,
+                     "density": active / numel})
+    return DensityReport(rows)

@@ -1,0 +1,62 @@
+"""Op and Update: the two building blocks a method is composed of."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sparsetrain.cadence import Cadence
+from sparsetrain.context import SparseContext
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A named mask transformation.
+
+    Attributes:
+        fn: ``ctx -> event`` (may return None); it edits ``ctx.masks`` in place.
+        needs_grad: whether ``fn`` reads ``ctx.grads`` (the engine then snapshots
+            the dense gradient of the batch before masking it).
+        name: shown in logs and ``repr``.
+
+    Example:
+        >>> noop = Op(lambda ctx: {"did": "nothing"}, name="noop")
+        >>> noop.name
+        'noop'
+    """
+
+    fn: Callable[[SparseContext], Event | None]
+    needs_grad: bool = False
+    name: str = "op"
+
+    def __call__(self, ctx: SparseContext) -> Event:
+        return self.fn(ctx) or {}
+
+
+@dataclass(frozen=True)
+class Update:
+    """An op that runs after optimizer step ``t`` whenever ``cadence(t, total)``."""
+
+    cadence: Cadence
+    op: Op
+
+    def due(self, step: int, total: int) -> bool:
+        return self.cadence(step, total)
+
+
+def when(cadence: Cadence, op: Op) -> Update:
+    """Schedule ``op`` on ``cadence`` (optax-style combinator)."""
+    return Update(cadence, op)
+
+
+def chain(*ops: Op, name: str | None = None) -> Op:
+    """Run ``ops`` in order as one op; their events are merged (later keys win)."""
+    def run(ctx: SparseContext) -> Event:
+        event: Event = {}
+        for op in ops:
+            event.update(op(ctx))
+        return event
+    return Op(run, needs_grad=any(op.needs_grad for op in ops), name=name or "+".join(o.name for o in ops))

@@ -1,0 +1,133 @@
+"""Initial topologies (ALGORITHMS.md 1.1): random per distribution, dense, magnitude, prune-a-trained-model."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sparsetrain.context import SparseContext
+from sparsetrain.core.topk import bottomk_mask, exact_count, random_mask, split_global, topk_mask
+from sparsetrain.distributions import layer_densities
+from sparsetrain.ops.base import Op
+
+
+def init_random(distribution: str = "erk", density: float = 0.1, **dist_kwargs) -> Op:
+    """Exact-count random masks with per-layer densities from ``distribution``.
+
+    Fixed on purpose (ALGORITHMS.md 1.1): the PyTorch ports draw Bernoulli
+    masks; we take exactly round(d_l * N_l) positions per layer, like rigl-TF.
+    ``global`` draws one exact-count random set over all layers together.
+    """
+    def run(ctx: SparseContext) -> dict:
+        if distribution == "global":
+            k = exact_count(density, ctx.total_numel())
+            flat = random_mask(torch.Size([ctx.total_numel()]), k, ctx.generator)
+            for n, m in split_global(flat, ctx.shapes).items():
+                ctx.masks[n] = m.to(ctx.params[n].device)
+            return {"init": "random[global]"}
+        dens = layer_densities(distribution, ctx.shapes, density, **dist_kwargs)
+        for n, p in ctx.params.items():
+            ctx.masks[n] = random_mask(p.shape, exact_count(dens[n], ctx.numel(n)), ctx.generator, p.device)
+        return {"init": f"random[{distribution}]"}
+    return Op(run, name=f"init_random[{distribution}]")
+
+
+def init_dense() -> Op:
+    """All masks on: a dense start (GMP, GraNet with s_i = 0)."""
+    def run(ctx: SparseContext) -> dict:
+        for n, p in ctx.params.items():
+            ctx.masks[n] = torch.ones_like(p, dtype=torch.bool)
+        return {"init": "dense"}
+    return Op(run, name="init_dense")
+
+
+def init_magnitude(density: float, scope: str = "global", distribution: str = "erk") -> Op:
+    """Keep the largest |w| of the current (e.g. initial) weights.
+
+    ``scope="global"`` is ITOP's ``lottery_ticket`` init (ALGORITHMS.md 1.1);
+    ``scope="layer"`` keeps round(d_l * N_l) per layer of ``distribution``.
+    """
+    def run(ctx: SparseContext) -> dict:
+        if scope == "global":
+            flat = torch.cat([p.detach().abs().flatten().float() for p in ctx.params.values()])
+            ctx.masks.update(split_global(topk_mask(flat, exact_count(density, flat.numel())), ctx.shapes))
+        else:
+            dens = layer_densities(distribution, ctx.shapes, density)
+            for n, p in ctx.params.items():
+                ctx.masks[n] = topk_mask(p.detach().abs(), exact_count(dens[n], ctx.numel(n)))
+        return {"init": f"magnitude[{scope}]"}
+    return Op(run, name=f"init_magnitude[{scope}]")
+
+
+def _row_scores(p: torch.Tensor) -> torch.Tensor:
+    """L1 norm of each output unit's fan-in (GraNet's deleted ``prune_structured``)."""
+    return p.detach().abs().flatten(1).sum(1) if p.dim() > 1 else p.detach().abs()
+
+
+def init_prune(rate: float = 0.5, scope: str = "layer", structured: bool = False,
+               regrow: bool = False) -> Op:
+    """GraNet's prune_* sparse inits for the pruning-plasticity study (ALGORITHMS.md 1.1).
+
+    Start from the model's current (trained) weights, zero-weights already
+    count as pruned, and remove ``rate`` of the non-zeros by magnitude, per
+    layer (``prune_uniform``) or globally (``prune_global``); with
+    ``structured`` whole output units with the smallest fan-in L1 norm go
+    (``prune_structured``). With ``regrow`` the same number is regrown by
+    gradient at the first step (``prune_and_grow_*``): the original code
+    needed a gradient dict that its ``main.py`` never passed, so there we take
+    the first training batch's gradient instead; the engine runs that step via
+    ``state["pending_regrow"]``.
+    """
+    def run(ctx: SparseContext) -> dict:
+        for n, p in ctx.params.items():
+            ctx.masks[n] = p.detach() != 0
+        before = {n: ctx.active(n) for n in ctx.params}
+        if structured:
+            for n, p in ctx.params.items():
+                rows = _row_scores(p * ctx.masks[n])
+                alive = rows > 0
+                k = math.ceil(rate * int(alive.sum()) - 1e-9)
+                drop = bottomk_mask(rows, k, alive)
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                ctx.masks[n] = ctx.masks[n] & ~drop.view(shape).expand_as(p)
+        elif scope == "global":
+            flat = torch.cat([p.detach().abs().flatten().float() for p in ctx.params.values()])
+            active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
+            keep = math.floor((1 - rate) * int(active.sum()) + 1e-9)
+            ctx.masks.update(split_global(topk_mask(flat, keep, active), ctx.shapes))
+        else:
+            for n, p in ctx.params.items():
+                k = math.ceil(rate * before[n] - 1e-9)
+                ctx.masks[n] = ctx.masks[n] & ~bottomk_mask(p.detach().abs(), k, ctx.masks[n])
+        removed = {n: before[n] - ctx.active(n) for n in ctx.params}
+        if regrow:
+            ctx.state["pending_regrow"] = removed
+            ctx.state["pending_structured"] = structured
+        return {"init": "prune", "removed": sum(removed.values())}
+    return Op(run, name="init_prune")
+
+
+def pending_regrow() -> Op:
+    """Regrow what :func:`init_prune` removed, by |gradient| of the first batch.
+
+    Element-wise by default; for a structured prune, whole output units with
+    the largest summed |gradient| over their fan-in come back.
+    """
+    def run(ctx: SparseContext) -> dict:
+        counts = ctx.state.pop("pending_regrow", None)
+        structured = ctx.state.pop("pending_structured", False)
+        if not counts:
+            return {}
+        for n, k in counts.items():
+            g = ctx.grad(n).abs()
+            if structured:
+                dead = ~ctx.masks[n].flatten(1).any(1) if g.dim() > 1 else ~ctx.masks[n]
+                fan_in = max(1, g[0].numel()) if g.dim() > 1 else 1
+                units = topk_mask(_row_scores(g), math.ceil(k / fan_in - 1e-9), dead)
+                shape = (-1,) + (1,) * (g.dim() - 1)
+                ctx.masks[n] = ctx.masks[n] | units.view(shape).expand_as(g)
+            elif k > 0:
+                ctx.masks[n] = ctx.masks[n] | topk_mask(g, k, ~ctx.masks[n])
+        return {"regrown_after_init": sum(counts.values())}
+    return Op(run, needs_grad=True, name="pending_regrow")

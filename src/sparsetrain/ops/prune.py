@@ -1,0 +1,108 @@
+"""Removing weights: drop a fraction (DST death), drop below a threshold, prune to a density (GMP)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from sparsetrain.context import SparseContext
+from sparsetrain.core.topk import bottomk_mask, exact_count, split_global, topk_mask
+from sparsetrain.criteria import Criterion, get_criterion, needs_grad
+from sparsetrain.errors import unknown_choice
+from sparsetrain.ops.base import Op
+from sparsetrain.schedules import Schedule
+
+#: a dropper edits masks and returns {name: number removed}
+Dropper = Callable[[SparseContext], dict[str, int]]
+
+ROUNDING = {
+    # the 1e-9 keeps 0.3 * 10 from becoming ceil(3.0000000000000004) = 4
+    "ceil": lambda x: math.ceil(x - 1e-9),   # GraNet / ITOP magnitude death (ALGORITHMS.md 1.2)
+    "floor": lambda x: math.floor(x + 1e-9),  # RigL n_prune (section 4, 7)
+}
+
+
+def _scores(ctx: SparseContext, crit: Criterion, name: str) -> torch.Tensor:
+    return crit(ctx, name).to(torch.float32)
+
+
+def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", rounding: str = "ceil",
+                scope: str = "layer") -> Dropper:
+    """Remove ``fraction(step)`` of the active weights with the lowest scores.
+
+    Per layer (``scope="layer"``): k_l = rounding(r * n_l) of the layer's n_l
+    active weights. Globally: k = rounding(r * sum n_l), ranked across layers.
+
+    Example: an 8-element layer with 6 active weights and r = 0.5 drops the 3
+    smallest |w| among the 6 (tests/test_ops.py works it by hand).
+    """
+    crit = get_criterion(criterion)
+    if rounding not in ROUNDING:
+        raise unknown_choice("rounding", rounding, ROUNDING)
+    round_fn = ROUNDING[rounding]
+
+    def drop(ctx: SparseContext) -> dict[str, int]:
+        r = fraction(ctx.step, ctx.total_steps)
+        before = {n: ctx.active(n) for n in ctx.params}
+        if scope == "global":
+            k = round_fn(r * sum(before.values()))
+            flat_scores = torch.cat([_scores(ctx, crit, n).flatten() for n in ctx.params])
+            active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
+            removed = split_global(bottomk_mask(flat_scores, k, active), ctx.shapes)
+            for n in ctx.params:
+                ctx.masks[n] = ctx.masks[n] & ~removed[n]
+        else:
+            for n in ctx.params:
+                k = min(before[n], round_fn(r * before[n]))
+                if k > 0:
+                    ctx.masks[n] = ctx.masks[n] & ~bottomk_mask(_scores(ctx, crit, n), k, ctx.masks[n])
+        return {n: before[n] - ctx.active(n) for n in ctx.params}
+
+    drop.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
+    return drop
+
+
+def drop_below(threshold: float = 1e-3) -> Dropper:
+    """GraNet ``--prune threshold``: remove active weights with |w| <= threshold."""
+    def drop(ctx: SparseContext) -> dict[str, int]:
+        removed = {}
+        for n, p in ctx.params.items():
+            before = ctx.active(n)
+            ctx.masks[n] = ctx.masks[n] & (p.detach().abs() > threshold)
+            removed[n] = before - ctx.active(n)
+        return removed
+    drop.needs_grad = False  # type: ignore[attr-defined]
+    return drop
+
+
+def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope: str = "global",
+             layer_densities: Callable[[SparseContext, float], dict[str, float]] | None = None) -> Op:
+    """Prune to ``density(step)`` by keeping the highest scores among active weights (GMP).
+
+    ``scope="global"`` keeps round(d * N_total) across all layers (GraNet /
+    GMP ``pruning``, ALGORITHMS.md 2.2); ``scope="layer"`` keeps
+    round(d_l * N_l) per layer where ``layer_densities(ctx, d)`` gives d_l
+    (uniform by default; GMP_uniform passes the classifier rule). Weights that
+    are already pruned stay pruned, so density never goes back up.
+    """
+    crit = get_criterion(criterion)
+
+    def run(ctx: SparseContext) -> dict:
+        d = density(ctx.step, ctx.total_steps)
+        if scope == "global":
+            k = exact_count(d, ctx.total_numel())
+            if k < ctx.total_active():
+                flat = torch.cat([_scores(ctx, crit, n).flatten() for n in ctx.params])
+                active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
+                ctx.masks.update(split_global(topk_mask(flat, k, active), ctx.shapes))
+        else:
+            targets = layer_densities(ctx, d) if layer_densities else {n: d for n in ctx.params}
+            for n in ctx.params:
+                k = exact_count(targets[n], ctx.numel(n))
+                if k < ctx.active(n):
+                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), k, ctx.masks[n])
+        return {"density_target": d}
+
+    return Op(run, needs_grad=needs_grad(crit), name=f"prune_to[{scope}]")
