@@ -1,0 +1,52 @@
+"""Exact, deterministic top-k (DESIGN contract 2)."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsetrain.core.topk import bottomk_mask, exact_count, random_mask, topk_mask
+
+
+def test_exact_count_rounding_rule():
+    assert exact_count(0.1, 25) == 3  # 2.5 rounds half up
+    assert exact_count(0.1, 24) == 2  # 2.4 rounds down
+    assert exact_count(0.0001, 10) == 1  # a positive density never empties a layer
+    assert exact_count(1.0, 7) == 7
+    assert exact_count(0.0, 7) == 0
+
+
+def test_ties_break_by_lower_index():
+    scores = torch.tensor([2.0, 1.0, 2.0, 2.0, 0.0])
+    assert topk_mask(scores, 2).tolist() == [True, False, True, False, False]
+    assert bottomk_mask(torch.tensor([1.0, 0.0, 0.0, 1.0]), 1).tolist() == [False, True, False, False]
+
+
+def test_candidates_restrict_choice_and_clamp_k():
+    scores = torch.tensor([5.0, 4.0, 3.0, 2.0])
+    cand = torch.tensor([False, True, False, True])
+    assert topk_mask(scores, 1, cand).tolist() == [False, True, False, False]
+    assert int(topk_mask(scores, 10, cand).sum()) == 2
+
+
+def test_nan_is_lowest():
+    assert topk_mask(torch.tensor([float("nan"), 0.0, -1.0]), 1).tolist() == [False, True, False]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), frac=st.floats(0, 1), seed=st.integers(0, 10_000), ties=st.booleans())
+def test_topk_count_is_exact_and_selects_the_best(n, frac, seed, ties):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 4, (n,), generator=g).float() if ties else torch.rand(n, generator=g)
+    k = round(frac * n)
+    mask = topk_mask(scores, k)
+    assert int(torch.count_nonzero(mask)) == k
+    if 0 < k < n:
+        assert scores[mask].min() >= scores[~mask].max()
+    # same scores, same mask: the rule is a pure function of the scores
+    assert torch.equal(mask, topk_mask(scores.clone(), k))
+
+
+def test_random_mask_is_exact_and_seeded():
+    a = random_mask(torch.Size([7, 9]), 20, torch.Generator().manual_seed(3))
+    b = random_mask(torch.Size([7, 9]), 20, torch.Generator().manual_seed(3))
+    assert int(torch.count_nonzero(a)) == 20 and torch.equal(a, b)
