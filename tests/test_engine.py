@@ -1,0 +1,96 @@
+"""Engine mechanics: hooks, gradient snapshot, AMP, double attach."""
+
+import pytest
+import torch
+from torch import nn
+
+import sparsetrain
+from sparsetrain import ops
+from sparsetrain.errors import SparsetrainError
+
+
+def model_and_opt():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3))
+    return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def spy_method(seen):
+    """A method whose update records the dense gradient it is given."""
+    def record(ctx):
+        seen.append({n: g.clone() for n, g in ctx.grads.items()})
+    update = ops.when(lambda t, T: t == 1, ops.Op(record, needs_grad=True, name="spy"))
+    return sparsetrain.Method(init=ops.init_random("uniform", 0.5), updates=(update,), name="spy")
+
+
+def test_update_sees_dense_gradient_while_optimizer_sees_masked_one():
+    model, opt = model_and_opt()
+    seen = []
+    sp = sparsetrain.attach(model, opt, spy_method(seen), total_steps=5)
+    model(torch.randn(4, 6)).sum().backward()
+    dense = {n: p.grad.clone() for n, p in sp.ctx.params.items()}
+    opt.step()
+    for n in dense:
+        assert torch.equal(seen[0][n], dense[n])  # dense: inactive positions included
+        assert torch.count_nonzero(sp.ctx.params[n].grad[~sp.masks[n]]) == 0  # masked for the optimizer
+
+
+def test_growth_sees_unscaled_gradient_under_gradscaler():
+    model, opt = model_and_opt()
+    seen = []
+    sp = sparsetrain.attach(model, opt, spy_method(seen), total_steps=5)
+    x = torch.randn(4, 6)
+    model(x).sum().backward()
+    reference = {n: p.grad.clone() for n, p in sp.ctx.params.items()}
+    opt.zero_grad()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(model(x).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    for n in reference:
+        torch.testing.assert_close(seen[0][n], reference[n])
+
+
+def test_no_update_no_snapshot():
+    model, opt = model_and_opt()
+    sp = sparsetrain.attach(model, opt, "rigl", density=0.3, update_every=10, total_steps=100)
+    model(torch.randn(2, 6)).sum().backward()
+    opt.step()
+    assert sp.ctx.grads == {} and len(sp.history) == 1
+
+
+def test_double_attach_is_refused():
+    model, opt = model_and_opt()
+    sparsetrain.attach(model, opt, "static", density=0.5, total_steps=5)
+    with pytest.raises(SparsetrainError, match="already has a sparsifier"):
+        sparsetrain.attach(model, opt, "static", density=0.5, total_steps=5)
+
+
+def test_total_steps_is_required():
+    model, opt = model_and_opt()
+    with pytest.raises(SparsetrainError, match="total_steps"):
+        sparsetrain.attach(model, opt, "rigl", density=0.1)
+
+
+def test_skipped_step_is_not_counted():
+    """GradScaler skips optimizer.step() on inf gradients: no step, no update."""
+    model, opt = model_and_opt()
+    sp = sparsetrain.attach(model, opt, "static", density=0.5, total_steps=5)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(model(torch.randn(2, 6)).sum()).backward()
+    next(model.parameters()).grad[0, 0] = float("inf")
+    scaler.step(opt)
+    assert sp.step_count == 0
+
+
+@pytest.mark.slow
+def test_torch_compile_model():
+    model, opt = model_and_opt()
+    sp = sparsetrain.attach(model, opt, "rigl", density=0.3, update_every=2, total_steps=6)
+    compiled = torch.compile(model)
+    for _ in range(6):
+        opt.zero_grad()
+        compiled(torch.randn(4, 6)).sum().backward()
+        opt.step()
+    for n, p in sp.ctx.params.items():
+        assert torch.count_nonzero(p[~sp.masks[n]]) == 0
