@@ -1,0 +1,64 @@
+"""The model registry: ``register_model``, ``list_models``, ``create_model`` (timm style)."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from sparsetrain.errors import SparsetrainError, unknown_choice
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Register a builder ``(num_classes=..., in_channels=..., **kw) -> nn.Module`` under ``name``.
+
+    Example:
+        >>> @register_model("tiny_linear")
+        ... def tiny_linear(num_classes: int = 10, in_channels: int = 4) -> nn.Module:
+        ...     return nn.Linear(in_channels, num_classes)
+        >>> create_model("tiny_linear", num_classes=3).out_features
+        3
+    """
+    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _MODELS[name] = builder
+        return builder
+    return register
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a glob ``pattern`` (e.g. ``"resnet*"``)."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model, e.g. ``create_model("resnet20", num_classes=100)``.
+
+    Unknown names raise :func:`sparsetrain.errors.unknown_choice` (with close
+    matches); unknown keyword arguments raise a :class:`SparsetrainError`.
+    """
+    if name not in _MODELS:
+        raise unknown_choice("model", name, _MODELS)
+    builder = _MODELS[name]
+    params = inspect.signature(builder).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise SparsetrainError(f"model {name!r} has no argument {', '.join(map(repr, unknown))}. "
+                               f"Its arguments are: {', '.join(params)}.")
+    return builder(**kwargs)
+
+
+def init_conv_bn(model: nn.Module) -> None:
+    """He (fan-out) normal init for convolutions, BatchNorm weight 1 and bias 0 (torchvision's ResNet init)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
