@@ -94,3 +94,25 @@ def test_torch_compile_model():
         opt.step()
     for n, p in sp.ctx.params.items():
         assert torch.count_nonzero(p[~sp.masks[n]]) == 0
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, weight_decay=1e-3),
+    lambda p: torch.optim.Adagrad(p, lr=0.1, initial_accumulator_value=0.1),
+    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+])
+def test_zeros_stay_zero_for_any_optimizer(make_opt):
+    """Optimizers outside ZERO_PRESERVING get the post-step re-mask of weights and state."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3))
+    opt = make_opt(model.parameters())
+    sp = sparsetrain.attach(model, opt, "set", density=0.3, update_every=2, total_steps=8)
+    for _ in range(8):
+        opt.zero_grad()
+        model(torch.randn(4, 6)).sum().backward()
+        opt.step(lambda: None) if isinstance(opt, torch.optim.SGD) else opt.step()
+        for n, p in sp.ctx.params.items():
+            assert torch.count_nonzero(p[~sp.masks[n]]) == 0
+            for v in opt.state[p].values():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    assert torch.count_nonzero(v[~sp.masks[n]]) == 0

@@ -10,9 +10,11 @@ exact at every step):
    then gradients are masked, so momentum / Adam state stays zero where the
    mask is off (contract 3).
 2. the user's optimizer step.
-3. post-hook: weights are re-masked with one fused ``torch._foreach_mul_``,
-   the step is counted, and any due update runs *after* the optimizer step
-   (rigl-TF / Masking-family order); new weights start at 0 with zero state.
+3. post-hook: weights are re-masked with one fused ``torch._foreach_mul_``
+   (skipped for SGD / Adam / AdamW, whose update keeps a zero weight with zero
+   gradient and zero state exactly zero), the step is counted, and any due
+   update runs *after* the optimizer step (rigl-TF / Masking-family order);
+   new weights start at 0 with zero state.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ from sparsetrain.methods.registry import Method, create_method
 from sparsetrain.metrics.report import DensityReport, density_report
 
 STATE_FORMAT = "sparsetrain.sparsifier/1"
+
+#: optimizers whose update of a weight with zero gradient, zero value and zero
+#: state is exactly zero (weight decay included), so masked gradients alone keep
+#: inactive weights at 0.0 and the post-step re-mask can be skipped. Any other
+#: optimizer (or a step with a closure, which recomputes gradients after the
+#: pre-hook) gets the re-mask of weights and state after every step.
+ZERO_PRESERVING = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
 class Sparsifier:
@@ -126,7 +135,9 @@ class Sparsifier:
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
-        torch._foreach_mul_(self._param_list, self._fmask_list)
+        if type(optimizer) not in ZERO_PRESERVING or args or kwargs.get("closure") is not None:
+            torch._foreach_mul_(self._param_list, self._fmask_list)
+            self._mask_optimizer_state()
         self.ctx.step += 1
         if self._due:
             self._run(self._due)
