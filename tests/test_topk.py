@@ -50,3 +50,8 @@ def test_random_mask_is_exact_and_seeded():
     a = random_mask(torch.Size([7, 9]), 20, torch.Generator().manual_seed(3))
     b = random_mask(torch.Size([7, 9]), 20, torch.Generator().manual_seed(3))
     assert int(torch.count_nonzero(a)) == 20 and torch.equal(a, b)
+
+
+def test_exact_count_ignores_float_noise():
+    # 1 - (1 - 0.1) is 0.09999999999999998: still 2.5 -> 3 (regression: the GMP schedule's last event)
+    assert exact_count(1 - (1 - 0.1), 25) == 3

@@ -41,7 +41,10 @@ def check_density(value: float, what: str = "density") -> float:
 
 def check_fraction(value: float, what: str) -> float:
     """Return ``value`` if it lies in [0, 1], else raise a clear error."""
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SparsetrainError(f"{what} must be a fraction in [0, 1], got {value!r}.") from None
     if not 0.0 <= value <= 1.0:
         raise SparsetrainError(f"{what} must be a fraction in [0, 1], got {value!r}.")
     return value

@@ -20,6 +20,8 @@ def exact_count(density: float, numel: int) -> int:
     The rounding rule is round-half-up, ``floor(density * numel + 0.5)``,
     clamped to ``[1, numel]`` for a positive density so that no layer is ever
     left empty by rounding alone (ALGORITHMS.md 1.1 recommends exact counts).
+    ``density * numel`` is first rounded to 6 decimals so that float noise such
+    as ``1 - (1 - 0.1) = 0.09999999999999998`` does not flip a half.
 
     Example:
         >>> exact_count(0.1, 25), exact_count(0.5, 3), exact_count(0.001, 10)
@@ -27,7 +29,7 @@ def exact_count(density: float, numel: int) -> int:
     """
     if density <= 0.0:
         return 0
-    return int(min(numel, max(1, math.floor(density * numel + 0.5))))
+    return int(min(numel, max(1, math.floor(round(density * numel, 6) + 0.5))))
 
 
 def _clean(scores: Tensor) -> Tensor:

@@ -8,6 +8,6 @@ Every builder takes ``num_classes`` and ``in_channels`` and returns a plain
 """
 
 from sparsetrain.train.models import resnet, resnet_cifar, small, vgg, wrn  # noqa: F401  (registration)
-from sparsetrain.train.models.registry import create_model, list_models, register_model
+from sparsetrain.train.models.registry import create_model, list_models, model_signature, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "model_signature", "register_model"]

@@ -62,3 +62,10 @@ def init_conv_bn(model: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def model_signature(name: str) -> dict[str, inspect.Parameter]:
+    """The builder's parameters (for config validation)."""
+    if name not in _MODELS:
+        raise unknown_choice("model", name, _MODELS)
+    return dict(inspect.signature(_MODELS[name]).parameters)

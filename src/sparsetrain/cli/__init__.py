@@ -1,0 +1,56 @@
+"""The ``sparsetrain`` command line: train, compare, methods, recipes, report, plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sparsetrain.errors import SparsetrainError
+
+EPILOG = """examples:
+  sparsetrain train                                   # MNIST-1D, 1D CNN, GraNet at 90 % sparsity
+  sparsetrain train --config granet_cifar10_resnet50 --data.root ~/data/cifar-10-batches-py
+  sparsetrain train --method.name rigl --method.density 0.05 --epochs 10
+  sparsetrain compare --methods dense,static,set,rigl,gmp,granet --seeds 3
+  sparsetrain methods '*rig*'
+  sparsetrain report runs/granet-cnn1d-mnist1d-s0
+  torchrun --nproc_per_node=2 -m sparsetrain train --epochs 5
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command."""
+    from sparsetrain.cli import commands
+
+    parser = argparse.ArgumentParser(prog="sparsetrain", description="Sparse neural-network training for PyTorch.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (fn, help_text, configure, examples) in commands.COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog="examples:\n" + examples,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        configure(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; bad input prints one clear message and exits with status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        argv = ["train"]
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if extra and args.command not in ("train", "compare"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return int(args.func(args, extra) or 0)
+    except SparsetrainError as exc:
+        print(f"sparsetrain {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsetrain {args.command}: interrupted; the last checkpoint is intact (resume with --resume RUN).",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,169 @@
+"""The sub-commands. Each is ``fn(args, extra_overrides) -> exit code``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from sparsetrain.errors import SparsetrainError
+
+
+def default_run_name(cfg: dict) -> str:
+    """``{method}-{model}-{dataset}-s{seed}`` unless ``run.name`` is set."""
+    return cfg["run"]["name"] or f"{cfg['method']['name']}-{cfg['model']['name']}-{cfg['data']['name']}-s{cfg['seed']}"
+
+
+def prepare_run_dir(cfg: dict, resume: str | None, overwrite: bool) -> tuple[Path, bool]:
+    """The run folder; refuses an existing one unless resuming or overwriting."""
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise SparsetrainError(f"cannot resume {run_dir}: not a run folder (no config.yaml).")
+        return run_dir, True
+    run_dir = Path(cfg["run"]["dir"]) / default_run_name(cfg)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise SparsetrainError(f"run folder {run_dir} already exists. Pass --resume {run_dir} to continue it, "
+                                   "--overwrite to start again, or --run.name NAME for a new one.")
+        shutil.rmtree(run_dir)
+    return run_dir, False
+
+
+# ---------------------------------------------------------------- train
+def configure_train(p) -> None:
+    p.add_argument("--config", "-c", help="a recipe name (sparsetrain recipes) or a YAML file")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+
+
+def cmd_train(args, extra: list[str]) -> int:
+    from sparsetrain.train.config import dump_config, load_config
+    if args.resume:
+        cfg = load_config(Path(args.resume) / "config.yaml", extra)
+    else:
+        cfg = load_config(args.config, extra)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from sparsetrain.train.dist import setup
+    from sparsetrain.train.loop import train
+    _, rank, _ = setup(cfg["device"])
+    run_dir, resume = prepare_run_dir(cfg, args.resume, args.overwrite) if rank == 0 else (
+        Path(args.resume or Path(cfg["run"]["dir"]) / default_run_name(cfg)), bool(args.resume))
+    from sparsetrain.train import dist
+    dist.barrier()
+    summary = train(cfg, run_dir, resume=resume)
+    if rank == 0:
+        print_summary(summary, run_dir)
+    return 0
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    """The result table printed at the end of a run."""
+    acc = summary["final_test_acc"]
+    print(f"\n{'run':<10} {run_dir}")
+    print(f"{'method':<10} {summary['method']}  ({summary['model']} on {summary['dataset']}, seed {summary['seed']})")
+    print(f"{'test acc':<10} {acc * 100:.2f}% final, {summary['best']['test_acc'] * 100:.2f}% at the best "
+          f"{summary['best']['selected_by'].replace('_acc', '')} epoch {summary['best']['epoch']}")
+    print(f"{'density':<10} {summary['density']:.4f}   ITOP rate {summary['itop_rate']:.3f}")
+    f = summary["flops"]
+    print(f"{'FLOPs':<10} {f['sparse']:.3g} sparse / {f['dense']:.3g} dense ({f['ratio']:.3f}x)   "
+          f"wall {summary['wall_time_s']:.1f}s")
+
+
+# ---------------------------------------------------------------- compare
+def configure_compare(p) -> None:
+    p.add_argument("recipes", nargs="*", help="recipe names or YAML files (one configuration each)")
+    p.add_argument("--methods", help="comma-separated method names on the default (or --config) setup, "
+                                     "'dense' included")
+    p.add_argument("--config", "-c", help="base recipe for --methods")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    p.add_argument("--out", default=None, help="output folder (default runs/compare-<methods>)")
+
+
+def cmd_compare(args, extra: list[str]) -> int:
+    from sparsetrain.train.compare import compare
+    if not args.recipes and not args.methods:
+        raise SparsetrainError("compare needs recipes or --methods a,b,c (e.g. --methods dense,rigl,granet).")
+    compare(recipes=args.recipes, methods=args.methods.split(",") if args.methods else None, base=args.config,
+            seeds=args.seeds, overrides=extra, out=args.out)
+    return 0
+
+
+# ---------------------------------------------------------------- methods / recipes
+def configure_methods(p) -> None:
+    p.add_argument("pattern", nargs="?", default="*", help="glob over method names, e.g. '*rig*'")
+
+
+def cmd_methods(args, extra) -> int:
+    from sparsetrain.methods import list_methods, method_info, method_signature
+    names = list_methods(args.pattern)
+    if not names:
+        raise SparsetrainError(f"no method matches {args.pattern!r}; try 'sparsetrain methods'.")
+    for name in names:
+        info = method_info(name)
+        print(f"{name:<16} {info['family']:<36} {info['paper']}")
+        print(f"{'':<16} {info['summary']}")
+        if len(names) == 1:
+            for p in method_signature(name).parameters.values():
+                print(f"{'':<16}   --method.{p.name} (default {p.default!r})")
+    return 0
+
+
+def configure_recipes(p) -> None:
+    p.add_argument("name", nargs="?", help="show this recipe")
+
+
+def cmd_recipes(args, extra) -> int:
+    from sparsetrain.train.recipes import find_recipe, list_recipes
+    if args.name:
+        print(find_recipe(args.name).read_text(), end="")
+        return 0
+    for name, description in list_recipes().items():
+        print(f"{name:<36} {description}")
+    return 0
+
+
+# ---------------------------------------------------------------- report / plot
+def configure_report(p) -> None:
+    p.add_argument("run", help="a run folder or a checkpoint.pt inside one")
+
+
+def cmd_report(args, extra) -> int:
+    from sparsetrain.train.report import report
+    print(report(args.run))
+    return 0
+
+
+def configure_plot(p) -> None:
+    p.add_argument("run", help="a run folder")
+
+
+def cmd_plot(args, extra) -> int:
+    from sparsetrain.train.plots import plot_run
+    for path in plot_run(args.run):
+        print(path)
+    return 0
+
+
+COMMANDS = {
+    "train": (cmd_train, "train one configuration into a run folder", configure_train,
+              "  sparsetrain train\n  sparsetrain train --config rigl_mnist1d --method.density 0.05\n"
+              "  sparsetrain train --resume runs/granet-cnn1d-mnist1d-s0\n"),
+    "compare": (cmd_compare, "run several configurations on the same data and budget, print one table",
+                configure_compare,
+                "  sparsetrain compare --methods dense,static,set,rigl,gmp,granet --seeds 3\n"
+                "  sparsetrain compare granet_mnist1d rigl_mnist1d --seeds 2\n"),
+    "methods": (cmd_methods, "list the registered methods", configure_methods,
+                "  sparsetrain methods\n  sparsetrain methods granet\n"),
+    "recipes": (cmd_recipes, "list the bundled recipes, or show one", configure_recipes,
+                "  sparsetrain recipes\n  sparsetrain recipes granet_cifar10_resnet50\n"),
+    "report": (cmd_report, "per-layer density, FLOPs and ITOP rate of a run or checkpoint", configure_report,
+               "  sparsetrain report runs/granet-cnn1d-mnist1d-s0\n"),
+    "plot": (cmd_plot, "(re)draw the PNG plots of a run folder", configure_plot,
+             "  sparsetrain plot runs/granet-cnn1d-mnist1d-s0\n"),
+}
+
+__all__ = ["COMMANDS", "json"]

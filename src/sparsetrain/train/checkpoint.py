@@ -1,0 +1,60 @@
+"""Atomic checkpoints: write to a temporary file in the same folder, fsync, then rename.
+
+A run killed at any moment (SIGINT, SIGKILL) leaves either the previous
+checkpoint or the new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsetrain.errors import SparsetrainError
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temp file next to ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """``torch.save(state)`` atomically.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
+        >>> save_checkpoint({"epoch": 3}, p); load_checkpoint(p)["epoch"]
+        3
+    """
+    atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (tensors and primitives only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SparsetrainError(f"no checkpoint at {path}.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt or foreign file: say so plainly
+        raise SparsetrainError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (summary.json, config.yaml)."""
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))

@@ -1,0 +1,182 @@
+"""Run configuration: defaults, YAML recipes and dotted overrides (``--method.density 0.05``).
+
+A configuration is a plain nested dict. Fixed sections have a fixed set of
+keys; the builder sections (``data``, ``model``, ``method``) take ``name`` plus
+the keyword arguments of the registered builder, checked against its
+signature, so a typo gets one clear message naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparsetrain.errors import SparsetrainError
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "epochs": 30,
+    "batch_size": 128,
+    "eval_batch_size": 1000,
+    "label_smoothing": 0.0,
+    "device": "auto",
+    "deterministic": True,
+    "threads": 0,
+    "data": {"name": "mnist1d", "root": None, "val_fraction": 0.0, "augment": False},
+    "model": {"name": "cnn1d"},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+    "schedule": {"name": "cosine", "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_epochs": 0},
+    "method": {"name": "granet", "density": 0.1, "initial_density": 0.5, "update_every": 20, "end": 0.6},
+    "sparsity": {"include": None, "exclude": [], "embeddings": False},
+    "run": {"dir": "runs", "name": None, "checkpoint_every": 1, "layer_density_every": 5, "plots": True,
+            "progress": "auto"},
+}
+
+#: sections whose extra keys are builder keyword arguments, and the keys the trainer keeps for itself
+TRAINER_KEYS = {"data": ("name", "root", "val_fraction", "augment"), "model": ("name",), "method": ("name",)}
+BUILDER_SECTIONS = tuple(TRAINER_KEYS)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Recursively merge ``update`` into a copy of ``base``.
+
+    Example:
+        >>> deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}})
+        {'a': {'b': 1, 'c': 3}}
+    """
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``["--method.density", "0.05", "--epochs=3"]`` -> nested dict (values parsed as YAML).
+
+    Example:
+        >>> parse_overrides(["--method.density", "0.05", "--data.augment=true"])
+        {'method': {'density': 0.05}, 'data': {'augment': True}}
+    """
+    out: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise SparsetrainError(f"expected an override like --method.density 0.05, got {arg!r}.")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise SparsetrainError(f"override {arg} needs a value, e.g. {arg} 0.1")
+            key, raw = arg[2:], args[i + 1]
+            i += 2
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+    return out
+
+
+def _builder_params(section: str, name: str) -> dict[str, inspect.Parameter] | None:
+    if section == "method":
+        if name == "dense":
+            return {}
+        from sparsetrain.methods import method_signature
+        return dict(method_signature(name).parameters)
+    if section == "model":
+        from sparsetrain.train.models import model_signature
+        return model_signature(name)
+    from sparsetrain.train.data import dataset_signature
+    return dataset_signature(name)
+
+
+def validate(cfg: dict) -> dict:
+    """Check every key exists; builder sections are checked against their builders' signatures."""
+    for key in cfg:
+        if key not in DEFAULTS:
+            raise SparsetrainError(f"unknown config key {key!r}. Top-level keys: {', '.join(DEFAULTS)}.")
+    for section, defaults in DEFAULTS.items():
+        if not isinstance(defaults, dict):
+            continue
+        if not isinstance(cfg[section], dict):
+            raise SparsetrainError(f"config section {section!r} must be a mapping, got {cfg[section]!r}.")
+        if section not in BUILDER_SECTIONS:
+            for key in cfg[section]:
+                if key not in defaults:
+                    raise SparsetrainError(f"unknown config key {section}.{key!r}. "
+                                           f"Keys of {section}: {', '.join(defaults)}.")
+            continue
+        params = _builder_params(section, cfg[section]["name"])
+        if params is None:
+            continue
+        allowed = (set(TRAINER_KEYS[section]) | set(params)) - {"num_classes", "in_channels", "root"}
+        allowed |= set(TRAINER_KEYS[section])
+        for key in cfg[section]:
+            if key not in allowed:
+                raise SparsetrainError(
+                    f"unknown config key {section}.{key} for {section} {cfg[section]['name']!r}. "
+                    f"Valid keys: {', '.join(sorted(allowed))}.")
+    return cfg
+
+
+def builder_kwargs(cfg: dict, section: str) -> dict:
+    """The keyword arguments for the section's builder (its config minus the trainer's own keys).
+
+    Example:
+        >>> builder_kwargs({"data": {"name": "synthetic", "augment": False, "num_train": 64}}, "data")
+        {'num_train': 64}
+    """
+    return {k: v for k, v in cfg[section].items() if k not in TRAINER_KEYS[section]}
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
+    """Defaults, then the recipe YAML, then overrides; validated.
+
+    A recipe that names a different method or model than the defaults drops the
+    default method / model keyword arguments (they belong to the default builder).
+
+    Example:
+        >>> cfg = load_config(None, ["--method.density", "0.05"])
+        >>> cfg["method"]["name"], cfg["method"]["density"]
+        ('granet', 0.05)
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    layers = []
+    if recipe is not None:
+        layers.append(read_recipe(recipe))
+    if overrides:
+        layers.append(overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
+    for layer in layers:
+        for section in BUILDER_SECTIONS:
+            new = layer.get(section, {})
+            if isinstance(new, dict) and "name" in new and new["name"] != cfg[section].get("name"):
+                # the old builder's arguments do not belong to the new one
+                cfg[section] = {k: v for k, v in cfg[section].items() if k in TRAINER_KEYS[section]}
+        cfg = deep_merge(cfg, layer)
+    return validate(cfg)
+
+
+def read_recipe(path: str | Path) -> dict:
+    """Read a YAML recipe; a bare name is looked up among the bundled recipes."""
+    from sparsetrain.train.recipes import find_recipe
+    file = find_recipe(path)
+    with open(file) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise SparsetrainError(f"recipe {file} must be a YAML mapping of config keys.")
+    data.pop("description", None)
+    return data
+
+
+def dump_config(cfg: dict) -> str:
+    """The resolved configuration as YAML (what ``config.yaml`` of a run holds)."""
+    return yaml.safe_dump(cfg, sort_keys=False)

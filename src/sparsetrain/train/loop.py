@@ -1,0 +1,201 @@
+"""The reference trainer: flat and readable (nanoGPT / airbench style), outside the core.
+
+One call of :func:`train` = one run folder (see :mod:`sparsetrain.train.run`).
+The only sparsity line is ``sparsetrain.attach``; everything else is a plain
+PyTorch loop, with DistributedDataParallel when launched by ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+import sparsetrain
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.methods import method_signature
+from sparsetrain.train import dist as tdist
+from sparsetrain.train.config import builder_kwargs
+from sparsetrain.train.data import create_dataset
+from sparsetrain.train.models import create_model
+from sparsetrain.train.run import RunLogger
+
+
+class NonFiniteLoss(SparsetrainError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed torch's global RNG and, if asked, make kernels deterministic."""
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(cfg: dict, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW from ``cfg["optim"]``; weight decay on every parameter (as the seeds do)."""
+    o = dict(cfg["optim"])
+    name = o.pop("name").lower()
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=o["lr"], momentum=o["momentum"],
+                               nesterov=bool(o["nesterov"]) and o["momentum"] > 0, weight_decay=o["weight_decay"])
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(model.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+    raise SparsetrainError(f"unknown optimizer {name!r}. Choices: sgd, adam, adamw.")
+
+
+def build_lr_schedule(cfg: dict, optimizer, total_steps: int, steps_per_epoch: int):
+    """Per-step LR multiplier: cosine, multistep (milestones as fractions), onecycle or constant,
+    with optional linear warm-up epochs."""
+    s = cfg["schedule"]
+    name = s["name"].lower()
+    warmup = int(s.get("warmup_epochs", 0) * steps_per_epoch)
+    milestones = [int(m * total_steps) for m in s.get("milestones", [])]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(1, total_steps - warmup)
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if name == "multistep":
+            return s.get("gamma", 0.1) ** sum(step >= m for m in milestones)
+        if name == "onecycle":
+            return min(1.0, 4 * t) if t < 0.25 else 0.5 * (1 + math.cos(math.pi * (t - 0.25) / 0.75))
+        if name == "constant":
+            return 1.0
+        raise SparsetrainError(f"unknown LR schedule {name!r}. Choices: cosine, multistep, onecycle, constant.")
+
+    factor(0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def method_kwargs(cfg: dict, steps_per_epoch: int) -> dict[str, Any]:
+    """The method's arguments; ``steps_per_epoch`` is filled in for methods that take it (e.g. snfs)."""
+    kwargs = builder_kwargs(cfg, "method")
+    params = method_signature(cfg["method"]["name"]).parameters
+    if "steps_per_epoch" in params and kwargs.get("steps_per_epoch") is None and not kwargs.get("update_every"):
+        kwargs["steps_per_epoch"] = steps_per_epoch
+    return kwargs
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean loss) over ``loader``."""
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        total += y.numel()
+    return correct / max(1, total), loss_sum / max(1, total)
+
+
+def _loaders(cfg: dict, splits, world: int, rank: int):
+    if cfg["batch_size"] % world:
+        raise SparsetrainError(f"batch_size {cfg['batch_size']} must divide evenly over {world} processes.")
+    # The same sampler in 1 and N processes: global batch i is the same samples either way.
+    sampler = DistributedSampler(splits.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg["seed"],
+                                 drop_last=True)
+    train = DataLoader(splits.train, batch_size=cfg["batch_size"] // world, sampler=sampler, drop_last=True)
+    if len(train) == 0:
+        raise SparsetrainError(f"the training set ({len(splits.train)} samples) is smaller than one batch "
+                               f"({cfg['batch_size']}); lower batch_size.")
+    evals = {name: DataLoader(ds, batch_size=cfg["eval_batch_size"])
+             for name, ds in (("val", splits.val), ("test", splits.test)) if ds is not None}
+    return sampler, train, evals
+
+
+def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train one configuration into ``run_dir``; returns the summary dict.
+
+    Example (CLI): ``sparsetrain train --method.name rigl --method.density 0.05``.
+    """
+    world, rank, device = tdist.setup(cfg["device"])
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    seed_everything(cfg["seed"], cfg["deterministic"])
+    splits = create_dataset(cfg["data"]["name"], root=cfg["data"]["root"], seed=cfg["seed"],
+                            val_fraction=cfg["data"]["val_fraction"], augment=cfg["data"]["augment"],
+                            **builder_kwargs(cfg, "data"))
+    sampler, train_loader, eval_loaders = _loaders(cfg, splits, world, rank)
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg["epochs"] * steps_per_epoch
+
+    model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
+                         **_input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
+                         **builder_kwargs(cfg, "model")).to(device)
+    optimizer = build_optimizer(cfg, model)
+    lr_schedule = build_lr_schedule(cfg, optimizer, total_steps, steps_per_epoch)
+    sparsifier = None
+    if cfg["method"]["name"] != "dense":
+        sparsifier = sparsetrain.attach(model, optimizer, cfg["method"]["name"], total_steps=total_steps,
+                                        seed=cfg["seed"], **cfg["sparsity"], **method_kwargs(cfg, steps_per_epoch))
+    net = tdist.wrap(model, device)
+
+    data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
+    log = RunLogger(run_dir, cfg, rank=rank, resume=resume, data_info=data_info)
+    start_epoch = 0
+    if resume:
+        start_epoch = log.restore(model, optimizer, lr_schedule, sparsifier)
+    example = next(iter(eval_loaders["test"]))[0][:1].to(device)
+    started = time.perf_counter() - log.elapsed
+    for epoch in range(start_epoch, cfg["epochs"]):
+        sampler.set_epoch(epoch)
+        net.train()
+        loss_sum = correct = seen = 0
+        for x, y in log.progress(train_loader, epoch):
+            x, y = x.to(device), y.to(device)
+            if splits.augment is not None:
+                x = splits.augment(x, epoch * steps_per_epoch + seen)
+            out = net(x)
+            loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1}; the run stopped and the "
+                                    f"last good checkpoint in {run_dir} is kept. Lower optim.lr or check the data.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_schedule.step()
+            loss_sum += loss.item() * y.numel()
+            correct += (out.argmax(1) == y).sum().item()
+            seen += 1
+            log.update_events(sparsifier)
+        metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
+                   "train_loss": loss_sum / max(1, seen * y.numel()), "train_acc": correct / max(1, seen * y.numel()),
+                   "lr": optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started}
+        for name, loader in eval_loaders.items():
+            metrics[f"{name}_acc"], metrics[f"{name}_loss"] = evaluate(model, loader, device)
+        if sparsifier is not None:
+            metrics.update(density=sparsifier.density(), itop_rate=sparsifier.itop_rate())
+        log.end_epoch(metrics, model, optimizer, lr_schedule, sparsifier)
+    summary = log.finish(model, sparsifier, example, time.perf_counter() - started)
+    tdist.teardown()
+    return summary
+
+
+def _input_kwargs(model_name: str, input_shape, given: dict | None = None) -> dict[str, int]:
+    """Fill the model's input-size arguments from the data's shape unless the config sets them.
+
+    ``in_channels`` from the first dim, ``in_features`` (MLP) from the product,
+    ``image_size`` (LeNet-5) from the last dim.
+    """
+    from sparsetrain.train.models import model_signature
+    params, given = model_signature(model_name), given or {}
+    derived = {"in_channels": int(input_shape[0]), "in_features": int(math.prod(input_shape)),
+               "image_size": int(input_shape[-1])}
+    return {k: v for k, v in derived.items() if k in params and given.get(k) is None}
+
+
+__all__ = ["NonFiniteLoss", "build_lr_schedule", "build_optimizer", "evaluate", "train"]

@@ -1,0 +1,84 @@
+"""PNG plots of a run folder: accuracy, density over training, per-layer density, ITOP rate."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from sparsetrain.errors import SparsetrainError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no plots (pip install 'sparsetrain[plot]').", stacklevel=3)
+        return None
+    return plt
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``metrics.jsonl``."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise SparsetrainError(f"{run_dir} is not a run folder (no metrics.jsonl).")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Write accuracy.png, density.png, layer_density.png and itop.png into ``run_dir``; returns the paths."""
+    plt = _pyplot()
+    if plt is None:
+        return []
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    updates = [r for r in records if r.get("event") == "update"]
+    written = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("train_acc", "train"), ("val_acc", "val"), ("test_acc", "test")):
+        if epochs and key in epochs[0]:
+            ax.plot([r["epoch"] for r in epochs], [100 * r[key] for r in epochs], label=label)
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax.legend()
+    written.append(_save(fig, run_dir / "accuracy.png", plt))
+
+    points = [(r["step"], r["density"]) for r in updates if "density" in r]
+    points += [(r["step"], r["density"]) for r in epochs if "density" in r]
+    if points:
+        points.sort()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.step([p[0] for p in points], [p[1] for p in points], where="post")
+        ax.set(xlabel="step", ylabel="density", title="Density over training", ylim=(0, 1.05))
+        written.append(_save(fig, run_dir / "density.png", plt))
+
+    layers = [r["layer_density"] for r in updates if "layer_density" in r]
+    summary = run_dir / "summary.json"
+    final = json.loads(summary.read_text()).get("layer_density") if summary.is_file() else None
+    if final or layers:
+        final = final or layers[-1]
+        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(final)), 4))
+        ax.bar(range(len(final)), list(final.values()))
+        ax.set_xticks(range(len(final)), list(final), rotation=75, fontsize=7)
+        ax.set(ylabel="density", title="Per-layer density (end of training)", ylim=(0, 1.05))
+        fig.tight_layout()
+        written.append(_save(fig, run_dir / "layer_density.png", plt))
+
+    itop = [(r["epoch"], r["itop_rate"]) for r in epochs if "itop_rate" in r]
+    if itop:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p[0] for p in itop], [p[1] for p in itop])
+        ax.set(xlabel="epoch", ylabel="ITOP rate R_s", title="Weights ever active", ylim=(0, 1.05))
+        written.append(_save(fig, run_dir / "itop.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

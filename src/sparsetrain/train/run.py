@@ -1,0 +1,194 @@
+"""The run folder: config.yaml, metrics.jsonl, summary.json, checkpoints, PNG plots.
+
+Only rank 0 writes. Checkpoints are atomic; on resume, metrics recorded after
+the checkpoint (a killed epoch) are dropped so the log matches the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import sparsetrain
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.metrics.flops import sparse_flops
+from sparsetrain.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from sparsetrain.train.config import dump_config
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def git_hash() -> str | None:
+    """The commit of the sparsetrain source tree, if it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    """Versions that matter for reproducing a run."""
+    return {"sparsetrain": sparsetrain.__version__, "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+class RunLogger:
+    """Writes one run folder; see the module docstring."""
+
+    def __init__(self, run_dir: str | Path, cfg: dict, rank: int = 0, resume: bool = False,
+                 data_info: dict | None = None) -> None:
+        self.dir, self.cfg, self.rank = Path(run_dir), cfg, rank
+        self.data_info = data_info or {}
+        self.main = rank == 0
+        self.elapsed = 0.0
+        self.best: dict[str, Any] = {}
+        self.history_seen = 0
+        self.updates_logged = 0
+        self.history: list[dict] = []
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                (self.dir / "metrics.jsonl").write_text("")
+            atomic_write_text(self.dir / "config.yaml", dump_config(cfg))
+
+    # ------------------------------------------------------------ progress and events
+    def progress(self, loader, epoch: int):
+        """A tqdm bar over batches when stdout is a terminal (rank 0), else the loader itself."""
+        mode = self.cfg["run"]["progress"]
+        show = self.main and (mode is True or (mode == "auto" and sys.stdout.isatty()))
+        if not show:
+            return loader
+        from tqdm.auto import tqdm
+        return tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg['epochs']}", leave=False, dynamic_ncols=True)
+
+    def _append(self, record: dict) -> None:
+        self.history.append(record)
+        if self.main:
+            with open(self.dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def update_events(self, sparsifier) -> None:
+        """Log topology updates the sparsifier made since the last call."""
+        if sparsifier is None:
+            return
+        for event in sparsifier.history[self.history_seen:]:
+            record = {"event": "update", **{k: v for k, v in event.items() if _is_jsonable(v)}}
+            if self.updates_logged % self.cfg["run"]["layer_density_every"] == 0:
+                record["layer_density"] = {r["name"]: r["density"] for r in sparsifier.report().rows}
+            self.updates_logged += 1
+            self._append(record)
+        self.history_seen = len(sparsifier.history)
+
+    # ------------------------------------------------------------ epochs and checkpoints
+    def end_epoch(self, metrics: dict, model, optimizer, lr_schedule, sparsifier) -> None:
+        """Log the epoch, print one line, checkpoint atomically."""
+        select = "val_acc" if "val_acc" in metrics else "test_acc"
+        if metrics[select] > self.best.get(select, -1.0):
+            self.best = {select: metrics[select], "epoch": metrics["epoch"], "test_acc": metrics["test_acc"]}
+        self._append({"event": "epoch", **metrics})
+        if self.main:
+            parts = [f"epoch {metrics['epoch']:>3}/{self.cfg['epochs']}", f"loss {metrics['train_loss']:.4f}",
+                     f"train {metrics['train_acc'] * 100:5.2f}%"]
+            if "val_acc" in metrics:
+                parts.append(f"val {metrics['val_acc'] * 100:5.2f}%")
+            parts.append(f"test {metrics['test_acc'] * 100:5.2f}%")
+            if "density" in metrics:
+                parts.append(f"density {metrics['density']:.4f}")
+            parts.append(f"lr {metrics['lr']:.4g}  {metrics['time']:.0f}s")
+            print("  ".join(parts), flush=True)
+        last = metrics["epoch"] == self.cfg["epochs"]
+        if last or metrics["epoch"] % max(1, self.cfg["run"]["checkpoint_every"]) == 0:
+            self.elapsed = metrics["time"]
+            self.save(metrics["epoch"], model, optimizer, lr_schedule, sparsifier)
+
+    def save(self, epoch: int, model, optimizer, lr_schedule, sparsifier) -> None:
+        """Atomic checkpoint of everything needed to continue exactly."""
+        if not self.main:
+            return
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(),
+                 "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
+                 "elapsed": self.elapsed, "best": self.best, "history_seen": self.history_seen,
+                 "updates_logged": self.updates_logged, "method": self.cfg["method"]["name"],
+                 "data_info": self.data_info}
+        save_checkpoint(state, self.dir / CHECKPOINT)
+
+    def restore(self, model, optimizer, lr_schedule, sparsifier) -> int:
+        """Load the last checkpoint; returns the epoch to continue from."""
+        path = self.dir / CHECKPOINT
+        if not path.is_file():
+            raise SparsetrainError(f"cannot resume {self.dir}: it has no {CHECKPOINT} (the run stopped before its "
+                                   "first epoch ended). Start it again with --overwrite.")
+        state = load_checkpoint(path, map_location=next(model.parameters()).device)
+        if state["method"] != self.cfg["method"]["name"]:
+            raise SparsetrainError(f"{path} was written by method {state['method']!r}, the config says "
+                                   f"{self.cfg['method']['name']!r}.")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise SparsetrainError(f"{path} is from a different model: {str(exc).splitlines()[0]}") from None
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        torch.set_rng_state(state["rng"])
+        if sparsifier is not None:
+            sparsifier.load_state_dict(state["sparsifier"])
+        self.elapsed, self.best = state["elapsed"], state["best"]
+        self.history_seen, self.updates_logged = state["history_seen"], state["updates_logged"]
+        self._truncate_metrics(state["epoch"])
+        return int(state["epoch"])
+
+    def _truncate_metrics(self, epoch: int) -> None:
+        """Keep metric records up to the checkpointed epoch (drop a killed epoch's records)."""
+        path = self.dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept, step_limit = [], None
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for r in records:
+            if r.get("event") == "epoch" and r["epoch"] == epoch:
+                step_limit = r["step"]
+        for r in records:
+            if (r.get("event") == "epoch" and r["epoch"] <= epoch) or \
+               (r.get("event") == "update" and step_limit is not None and r["step"] <= step_limit):
+                kept.append(r)
+        self.history = kept
+        if self.main:
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    # ------------------------------------------------------------ the end
+    def finish(self, model, sparsifier, example, wall: float) -> dict[str, Any]:
+        """Write summary.json (and plots); returns the summary."""
+        epochs = [r for r in self.history if r.get("event") == "epoch"]
+        final = epochs[-1] if epochs else {}
+        masks = sparsifier.masks if sparsifier is not None else {}
+        flops = sparse_flops(model, example, masks)
+        summary = {
+            "method": self.cfg["method"]["name"], "model": self.cfg["model"]["name"],
+            "dataset": self.cfg["data"]["name"], "seed": self.cfg["seed"], "epochs": self.cfg["epochs"],
+            "final_test_acc": final.get("test_acc"), "final_val_acc": final.get("val_acc"),
+            "best": {**self.best, "selected_by": "val_acc" if "val_acc" in self.best else "test_acc"},
+            "density": sparsifier.density() if sparsifier is not None else 1.0,
+            "layer_density": ({r["name"]: r["density"] for r in sparsifier.report().rows}
+                              if sparsifier is not None else {}),
+            "itop_rate": sparsifier.itop_rate() if sparsifier is not None else 1.0,
+            "flops": {"dense": flops["dense"], "sparse": flops["sparse"], "ratio": flops["ratio"]},
+            "wall_time_s": wall, "versions": versions(), "git": git_hash(),
+        }
+        if self.main:
+            atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
+            if self.cfg["run"]["plots"]:
+                from sparsetrain.train.plots import plot_run
+                plot_run(self.dir)
+        return summary
+
+
+def _is_jsonable(value: Any) -> bool:
+    return isinstance(value, (int, float, str, bool, type(None)))
