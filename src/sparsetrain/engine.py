@@ -73,7 +73,7 @@ class Sparsifier:
         event = method.init(self.ctx)
         self._apply_topology()
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
-        self.history.append({"step": 0, **event})
+        self.history.append({"step": 0, **event, "density": self.density()})
         if optimizer is not None:
             optimizer._sparsetrain_attached = True  # type: ignore[attr-defined]
             if hooks:
