@@ -7,7 +7,7 @@ setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
 
 demo: setup
-	$(PYTHON) scripts/quickstart.py
+	$(PYTHON) -m sparsetrain train --overwrite
 
 test: setup
 	$(PYTHON) -m pytest -m "not slow" -q

@@ -33,13 +33,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate config overrides (``--method.density 0.05``) from the command's own arguments.
+
+    A ``--name`` that the command does not define is an override; its value is
+    the next token unless written ``--name=value``. Doing this before argparse
+    keeps an override's value from being taken as a positional argument.
+
+    Example:
+        >>> p = build_parser()
+        >>> split_overrides(p, ["compare", "--seeds", "2", "--threads", "1", "a.yaml"])
+        (['compare', '--seeds', '2', 'a.yaml'], ['--threads', '1'])
+    """
+    if not argv or argv[0] not in _subparsers(parser):
+        return argv, []
+    own = {opt for action in _subparsers(parser)[argv[0]]._actions for opt in action.option_strings}
+    kept, overrides, i = argv[:1], [], 1
+    while i < len(argv):
+        token = argv[i]
+        name = token.split("=", 1)[0]
+        if token.startswith("--") and name not in own:
+            take = 1 if "=" in token or i + 1 >= len(argv) else 2
+            overrides += argv[i:i + take]
+            i += take
+            continue
+        kept.append(token)
+        i += 1
+    return kept, overrides
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input prints one clear message and exits with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv:
         argv = ["train"]
-    args, extra = parser.parse_known_args(argv)
+    argv, extra = split_overrides(parser, argv)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
