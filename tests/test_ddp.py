@@ -1,0 +1,81 @@
+"""Contract 6: under DDP every rank holds bit-identical masks after every update.
+
+One ``torch.distributed.run`` launch (2 CPU processes, gloo) runs
+tests/ddp_worker.py over every method variant; the worker all-gathers masks
+and weights after each update and writes what it saw to a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _kit import all_variants  # noqa: E402
+
+WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
+
+pytestmark = [
+    pytest.mark.ddp,
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed gloo"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(out)]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"DDP worker timed out after 240 s:\n{(e.stderr or '')[-4000:]}")
+    elapsed = time.monotonic() - start
+    result_file = out / "ddp_results.json"
+    assert proc.returncode == 0 and result_file.exists(), (
+        f"DDP worker failed (rc={proc.returncode}):\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}")
+    results = json.loads(result_file.read_text())
+    results["elapsed_s"] = elapsed
+    return results
+
+
+def test_two_ranks_ran_every_method(ddp_results):
+    assert ddp_results["world_size"] == 2
+    ran = {k for k in ddp_results if k not in ("world_size", "elapsed_s")}
+    assert ran == {v.id for v in all_variants()}
+
+
+@pytest.mark.parametrize("variant", all_variants(), ids=lambda v: v.id)
+def test_masks_identical_on_every_rank_after_every_update(ddp_results, variant):
+    records = ddp_results[variant.id]
+    assert records, f"{variant.id}: no record"
+    for r in records:
+        where = f"{variant.id} step {r['step']}"
+        assert r["masks_identical"], f"{where}: masks differ between ranks ({r['event']})"
+        assert r["weights_identical"], f"{where}: weights differ between ranks"
+        assert r["zeros_ok"], f"{where}: inactive weights are not 0"
+    updates = [r for r in records if r["event"] is not None]
+    if variant.method != "static":
+        assert updates, f"{variant.id}: no topology update happened under DDP"
+    if variant.regenerates:
+        assert any(r["event"].get("changed", 0) > 0 for r in updates), f"{variant.id}: topology never changed"
+
+
+def test_one_launch_is_fast(ddp_results):
+    assert ddp_results["elapsed_s"] < 90, f"the DDP launch took {ddp_results['elapsed_s']:.0f} s"
