@@ -265,12 +265,10 @@ def test_gmp_reaches_exact_final_count_on_a_half(method):
     assert count(sp.masks["0.weight"]) == exact_count(0.1, 25) == 3
 
 
-SHORT_WINDOW_BUG = ("src bug: methods/gmp.py gmp_prune fires only at multiples of update_every inside "
-                    "[start*T, end*T]; when the window holds none, GMP never prunes (the model ends dense) and "
-                    "attach() does not refuse the configuration")
+# Regression: GMP used to fire only at multiples of update_every inside the window, so a window
+# holding none left the model dense; now a last event at floor(end * T) reaches the target.
 
 
-@pytest.mark.xfail(strict=True, reason=SHORT_WINDOW_BUG)
 @pytest.mark.parametrize("method", ["gmp", "gmp_uniform", "granet", "granet_uniform"])
 @pytest.mark.parametrize("total_steps, kwargs", [
     (40, {"update_every": 100}),  # a short run with a long update period (defaults: 1000 steps)
@@ -297,12 +295,10 @@ def test_gmp_window_without_an_event_is_refused_or_reaches_the_target(method, to
         assert counts == {n: exact_count(dens[n], numel[n]) for n in numel}, f"final counts {counts}"
 
 
-POST_STEP_BUG = ("src bug: Sparsifier._post_step (engine.py) skips the re-mask only when `args` is empty, but "
-                 "torch's step hooks get args=(optimizer,), so the skip never happens with hooks=True")
+# Regression: torch's step hooks get args = (optimizer,), which once made the skip never happen.
 
 
-@pytest.mark.parametrize("hooks", [pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=POST_STEP_BUG)),
-                                   False])
+@pytest.mark.parametrize("hooks", [True, False])
 @pytest.mark.parametrize("opt_name", ["sgd_nesterov_wd", "adam", "adamw"])
 def test_zero_preserving_optimizers_skip_the_post_step_remask(opt_name, hooks, monkeypatch):
     """SGD / Adam / AdamW keep zeros from the masked gradient alone (engine.ZERO_PRESERVING): no state re-mask."""

@@ -98,7 +98,9 @@ def uniform_dense_classifier(shapes: Shapes, density: float, classifier: str | N
     numel = {name: math.prod(shape) for name, shape in shapes.items()}
     total, n_fc = sum(numel.values()), numel[classifier]
     rest = (total * density - classifier_density * n_fc) / (total - n_fc)
-    out = {name: max(0.0, rest) for name in shapes}
+    if rest <= 0.0:  # the classifier alone would take the whole budget: stay uniform
+        return out
+    out = {name: rest for name in shapes}
     out[classifier] = classifier_density
     return out
 

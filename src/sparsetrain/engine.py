@@ -116,9 +116,9 @@ class Sparsifier:
         if self._hooks:
             self.optimizer.step()
         else:
-            self._pre_step(self.optimizer, (), {})
+            self._pre_step(self.optimizer, (self.optimizer,), {})
             self.optimizer.step()
-            self._post_step(self.optimizer, (), {})
+            self._post_step(self.optimizer, (self.optimizer,), {})
 
     @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
@@ -135,7 +135,9 @@ class Sparsifier:
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
-        if type(optimizer) not in ZERO_PRESERVING or args or kwargs.get("closure") is not None:
+        # torch calls step hooks with args = (optimizer, *step_args): a closure is args[1] or a kwarg
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if type(optimizer) not in ZERO_PRESERVING or closure is not None:
             torch._foreach_mul_(self._param_list, self._fmask_list)
             self._mask_optimizer_state()
         self.ctx.step += 1
@@ -212,6 +214,13 @@ class Sparsifier:
         if state["method"] != self.method.name:
             raise SparsetrainError(f"this state_dict was saved by method {state['method']!r}, "
                                    f"but this sparsifier runs {self.method.name!r}.")
+        changed = sorted(k for k in set(state["config"]) | set(self.method.config)
+                         if state["config"].get(k) != self.method.config.get(k))
+        if changed:
+            diff = ", ".join(f"{k}: saved {state['config'].get(k)!r}, now {self.method.config.get(k)!r}"
+                             for k in changed)
+            raise SparsetrainError(f"this state_dict was saved with other {self.method.name} arguments ({diff}); "
+                                   "attach with the same arguments to resume.")
         self.ctx.step = int(state["step"])
         self.ctx.total_steps = int(state["total_steps"])
         self.ctx.masks = {n: m.clone() for n, m in state["masks"].items()}

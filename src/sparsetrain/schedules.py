@@ -62,7 +62,8 @@ def gmp_density(initial_density: float, final_density: float, start: float, end:
     s_t = s_f + (s_i - s_f) * (1 - (k - k0) / (kf - k0)) ** 3, returned as a
     density (1 - s_t). Fixed on purpose: the original's last event is
     k = kf - 1, which stops short of s_f by (s_i - s_f) / (kf - k0) ** 3; here
-    the event at k = kf reaches the final density exactly.
+    the event at k = kf reaches the final density exactly, and from step
+    ``floor(end * total)`` on the value is the final density.
 
     Example (s_i = 0, s_f = 0.9, 10 events):
         >>> f = gmp_density(1.0, 0.1, 0.0, 1.0, 10)
@@ -75,7 +76,8 @@ def gmp_density(initial_density: float, final_density: float, start: float, end:
         k = step // update_every
         k0 = int(start * total) // update_every
         kf = max(k0 + 1, int(end * total) // update_every)
-        progress = min(1.0, max(0.0, (k - k0) / (kf - k0)))
+        # from the end step on, the final density, even if no multiple of update_every fell in the window
+        progress = 1.0 if step >= int(end * total) else min(1.0, max(0.0, (k - k0) / (kf - k0)))
         return 1.0 - (s_f + (s_i - s_f) * (1.0 - progress) ** 3)
     return schedule
 

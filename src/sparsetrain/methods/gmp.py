@@ -5,6 +5,7 @@ from __future__ import annotations
 from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
 from sparsetrain.distributions import uniform_dense_classifier
+from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.common import check_density, check_positive_int, check_window
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.schedules import gmp_density
@@ -26,11 +27,17 @@ def classifier_rule(classifier: str | None):
 
 def gmp_prune(density: float, initial_density: float, start: float, end: float, update_every: int,
               scope: str = "global", classifier: str | None = None) -> ops.Update:
-    """The cubic pruning events between ``start`` and ``end`` (fractions of training), end included."""
+    """The cubic pruning events every ``update_every`` steps between ``start`` and ``end``
+    (fractions of training), plus a last event at step floor(end * T) so that the final
+    density is reached even when no multiple of ``update_every`` falls in the window."""
+    if density > initial_density:
+        raise SparsetrainError(f"density {density} is above initial_density {initial_density}: gradual pruning "
+                               "only removes weights. Use initial_density >= density (1.0 = dense start).")
     schedule = gmp_density(initial_density, density, start, end, update_every)
     layer = classifier_rule(classifier) if scope == "layer" else None
-    return ops.when(cadence.every(update_every, start, end, include_end=True),
-                    ops.prune_to(schedule, "magnitude", scope=scope, layer_densities=layer))
+    due = cadence.any_of(cadence.every(update_every, start, end, include_end=True),
+                         lambda step, total: step == max(1, int(end * total)))
+    return ops.when(due, ops.prune_to(schedule, "magnitude", scope=scope, layer_densities=layer))
 
 
 def initial_topology(initial_density: float, distribution: str = "erk") -> ops.Op:
