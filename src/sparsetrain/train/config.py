@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "deterministic": True,
     "threads": 0,
     "data": {"name": "mnist1d", "root": None, "val_fraction": 0.0, "augment": False},
-    "model": {"name": "cnn1d"},
+    "model": {"name": "cnn1d", "width": 24},
     "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
     "schedule": {"name": "cosine", "milestones": [0.5, 0.75], "gamma": 0.1, "warmup_epochs": 0},
     "method": {"name": "granet", "density": 0.1, "initial_density": 0.5, "update_every": 20, "end": 0.6},
