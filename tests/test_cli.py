@@ -295,9 +295,6 @@ def test_report_of_a_missing_run_is_a_clear_error(capsys, tmp_path):
     assert "no checkpoint" in err and "checkpoint.pt" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG train/report.py report(): model.load_state_dict(state['model']) is not "
-                                       "guarded, so a config.yaml that does not match the checkpoint ends in a "
-                                       "RuntimeError traceback instead of a SparsetrainError (exit 2)")
 def test_report_of_a_checkpoint_that_does_not_match_its_config_is_a_clear_error(capsys, granet_run, tmp_path):
     run_dir = tmp_path / "edited"
     shutil.copytree(granet_run["dir"], run_dir)
@@ -380,9 +377,6 @@ def test_compare_accepts_space_separated_overrides(capsys, tmp_path):
     assert cfg["epochs"] == 1 and cfg["data"]["num_samples"] == 600 and cfg["model"]["width"] == 8
 
 
-@pytest.mark.xfail(strict=True, reason="BUG train/compare.py method_configs: method overrides given on the command "
-                                       "line are applied to every method, so dense (and any method without that "
-                                       "argument) rejects them as unknown keys")
 def test_compare_applies_method_overrides_only_where_they_apply(capsys, tmp_path):
     rc, out, err = cli(capsys, "compare", "--methods", "dense,static,rigl", "--seeds", "1", "--epochs=1",
                        "--data.num_samples=600", "--batch_size=50", "--model.width=8", "--threads=1",

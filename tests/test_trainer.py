@@ -292,10 +292,6 @@ def test_resume_of_a_finished_run_changes_nothing(capsys, tmp_path):
     assert comparable_metrics(run_dir) == before_metrics
 
 
-@pytest.mark.xfail(strict=True, reason="BUG train/run.py RunLogger.restore: history_seen is restored from the "
-                                       "checkpoint, but Sparsifier.load_state_dict does not restore "
-                                       "sparsifier.history, so update_events() slices past the end and skips the "
-                                       "first update after resume when it happens on the first step")
 def test_resume_logs_an_update_on_the_first_step_after_the_checkpoint(capsys, tmp_path, monkeypatch):
     extra = ("--method.update_every", "1")  # an update on every step, the first resumed one included
     rc, _, err = cli(capsys, *train_args(tmp_path / "ref", epochs=3, extra=extra))
@@ -325,9 +321,6 @@ def test_resume_without_a_checkpoint_is_a_clear_error(capsys, tmp_path):
     assert "cannot resume" in err and "checkpoint.pt" in err and "--overwrite" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG cli/commands.py cmd_train: load_config(RUN/config.yaml) runs before "
-                                       "prepare_run_dir's check, so a folder without config.yaml gives "
-                                       "'unknown recipe ... Choices: <every recipe>' instead of 'not a run folder'")
 def test_resume_of_a_folder_that_is_not_a_run_is_a_clear_error(capsys, tmp_path):
     rc, _, err = cli(capsys, "train", "--resume", tmp_path / "not-a-run")
     assert rc == 2
@@ -341,9 +334,6 @@ def test_resume_refuses_a_checkpoint_of_another_method(capsys, tmp_path):
     assert "granet" in err and "rigl" in err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG train/run.py RunLogger.__init__ rewrites config.yaml before "
-                                       "RunLogger.restore checks the checkpoint, so a refused --resume with a wrong "
-                                       "override leaves a config.yaml that no longer matches the checkpoint")
 def test_a_refused_resume_leaves_the_run_folder_untouched(capsys, tmp_path):
     assert cli(capsys, *train_args(tmp_path, epochs=1))[0] == 0
     config = (tmp_path / RUN / "config.yaml").read_text()
@@ -379,10 +369,6 @@ def test_non_finite_loss_stops_with_a_clear_message(capsys, tmp_path):
     assert not (tmp_path / RUN / "checkpoint.pt").exists()
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="BUG train/config.py parse_overrides: yaml.safe_load (YAML 1.1) reads '1e30' and '5e-4' as "
-                          "strings (it wants a dot and a signed exponent), so --optim.lr 1e30 reaches "
-                          "torch.optim.SGD as a str and crashes with TypeError")
 def test_exponent_overrides_are_numbers(capsys, tmp_path):
     assert parse_overrides(["--optim.lr", "1e30", "--optim.weight_decay", "5e-4"]) == {
         "optim": {"lr": 1e30, "weight_decay": 5e-4}}, "parsed as strings"
@@ -403,8 +389,6 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(capsys, tmp_path):
     assert not (tmp_path / RUN / "summary.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG train/loop.py NonFiniteLoss message says 'the last good checkpoint in "
-                                       "RUN is kept' even when the run diverged before its first checkpoint")
 def test_non_finite_loss_before_any_checkpoint_does_not_claim_one(capsys, tmp_path):
     rc, _, err = cli(capsys, *train_args(tmp_path, epochs=2, extra=(*UPDATE_EVERY_3, "--optim.lr", "1.0e+30")))
     assert rc == 2 and not (tmp_path / RUN / "checkpoint.pt").exists()
@@ -449,3 +433,32 @@ def test_missing_data_directory_says_which_files_were_expected(capsys, tmp_path)
     for name in ("data_batch_1", "data_batch_5", "test_batch", "cifar-10-batches-py"):
         assert name in err
     assert not list(tmp_path.iterdir()), "no run folder for a run that never started"
+
+
+def test_resume_with_another_length_of_training_is_refused(capsys, tmp_path):
+    """Regression: --resume RUN --epochs N kept the sparsifier's old total_steps silently."""
+    rc, _, err = cli(capsys, *train_args(tmp_path, epochs=2))
+    assert rc == 0, err
+    rc, _, err = cli(capsys, "train", "--resume", tmp_path / RUN, "--epochs", "5")
+    assert rc == 2 and "different length of training" in err
+
+
+def test_stale_temp_checkpoint_is_cleaned_and_cut_metrics_line_is_skipped(capsys, tmp_path, monkeypatch):
+    """Regression: a kill during a write leaves a .tmp file and maybe half a metrics line."""
+    end_epoch = run_module.RunLogger.end_epoch
+
+    def interrupt_after_epoch_1(self, metrics, *args, **kwargs):
+        end_epoch(self, metrics, *args, **kwargs)
+        if metrics["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module.RunLogger, "end_epoch", interrupt_after_epoch_1)
+    assert cli(capsys, *train_args(tmp_path, epochs=2))[0] == 130
+    monkeypatch.undo()
+    run_dir = tmp_path / RUN
+    (run_dir / ".checkpoint.pt.abc.tmp").write_bytes(b"partial")
+    with open(run_dir / "metrics.jsonl", "a") as fh:
+        fh.write('{"event": "update", "st')
+    assert cli(capsys, "train", "--resume", run_dir)[0] == 0
+    assert not list(run_dir.glob(".checkpoint.pt.*.tmp"))
+    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "epoch"] == [1, 2]

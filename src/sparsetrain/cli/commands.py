@@ -41,6 +41,8 @@ def configure_train(p) -> None:
 def cmd_train(args, extra: list[str]) -> int:
     from sparsetrain.train.config import dump_config, load_config
     if args.resume:
+        if not (Path(args.resume) / "config.yaml").is_file():
+            raise SparsetrainError(f"cannot resume {args.resume}: not a run folder (no config.yaml).")
         cfg = load_config(Path(args.resume) / "config.yaml", extra)
     else:
         cfg = load_config(args.config, extra)

@@ -14,18 +14,31 @@ SHARED_METHOD_ARGS = ("density", "update_every", "distribution")
 
 
 def method_configs(methods: list[str], base: str | None, overrides: list[str]) -> list[tuple[str, dict]]:
-    """One config per method on the base setup, carrying the shared method arguments over."""
-    base_cfg = load_config(base, overrides)
+    """One config per method on the base setup.
+
+    The shared method arguments of the base (density, update_every,
+    distribution) carry over to every method that takes them; a ``--method.X``
+    override goes to the methods that accept X (dense takes none), and one that
+    no method accepts is an error.
+    """
+    from sparsetrain.errors import SparsetrainError
+    from sparsetrain.methods import method_signature
+    from sparsetrain.train.config import deep_merge, parse_overrides
+    given = parse_overrides(overrides)
+    method_over = given.pop("method", {})
+    base_cfg = load_config(base, given)
+    shared = {k: base_cfg["method"][k] for k in SHARED_METHOD_ARGS if k in base_cfg["method"]}
+    shared.update(method_over)
+    accepted: set[str] = set()
     out = []
     for name in methods:
-        if name == "dense":
-            out.append(("dense", load_config(base, [*overrides, "--method.name", "dense"])))
-            continue
-        from sparsetrain.methods import method_signature
-        params = method_signature(name).parameters
-        carry = [x for k in SHARED_METHOD_ARGS if k in params and k in base_cfg["method"]
-                 for x in (f"--method.{k}", str(base_cfg["method"][k]))]
-        out.append((name, load_config(base, [*overrides, "--method.name", name, *carry])))
+        params = {} if name == "dense" else method_signature(name).parameters
+        args = {k: v for k, v in shared.items() if k in params}
+        accepted |= {k for k in method_over if k in params}
+        out.append((name, load_config(base, deep_merge(given, {"method": {"name": name, **args}}))))
+    unused = sorted(set(method_over) - accepted)
+    if unused:
+        raise SparsetrainError(f"no method in {methods} takes method.{unused[0]}.")
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,28 @@ DEFAULTS: dict[str, Any] = {
     "run": {"dir": "runs", "name": None, "checkpoint_every": 1, "layer_density_every": 5, "plots": True,
             "progress": "auto"},
 }
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``5e-4`` and ``1e30`` as strings; like YAML 1.2 we read them as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+_Loader.yaml_implicit_resolvers["tag:yaml.org,2002:float"] = _Loader.yaml_implicit_resolvers.get(
+    "tag:yaml.org,2002:float", [])
+
+
+def parse_value(raw: str):
+    """A YAML scalar with scientific notation read as a number.
+
+    Example:
+        >>> parse_value("5e-4"), parse_value("3"), parse_value("[0.5, 0.75]"), parse_value("erk")
+        (0.0005, 3, [0.5, 0.75], 'erk')
+    """
+    return yaml.load(raw, Loader=_Loader)
+
 
 #: sections whose extra keys are builder keyword arguments, and the keys the trainer keeps for itself
 TRAINER_KEYS = {"data": ("name", "root", "val_fraction", "augment"), "model": ("name",), "method": ("name",)}
@@ -82,7 +105,7 @@ def parse_overrides(args: list[str]) -> dict:
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else None
+        node[parts[-1]] = parse_value(raw) if raw != "" else None
     return out
 
 
@@ -103,7 +126,8 @@ def validate(cfg: dict) -> dict:
     """Check every key exists; builder sections are checked against their builders' signatures."""
     for key in cfg:
         if key not in DEFAULTS:
-            raise SparsetrainError(f"unknown config key {key!r}. Top-level keys: {', '.join(DEFAULTS)}.")
+            raise SparsetrainError(f"unknown config key {key}. Top-level keys: {', '.join(DEFAULTS)}.")
+        _check_type(key, cfg[key], DEFAULTS[key])
     for section, defaults in DEFAULTS.items():
         if not isinstance(defaults, dict):
             continue
@@ -112,8 +136,9 @@ def validate(cfg: dict) -> dict:
         if section not in BUILDER_SECTIONS:
             for key in cfg[section]:
                 if key not in defaults:
-                    raise SparsetrainError(f"unknown config key {section}.{key!r}. "
+                    raise SparsetrainError(f"unknown config key {section}.{key}. "
                                            f"Keys of {section}: {', '.join(defaults)}.")
+                _check_type(f"{section}.{key}", cfg[section][key], defaults[key])
             continue
         params = _builder_params(section, cfg[section]["name"])
         if params is None:
@@ -126,6 +151,18 @@ def validate(cfg: dict) -> dict:
                     f"unknown config key {section}.{key} for {section} {cfg[section]['name']!r}. "
                     f"Valid keys: {', '.join(sorted(allowed))}.")
     return cfg
+
+
+def _check_type(key: str, value, default) -> None:
+    """Numbers must be numbers and flags must be flags (a value like '1e-4x' is caught here)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool) or (key.endswith("progress") and value == "auto")
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        raise SparsetrainError(f"config key {key} must be a {type(default).__name__}, got {value!r}.")
 
 
 def builder_kwargs(cfg: dict, section: str) -> dict:
@@ -170,7 +207,7 @@ def read_recipe(path: str | Path) -> dict:
     from sparsetrain.train.recipes import find_recipe
     file = find_recipe(path)
     with open(file) as fh:
-        data = yaml.safe_load(fh) or {}
+        data = yaml.load(fh, Loader=_Loader) or {}
     if not isinstance(data, dict):
         raise SparsetrainError(f"recipe {file} must be a YAML mapping of config keys.")
     data.pop("description", None)

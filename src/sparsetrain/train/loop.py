@@ -149,6 +149,10 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
     start_epoch = 0
     if resume:
         start_epoch = log.restore(model, optimizer, lr_schedule, sparsifier)
+        if sparsifier is not None and sparsifier.ctx.total_steps != total_steps:
+            raise SparsetrainError(f"cannot resume with a different length of training ({total_steps} steps now, "
+                                   f"{sparsifier.ctx.total_steps} in the checkpoint): the method's schedules "
+                                   "depend on it. Keep epochs, batch_size and the data as they were.")
     example = next(iter(eval_loaders["test"]))[0][:1].to(device)
     started = time.perf_counter() - log.elapsed
     for epoch in range(start_epoch, cfg["epochs"]):
@@ -162,8 +166,10 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
             out = net(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1}; the run stopped and the "
-                                    f"last good checkpoint in {run_dir} is kept. Lower optim.lr or check the data.")
+                kept = (f"the last good checkpoint in {run_dir} is kept" if (Path(run_dir) / "checkpoint.pt").is_file()
+                        else "no checkpoint had been written yet")
+                raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1}; the run stopped and {kept}. "
+                                    "Lower optim.lr or check the data.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -172,8 +178,9 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
             correct += (out.argmax(1) == y).sum().item()
             seen += 1
             log.update_events(sparsifier)
+        loss_sum, correct, count = tdist.all_reduce_sum([loss_sum, correct, seen * y.numel()])
         metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                   "train_loss": loss_sum / max(1, seen * y.numel()), "train_acc": correct / max(1, seen * y.numel()),
+                   "train_loss": loss_sum / max(1, count), "train_acc": correct / max(1, count),
                    "lr": optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started}
         for name, loader in eval_loaders.items():
             metrics[f"{name}_acc"], metrics[f"{name}_loss"] = evaluate(model, loader, device)

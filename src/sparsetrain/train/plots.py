@@ -25,7 +25,13 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise SparsetrainError(f"{run_dir} is not a run folder (no metrics.jsonl).")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill: skip it
+            continue
+    return records
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:

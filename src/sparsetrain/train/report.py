@@ -38,7 +38,10 @@ def report(run: str | Path) -> str:
     model = create_model(cfg["model"]["name"], num_classes=info.get("num_classes", 10),
                          **_input_kwargs(cfg["model"]["name"], shape, builder_kwargs(cfg, "model")),
                          **builder_kwargs(cfg, "model"))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise SparsetrainError(f"{ckpt} does not match the model of {config}: {str(exc).splitlines()[0]}") from None
     sp = state.get("sparsifier")
     params = dict(model.named_parameters())
     masks = sp["masks"] if sp else {}

@@ -55,9 +55,11 @@ class RunLogger:
         self.history: list[dict] = []
         if self.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
+            for stale in self.dir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a kill during a write
+                stale.unlink(missing_ok=True)
+            if not resume:  # when resuming, config.yaml is rewritten only once restore() succeeds
                 (self.dir / "metrics.jsonl").write_text("")
-            atomic_write_text(self.dir / "config.yaml", dump_config(cfg))
+                atomic_write_text(self.dir / "config.yaml", dump_config(cfg))
 
     # ------------------------------------------------------------ progress and events
     def progress(self, loader, epoch: int):
@@ -141,8 +143,12 @@ class RunLogger:
         if sparsifier is not None:
             sparsifier.load_state_dict(state["sparsifier"])
         self.elapsed, self.best = state["elapsed"], state["best"]
-        self.history_seen, self.updates_logged = state["history_seen"], state["updates_logged"]
+        # the fresh sparsifier's history holds only its init entry: later events are new
+        self.history_seen = len(sparsifier.history) if sparsifier is not None else 0
+        self.updates_logged = state["updates_logged"]
         self._truncate_metrics(state["epoch"])
+        if self.main:
+            atomic_write_text(self.dir / "config.yaml", dump_config(self.cfg))
         return int(state["epoch"])
 
     def _truncate_metrics(self, epoch: int) -> None:
@@ -151,7 +157,8 @@ class RunLogger:
         if not path.is_file():
             return
         kept, step_limit = [], None
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        from sparsetrain.train.plots import read_metrics
+        records = read_metrics(self.dir)
         for r in records:
             if r.get("event") == "epoch" and r["epoch"] == epoch:
                 step_limit = r["step"]
