@@ -61,6 +61,7 @@ def breakdown(model_name: str, reps: int) -> list[tuple[str, float]]:
     def restore():
         torch._foreach_copy_(pgrads, dense_grads)
 
+    opt.step()  # warm-up: the first step allocates the momentum buffers
     rows = [("optimizer.step(), no sparsifier", median_ms(opt.step, reps, restore))]
     sp = sparsetrain.attach(model, opt, "rigl", density=0.1, total_steps=10**9, update_every=10**8)
     ctx = sp.ctx
