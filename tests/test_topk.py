@@ -55,3 +55,33 @@ def test_random_mask_is_exact_and_seeded():
 def test_exact_count_ignores_float_noise():
     # 1 - (1 - 0.1) is 0.09999999999999998: still 2.5 -> 3 (regression: the GMP schedule's last event)
     assert exact_count(1 - (1 - 0.1), 25) == 3
+
+
+def _reference_topk(scores, k, candidates):
+    """Sort-based reference: highest score first, lower index first among ties, NaN lowest."""
+    flat = scores.flatten().float()
+    clean = torch.where(torch.isnan(flat), torch.tensor(float("-inf")), flat).tolist()
+    allowed = [i for i in range(len(clean)) if candidates is None or bool(candidates.flatten()[i])]
+    order = sorted(allowed, key=lambda i: (-clean[i], i))
+    out = torch.zeros(len(clean), dtype=torch.bool)
+    out[order[:k]] = True
+    return out.view_as(scores)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 120), k=st.integers(0, 130), seed=st.integers(0, 10_000),
+       kind=st.sampled_from(["continuous", "ties", "special"]), cand_frac=st.sampled_from([None, 0.1, 0.5, 0.9]))
+def test_topk_matches_a_sort_based_reference(n, k, seed, kind, cand_frac):
+    """Both internal paths (rank only the candidates, or mask the others) agree with a plain sort."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "continuous":
+        scores = torch.randn(n, generator=g)
+    elif kind == "ties":
+        scores = torch.randint(-2, 3, (n,), generator=g).float()
+    else:
+        pool = torch.tensor([float("nan"), float("-inf"), float("inf"), 0.0, 1.0, -1.0])
+        scores = pool[torch.randint(0, 6, (n,), generator=g)]
+    cand = None if cand_frac is None else torch.rand(n, generator=g) < cand_frac
+    assert torch.equal(topk_mask(scores, k, cand), _reference_topk(scores, k, cand))
+    no_nan = torch.where(torch.isnan(scores), torch.tensor(float("-inf")), scores)
+    assert torch.equal(bottomk_mask(scores, k, cand), _reference_topk(-no_nan, k, cand))

@@ -171,10 +171,14 @@ class Sparsifier:
     def _mask_optimizer_state(self) -> None:
         if self.optimizer is None:
             return
+        states, masks = [], []
         for n, p in self.ctx.params.items():
             for value in self.optimizer.state.get(p, {}).values():
                 if isinstance(value, Tensor) and value.shape == p.shape:
-                    value.mul_(self._fmask[n].to(value.dtype))
+                    states.append(value)
+                    masks.append(self._fmask[n] if value.dtype == p.dtype else self._fmask[n].to(value.dtype))
+        if states:
+            torch._foreach_mul_(states, masks)
 
     @torch.no_grad()
     def apply_masks(self) -> None:

@@ -33,17 +33,54 @@ def exact_count(density: float, numel: int) -> int:
 
 
 def _clean(scores: Tensor) -> Tensor:
+    """Flat float scores with NaN read as -inf (the lowest score; infinities are kept)."""
     scores = scores.detach().flatten()
     if not scores.is_floating_point():
         scores = scores.float()
-    return torch.nan_to_num(scores, nan=-math.inf)
+    return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
+
+
+def _select(flat: Tensor, k: int) -> Tensor:
+    """Mask of the k largest of a clean flat vector, ties to the lower index (0 < k < n)."""
+    n = flat.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=flat.device)
+    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n - k + 1).values
+    out = flat >= threshold.to(flat.device)
+    surplus = int(torch.count_nonzero(out)) - k
+    if surplus > 0:  # only with ties at the threshold: the highest indices give way
+        ties = torch.nonzero(flat == threshold).flatten()
+        out[ties[ties.numel() - surplus:]] = False
+    return out
+
+
+def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Size) -> Tensor:
+    n = flat.numel()
+    out = torch.zeros(n, dtype=torch.bool, device=flat.device)
+    if candidates is None:
+        k = min(int(k), n)
+        return (_select(flat, k) if k > 0 else out).view(shape)
+    cand = candidates.flatten()
+    n_cand = int(torch.count_nonzero(cand))
+    k = min(int(k), n_cand)
+    if k <= 0:
+        return out.view(shape)
+    if n_cand <= n // 2:
+        # few candidates (e.g. the active weights at low density): rank only them
+        idx = torch.nonzero(cand).flatten()
+        out[idx[_select(flat[idx], k)]] = True
+        return out.view(shape)
+    # Non-candidates sit strictly below every candidate (even -inf ones).
+    low = torch.finfo(flat.dtype).min
+    flat = torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf))
+    return _select(flat, k).view(shape)
 
 
 def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
     """Boolean mask (shape of ``scores``) of the ``k`` highest-scoring positions.
 
     Args:
-        scores: any real tensor; NaN counts as the lowest score.
+        scores: any real tensor; NaN counts as -inf, the lowest score.
         k: how many positions to select; clamped to the number of candidates.
         candidates: optional bool tensor; only these positions may be chosen.
 
@@ -57,41 +94,18 @@ def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tenso
         >>> topk_mask(torch.tensor([1.0, 1.0, 1.0]), 2).tolist()
         [True, True, False]
     """
-    flat = _clean(scores)
-    n = flat.numel()
-    if candidates is not None:
-        cand = candidates.flatten()
-        k = min(int(k), int(cand.sum()))
-    else:
-        cand = None
-        k = min(int(k), n)
-    out = torch.zeros(n, dtype=torch.bool, device=flat.device)
-    if k <= 0:
-        return out.view_as(scores)
-    if cand is not None:
-        # Non-candidates sit strictly below every candidate (even -inf ones).
-        low = torch.finfo(flat.dtype).min
-        flat = torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf))
-    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n - k + 1).values
-    threshold = threshold.to(flat.device)
-    out = flat > threshold
-    need = k - int(out.sum())
-    if need > 0:
-        ties = torch.nonzero(flat == threshold).flatten()[:need]
-        out[ties] = True
-    return out.view_as(scores)
+    return _topk_clean(_clean(scores), k, candidates, scores.shape)
 
 
 def bottomk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
-    """Mask of the ``k`` lowest scores among ``candidates`` (ties: lower index).
+    """Mask of the ``k`` lowest scores among ``candidates`` (ties: lower index; NaN lowest).
 
     Example:
         >>> bottomk_mask(torch.tensor([1.0, 3.0, 1.0, 2.0]), 1).tolist()
         [True, False, False, False]
     """
-    flat = _clean(scores)
     # Negation maps ties to ties, so lower index still wins.
-    return topk_mask(-flat, k, candidates).view_as(scores)
+    return _topk_clean(-_clean(scores), k, candidates, scores.shape)
 
 
 def random_mask(shape: torch.Size, k: int, generator: torch.Generator, device=None) -> Tensor:

@@ -57,7 +57,10 @@ def grad_ema(momentum: float = 0.9):
         for name, g in grads.items():
             if name not in ema:
                 ema[name] = torch.zeros_like(g)
-            ema[name].mul_(momentum).add_(g)
+        names = list(grads)
+        buffers = [ema[n] for n in names]
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, [grads[n] for n in names])
     return observe
 
 
