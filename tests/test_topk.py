@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsetrain.core.topk import bottomk_mask, exact_count, random_mask, topk_mask
+from sparsetrain.core.topk import bottomk_mask, exact_count, kth_largest, random_mask, topk_mask
 
 
 def test_exact_count_rounding_rule():
@@ -85,3 +85,27 @@ def test_topk_matches_a_sort_based_reference(n, k, seed, kind, cand_frac):
     assert torch.equal(topk_mask(scores, k, cand), _reference_topk(scores, k, cand))
     no_nan = torch.where(torch.isnan(scores), torch.tensor(float("-inf")), scores)
     assert torch.equal(bottomk_mask(scores, k, cand), _reference_topk(-no_nan, k, cand))
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(65_537, 300_000), frac=st.floats(0, 1), seed=st.integers(0, 10_000),
+       kind=st.sampled_from(["continuous", "ties", "sorted", "spiky"]))
+def test_sampled_kth_largest_is_exact_on_large_vectors(n, frac, seed, kind):
+    """Above 65536 entries the threshold comes from a sampled bracket; it must equal torch.kthvalue."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "continuous":
+        x = torch.randn(n, generator=g)
+    elif kind == "ties":
+        x = torch.randint(0, 4, (n,), generator=g).float()
+    elif kind == "sorted":
+        x = torch.arange(n, dtype=torch.float32)
+    else:
+        x = torch.zeros(n)
+        x[::7] = torch.randn(len(x[::7]), generator=g) * 1e6
+        x[3] = float("-inf")
+    k = max(1, min(n, round(frac * n)))
+    assert kth_largest(x, k) == torch.kthvalue(x, n - k + 1).values
+    mask = topk_mask(x, k)
+    assert int(torch.count_nonzero(mask)) == k
+    if k < n:
+        assert x[mask].min() >= x[~mask].max()

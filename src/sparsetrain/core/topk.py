@@ -40,13 +40,57 @@ def _clean(scores: Tensor) -> Tensor:
     return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
 
 
+_DIRECT = 1 << 16
+_SAMPLE = 1 << 12
+
+
+def _kthvalue(values: Tensor, rank: int) -> Tensor:
+    """``torch.kthvalue`` (rank-th smallest), on the CPU for backends that lack it."""
+    if values.device.type == "mps":
+        return torch.kthvalue(values.cpu(), rank).values.to(values.device)
+    return torch.kthvalue(values, rank).values
+
+
+def kth_largest(flat: Tensor, k: int) -> Tensor:
+    """The k-th largest value of a flat tensor without NaN (1 <= k <= n), exactly.
+
+    ``torch.kthvalue`` slows down sharply on large vectors, so for more than
+    65536 entries a deterministic strided sample brackets the answer: with
+    ``hi`` and ``lo`` sample values just above and below the expected rank,
+    the k-th largest lies in [lo, hi] whenever fewer than k values exceed hi
+    and at least k reach lo; then only that band is ranked. Otherwise (a
+    sample that missed) the whole vector is ranked. Either way the result is
+    exact.
+
+    Example:
+        >>> float(kth_largest(torch.arange(100_000.0), 3))
+        99997.0
+    """
+    n = flat.numel()
+    if n <= _DIRECT:
+        return _kthvalue(flat, n - k + 1)
+    sample = flat[:: n // _SAMPLE]
+    m = sample.numel()
+    expected = k * m / n
+    margin = 4.0 * math.sqrt(expected * (1.0 - k / n) + 1.0) + 8.0
+    # the r-th largest of the sample is its (m - r + 1)-th smallest
+    hi = _kthvalue(sample, m - max(1, math.floor(expected - margin)) + 1)
+    lo = _kthvalue(sample, m - min(m, math.ceil(expected + margin)) + 1)
+    above = int(torch.count_nonzero(flat > hi))
+    band = flat[(flat >= lo) & (flat <= hi)]
+    rank = k - above
+    if 1 <= rank <= band.numel():
+        return _kthvalue(band, band.numel() - rank + 1)
+    return _kthvalue(flat, n - k + 1)
+
+
 def _select(flat: Tensor, k: int) -> Tensor:
     """Mask of the k largest of a clean flat vector, ties to the lower index (0 < k < n)."""
     n = flat.numel()
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
-    threshold = torch.kthvalue(flat.cpu() if flat.device.type == "mps" else flat, n - k + 1).values
-    out = flat >= threshold.to(flat.device)
+    threshold = kth_largest(flat, k)
+    out = flat >= threshold
     surplus = int(torch.count_nonzero(out)) - k
     if surplus > 0:  # only with ties at the threshold: the highest indices give way
         ties = torch.nonzero(flat == threshold).flatten()
