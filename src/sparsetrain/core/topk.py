@@ -37,7 +37,7 @@ def _clean(scores: Tensor) -> Tensor:
     scores = scores.detach().flatten()
     if not scores.is_floating_point():
         scores = scores.float()
-    return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
+    return torch.nan_to_num(scores, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
 
 
 _DIRECT = 1 << 16
@@ -100,24 +100,28 @@ def _select(flat: Tensor, k: int) -> Tensor:
 
 def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Size) -> Tensor:
     n = flat.numel()
-    out = torch.zeros(n, dtype=torch.bool, device=flat.device)
     if candidates is None:
         k = min(int(k), n)
-        return (_select(flat, k) if k > 0 else out).view(shape)
+        return (_select(flat, k) if k > 0 else torch.zeros(n, dtype=torch.bool, device=flat.device)).view(shape)
     cand = candidates.flatten()
     n_cand = int(torch.count_nonzero(cand))
     k = min(int(k), n_cand)
     if k <= 0:
-        return out.view(shape)
+        return torch.zeros(shape, dtype=torch.bool, device=flat.device)
     if n_cand <= n // 2:
         # few candidates (e.g. the active weights at low density): rank only them
         idx = torch.nonzero(cand).flatten()
+        out = torch.zeros(n, dtype=torch.bool, device=flat.device)
         out[idx[_select(flat[idx], k)]] = True
         return out.view(shape)
-    # Non-candidates sit strictly below every candidate (even -inf ones).
-    low = torch.finfo(flat.dtype).min
-    flat = torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf))
-    return _select(flat, k).view(shape)
+    outside = ~cand
+    out = _select(flat.masked_fill(outside, -math.inf), k)
+    if bool(out.logical_and(outside).any()):
+        # the threshold reached -inf, where candidates tie with non-candidates:
+        # lift candidates just above the non-candidates and select again
+        low = torch.finfo(flat.dtype).min
+        out = _select(torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf)), k)
+    return out.view(shape)
 
 
 def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:

@@ -54,10 +54,13 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
             for n in ctx.params:
                 ctx.masks[n] = ctx.masks[n] & ~removed[n]
         else:
+            removed = {}
             for n in ctx.params:
-                k = min(before[n], round_fn(r * before[n]))
+                # top-k is exact, so exactly k weights go: no need to count again
+                removed[n] = k = min(before[n], round_fn(r * before[n]))
                 if k > 0:
                     ctx.masks[n] = ctx.masks[n] & ~bottomk_mask(_scores(ctx, crit, n), k, ctx.masks[n])
+            return removed
         return {n: before[n] - ctx.active(n) for n in ctx.params}
 
     drop.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
