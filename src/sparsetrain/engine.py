@@ -93,7 +93,8 @@ class Sparsifier:
 
     def density(self) -> float:
         """Overall density over the sparsified parameters (active / total)."""
-        return self.ctx.total_active() / self.ctx.total_numel()
+        flat = torch.cat([m.reshape(-1) for m in self.ctx.masks.values()])
+        return int(torch.count_nonzero(flat)) / flat.numel()
 
     def report(self) -> DensityReport:
         """Per-layer table: shape, numel, active, density (``print`` it)."""

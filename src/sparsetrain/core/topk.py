@@ -84,25 +84,25 @@ def kth_largest(flat: Tensor, k: int) -> Tensor:
     return _kthvalue(flat, n - k + 1)
 
 
-def _select(flat: Tensor, k: int) -> Tensor:
-    """Mask of the k largest of a clean flat vector, ties to the lower index (0 < k < n)."""
+def _select(flat: Tensor, k: int) -> tuple[Tensor, float]:
+    """(mask of the k largest of a clean flat vector, ties to the lower index; the threshold), 0 < k."""
     n = flat.numel()
     if k >= n:
-        return torch.ones(n, dtype=torch.bool, device=flat.device)
+        return torch.ones(n, dtype=torch.bool, device=flat.device), -math.inf
     threshold = kth_largest(flat, k)
     out = flat >= threshold
     surplus = int(torch.count_nonzero(out)) - k
     if surplus > 0:  # only with ties at the threshold: the highest indices give way
         ties = torch.nonzero(flat == threshold).flatten()
         out[ties[ties.numel() - surplus:]] = False
-    return out
+    return out, float(threshold)
 
 
 def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Size) -> Tensor:
     n = flat.numel()
     if candidates is None:
         k = min(int(k), n)
-        return (_select(flat, k) if k > 0 else torch.zeros(n, dtype=torch.bool, device=flat.device)).view(shape)
+        return (_select(flat, k)[0] if k > 0 else torch.zeros(n, dtype=torch.bool, device=flat.device)).view(shape)
     cand = candidates.flatten()
     n_cand = int(torch.count_nonzero(cand))
     k = min(int(k), n_cand)
@@ -112,15 +112,14 @@ def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Si
         # few candidates (e.g. the active weights at low density): rank only them
         idx = torch.nonzero(cand).flatten()
         out = torch.zeros(n, dtype=torch.bool, device=flat.device)
-        out[idx[_select(flat[idx], k)]] = True
+        out[idx[_select(flat[idx], k)[0]]] = True
         return out.view(shape)
-    outside = ~cand
-    out = _select(flat.masked_fill(outside, -math.inf), k)
-    if bool(out.logical_and(outside).any()):
+    out, threshold = _select(flat.masked_fill(~cand, -math.inf), k)
+    if threshold == -math.inf:
         # the threshold reached -inf, where candidates tie with non-candidates:
         # lift candidates just above the non-candidates and select again
         low = torch.finfo(flat.dtype).min
-        out = _select(torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf)), k)
+        out = _select(torch.where(cand, flat.clamp(min=low), torch.full_like(flat, -math.inf)), k)[0]
     return out.view(shape)
 
 

@@ -56,10 +56,11 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
         else:
             removed = {}
             for n in ctx.params:
-                # top-k is exact, so exactly k weights go: no need to count again
+                # keep the n_l - k best active weights (exact, so exactly k go; among tied
+                # scores at the threshold the higher index goes first)
                 removed[n] = k = min(before[n], round_fn(r * before[n]))
                 if k > 0:
-                    ctx.masks[n] = ctx.masks[n] & ~bottomk_mask(_scores(ctx, crit, n), k, ctx.masks[n])
+                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), before[n] - k, ctx.masks[n])
             return removed
         return {n: before[n] - ctx.active(n) for n in ctx.params}
 

@@ -110,10 +110,12 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
 def prune_and_regrow(dropper: Dropper, grower) -> Op:
     """One zero-cost topology update: drop, then regrow the same number (RigL, SET, GraNet, ITOP)."""
     def run(ctx: SparseContext) -> dict:
-        before = {n: ctx.masks[n].clone() for n in ctx.params}
+        before = dict(ctx.masks)  # ops replace masks, never edit them in place
         removed = dropper(ctx)
         grown = grower(ctx, removed)
-        changed = sum(int(torch.count_nonzero(before[n] & ~ctx.masks[n])) for n in ctx.params)
+        old = torch.cat([before[n].reshape(-1) for n in ctx.params])
+        new = torch.cat([ctx.masks[n].reshape(-1) for n in ctx.params])
+        changed = int(torch.count_nonzero(old > new))  # active before, inactive now
         return {"dropped": sum(removed.values()), "grown": sum(grown.values()), "changed": changed}
     grad = getattr(dropper, "needs_grad", False) or getattr(grower, "needs_grad", False)
     return Op(run, needs_grad=grad, name="prune_and_regrow")
