@@ -457,3 +457,14 @@ def test_python_m_sparsetrain_help():
     assert "usage: sparsetrain" in proc.stdout and "examples" in proc.stdout
     for name in COMMANDS:
         assert name in proc.stdout
+
+
+def test_compare_density_sweep_plots_accuracy_against_sparsity(capsys, tmp_path, compare_base):
+    out_dir = tmp_path / "sweep"
+    rc, out, err = cli(capsys, "compare", "--methods", "dense,rigl", "--densities", "0.3,0.1", "--seeds", "1",
+                       "--epochs", "1", "--config", str(compare_base), "--out", str(out_dir))
+    assert rc == 0, err
+    rows = json.loads((out_dir / "compare.json").read_text())
+    assert [r["label"] for r in rows] == ["dense", "rigl@0.3", "rigl@0.1"]
+    assert [round(r["density"], 1) for r in rows] == [1.0, 0.3, 0.1]
+    assert_png(out_dir / "compare.png")

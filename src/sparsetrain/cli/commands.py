@@ -83,14 +83,17 @@ def configure_compare(p) -> None:
     p.add_argument("--config", "-c", help="base recipe for --methods")
     p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<methods>)")
+    p.add_argument("--densities", help="comma-separated densities: run every sparse configuration at each "
+                                       "(accuracy-vs-sparsity plot), e.g. 0.2,0.1,0.05")
 
 
 def cmd_compare(args, extra: list[str]) -> int:
     from sparsetrain.train.compare import compare
     if not args.recipes and not args.methods:
         raise SparsetrainError("compare needs recipes or --methods a,b,c (e.g. --methods dense,rigl,granet).")
+    densities = [float(d) for d in args.densities.split(",")] if args.densities else None
     compare(recipes=args.recipes, methods=args.methods.split(",") if args.methods else None, base=args.config,
-            seeds=args.seeds, overrides=extra, out=args.out)
+            seeds=args.seeds, overrides=extra, out=args.out, densities=densities)
     return 0
 
 
@@ -157,6 +160,7 @@ COMMANDS = {
     "compare": (cmd_compare, "run several configurations on the same data and budget, print one table",
                 configure_compare,
                 "  sparsetrain compare --methods dense,static,set,rigl,gmp,granet --seeds 3\n"
+                "  sparsetrain compare --methods dense,rigl,granet --densities 0.2,0.1,0.05 --seeds 2\n"
                 "  sparsetrain compare granet_mnist1d rigl_mnist1d --seeds 2\n"),
     "methods": (cmd_methods, "list the registered methods", configure_methods,
                 "  sparsetrain methods\n  sparsetrain methods granet\n"),

@@ -64,22 +64,42 @@ def summarise(label: str, summaries: list[dict]) -> dict:
             "accs": accs}
 
 
+def density_sweep(configs: list[tuple[str, dict]], densities: list[float]) -> list[tuple[str, dict]]:
+    """Every configuration at every density (dense once); labels ``method@density``."""
+    out = []
+    for label, cfg in configs:
+        if cfg["method"]["name"] == "dense":
+            out.append((label, cfg))
+            continue
+        for d in densities:
+            out.append((f"{label}@{d:g}", {**cfg, "method": {**cfg["method"], "density": d}}))
+    return out
+
+
 def compare(recipes: list[str] | None = None, methods: list[str] | None = None, base: str | None = None,
-            seeds: int = 3, overrides: list[str] | None = None, out: str | None = None) -> list[dict]:
-    """Run every configuration for ``seeds`` seeds; print and write the table (compare.md/json) and plot."""
+            seeds: int = 3, overrides: list[str] | None = None, out: str | None = None,
+            densities: list[float] | None = None) -> list[dict]:
+    """Run every configuration for ``seeds`` seeds; print and write the table (compare.md/json) and plot.
+
+    With ``densities`` every sparse configuration runs at each density and the
+    plot shows accuracy against density, one line per configuration.
+    """
     from sparsetrain.train.loop import train
     overrides = list(overrides or [])
     configs = method_configs(methods, base, overrides) if methods else [
         (Path(r).stem, load_config(r, overrides)) for r in recipes or []]
+    if densities:
+        configs = density_sweep(configs, densities)
     out_dir = Path(out or f"runs/compare-{'-'.join(label for label, _ in configs)}"[:120])
     rows = []
     for label, cfg in configs:
+        base_label = label.split("@")[0]
         summaries = []
         for seed in range(seeds):
             cfg = {**cfg, "seed": seed, "run": {**cfg["run"], "plots": False}}
             print(f"== {label} seed {seed}", flush=True)
             summaries.append(train(cfg, out_dir / f"{label}-s{seed}"))
-        rows.append(summarise(label, summaries))
+        rows.append({**summarise(label, summaries), "config": base_label})
     table = _table(rows)
     print("\n" + table)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,10 +111,30 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
 
 
 def plot_compare(rows: list[dict], path: Path) -> None:
-    """Accuracy (mean ± std over seeds) per configuration, labelled with its density."""
+    """Accuracy (mean ± std over seeds): against density when configurations were run at
+    several densities, else one bar per configuration labelled with its density."""
     from sparsetrain.train.plots import _pyplot
     plt = _pyplot()
     if plt is None:
+        return
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("config", r["label"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, group in groups.items():
+            group = sorted(group, key=lambda r: r["density"])
+            xs = [100 * (1 - r["density"]) for r in group]
+            ys = [100 * r["acc_mean"] for r in group]
+            if len(group) == 1:
+                ax.axhline(ys[0], linestyle="--", color="gray", label=name)
+            else:
+                ax.errorbar(xs, ys, yerr=[100 * r["acc_std"] for r in group], marker="o", capsize=3, label=name)
+        ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="Accuracy vs sparsity at equal budget")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
         return
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
     xs = range(len(rows))
