@@ -18,6 +18,7 @@ with a small ``update_every`` so a 24-step run sees several topology updates.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,3 +204,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 def count(mask: torch.Tensor) -> int:
     """Active entries of a bool mask, counted (never summed from floats)."""
     return int(torch.count_nonzero(mask))
+
+
+@contextlib.contextmanager
+def torch_state():
+    """Undo process-wide torch settings a test (or the trainer it runs) changes:
+    threads, deterministic mode and the global RNG."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_rng_state(rng)

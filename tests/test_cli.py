@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from _kit import torch_state
 from sparsetrain.cli import main
 from sparsetrain.cli.commands import COMMANDS
 from sparsetrain.methods import list_methods
@@ -32,25 +33,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("accuracy.png", "density.png", "layer_density.png", "itop.png")
 
 
-@contextlib.contextmanager
-def torch_state():
-    """Undo the trainer's process-wide settings (threads, deterministic mode, global RNG)."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_rng_state(rng)
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_state():
-    with torch_state():
-        yield
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -27,16 +27,6 @@ DATA_SHAPES = {"cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32)), "im
                "digits": (10, (1, 8, 8)), "synthetic": (10, (3, 32, 32))}
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_state():
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = torch.get_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-    torch.set_rng_state(rng)
 
 
 def _leaves(tree: dict, prefix: tuple = ()):

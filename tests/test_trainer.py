@@ -24,6 +24,7 @@ import torch
 import yaml
 
 import sparsetrain.train.run as run_module
+from _kit import torch_state
 from sparsetrain.cli import main
 from sparsetrain.train.config import load_config, parse_overrides
 
@@ -76,25 +77,8 @@ sys.exit(main(argv))
 """
 
 
-@contextlib.contextmanager
-def torch_state():
-    """Undo the trainer's process-wide settings (threads, deterministic mode, global RNG)."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_rng_state(rng)
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_state():
-    with torch_state():
-        yield
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from _kit import torch_state
 from sparsetrain.cli import main
 
 pytestmark = [
@@ -50,18 +51,6 @@ def torchrun(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
         pytest.fail(f"torchrun timed out after {timeout} s (a rank hung?):\n{(e.stderr or '')[-4000:]}")
 
 
-@contextlib.contextmanager
-def torch_state():
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    rng = torch.get_rng_state()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_rng_state(rng)
 
 
 @pytest.fixture(scope="module")
