@@ -13,6 +13,7 @@ from sparsetrain.cli import main
 from sparsetrain.methods import create_method, list_methods, method_signature
 from sparsetrain.train.config import builder_kwargs, load_config
 from sparsetrain.train.data import dataset_signature, list_datasets
+from sparsetrain.train.loop import method_kwargs
 from sparsetrain.train.models import create_model, list_models
 from sparsetrain.train.recipes import find_recipe, list_recipes
 
@@ -77,10 +78,7 @@ def test_recipe_loads_and_validates(name):
 def test_recipe_method_and_model_build(name):
     cfg = load_config(name)
     if cfg["method"]["name"] != "dense":
-        kwargs = builder_kwargs(cfg, "method")
-        params = method_signature(cfg["method"]["name"]).parameters
-        if "steps_per_epoch" in params and not kwargs.get("update_every"):
-            kwargs["steps_per_epoch"] = 100
+        kwargs = method_kwargs(cfg, steps_per_epoch=100)  # what the trainer passes (epochs -> fractions)
         method = create_method(cfg["method"]["name"], **kwargs)  # checks the values, not only the names
         assert method.name == cfg["method"]["name"]
     num_classes, shape = DATA_SHAPES[cfg["data"]["name"]]

@@ -59,6 +59,9 @@ def parse_value(raw: str):
     return yaml.load(raw, Loader=_Loader)
 
 
+#: method arguments (fractions of training) that the trainer also accepts as ``<name>_epoch``
+EPOCH_KEYS = ("start", "end", "soft_end")
+
 #: sections whose extra keys are builder keyword arguments, and the keys the trainer keeps for itself
 TRAINER_KEYS = {"data": ("name", "root", "val_fraction", "augment"), "model": ("name",), "method": ("name",)}
 BUILDER_SECTIONS = tuple(TRAINER_KEYS)
@@ -145,6 +148,8 @@ def validate(cfg: dict) -> dict:
             continue
         allowed = (set(TRAINER_KEYS[section]) | set(params)) - {"num_classes", "in_channels", "root"}
         allowed |= set(TRAINER_KEYS[section])
+        if section == "method":  # fractions of training may also be given in epochs
+            allowed |= {f"{k}_epoch" for k in EPOCH_KEYS if k in params}
         for key in cfg[section]:
             if key not in allowed:
                 raise SparsetrainError(

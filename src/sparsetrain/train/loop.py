@@ -21,7 +21,7 @@ import sparsetrain
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods import method_signature
 from sparsetrain.train import dist as tdist
-from sparsetrain.train.config import builder_kwargs
+from sparsetrain.train.config import EPOCH_KEYS, builder_kwargs
 from sparsetrain.train.data import create_dataset
 from sparsetrain.train.models import create_model
 from sparsetrain.train.run import RunLogger
@@ -79,8 +79,19 @@ def build_lr_schedule(cfg: dict, optimizer, total_steps: int, steps_per_epoch: i
 
 
 def method_kwargs(cfg: dict, steps_per_epoch: int) -> dict[str, Any]:
-    """The method's arguments; ``steps_per_epoch`` is filled in for methods that take it (e.g. snfs)."""
+    """The method's arguments; ``steps_per_epoch`` is filled in for methods that take it (e.g. snfs),
+    and ``start_epoch`` / ``end_epoch`` (GraNet's --init-prune-epoch / --final-prune-epoch) become
+    the fractions ``start`` / ``end`` of the run.
+
+    Example:
+        >>> cfg = {"epochs": 160, "method": {"name": "granet", "end_epoch": 110}}
+        >>> method_kwargs(cfg, 450)["end"]
+        0.6875
+    """
     kwargs = builder_kwargs(cfg, "method")
+    for key in EPOCH_KEYS:
+        if f"{key}_epoch" in kwargs:
+            kwargs[key] = kwargs.pop(f"{key}_epoch") / cfg["epochs"]
     params = method_signature(cfg["method"]["name"]).parameters
     if "steps_per_epoch" in params and kwargs.get("steps_per_epoch") is None and not kwargs.get("update_every"):
         kwargs["steps_per_epoch"] = steps_per_epoch
