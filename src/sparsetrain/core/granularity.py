@@ -1,0 +1,302 @@
+"""Granularities: which weights are pruned together (ALGORITHMS.md 8.2, 8.3).
+
+A group granularity reduces element scores to one score per group by the
+mean (as fasterai does), ranks groups with the exact top-k of
+:mod:`sparsetrain.core.topk`, and expands kept groups back to an element mask.
+Weights are ``[out, in, *kernel]`` (conv) or ``[out, in]`` (linear):
+
+==========  ============================================  ==========================  ==============
+name        one group is                                  conv [o, i, kh, kw]         linear [o, i]
+==========  ============================================  ==========================  ==============
+weight      one weight                                    w[o, i, r, c]               w[o, i]
+row         the weights along the last dim                w[o, i, r, :] (kernel row)  w[o, :]
+column      the weights along the second-to-last dim      w[o, i, :, c] (kernel col)  w[:, i]
+vector      fasterai's blog "vector": along dim 2 (kh)    w[o, i, :, c]               (error)
+kernel      one kh x kw kernel                            w[o, i, :, :]               (error)
+channel     one input channel                             w[:, i, :, :]               (error: column)
+filter      one output unit / filter (+ bias, next BN)    w[o, :, :, :]               w[o, :]
+N:M         exactly N of every M consecutive weights along the input channel (NVIDIA ASP layout)
+blockHxW    H x W blocks of the 2-D view [out, in*kh*kw]
+==========  ============================================  ==========================  ==============
+
+For Conv1d ``[o, i, k]`` the same rules make ``row`` the kernel and ``column``
+the input channels at one kernel position. fasterai's blog-era ``channel`` reduced only dim 1 (the same kernel position
+across input channels); we use the input-channel meaning of the brief and of
+fasterai's later API, which is the one that can be physically removed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from sparsetrain.core.topk import exact_count, topk_mask
+from sparsetrain.errors import SparsetrainError, unknown_choice
+
+Shape = tuple[int, ...] | torch.Size
+
+
+def _misfit(name: str, shape: Shape, layer_name: str, why: str) -> SparsetrainError:
+    return SparsetrainError(f"granularity {name!r} does not fit layer {layer_name!r} of shape {tuple(shape)}: {why}.")
+
+
+class Granularity:
+    """Base: a way of grouping the weights of one tensor."""
+
+    name = "granularity"
+
+    def check(self, shape: Shape, layer_name: str = "weight") -> None:
+        """Raise :class:`SparsetrainError` naming ``layer_name`` if this granularity cannot group ``shape``."""
+
+    def num_groups(self, shape: Shape) -> int:
+        """Number of groups of a tensor of ``shape``."""
+        raise NotImplementedError
+
+    def group_scores(self, scores: Tensor) -> Tensor:
+        """One score per group: the mean of its element scores (float32)."""
+        raise NotImplementedError
+
+    def expand(self, group_mask: Tensor, shape: Shape) -> Tensor:
+        """Element bool mask of ``shape`` made of the groups on in ``group_mask``."""
+        raise NotImplementedError
+
+    def select(self, scores: Tensor, density: float, candidates: Tensor | None = None,
+               layer_name: str = "weight") -> Tensor:
+        """Keep ``exact_count(density, num_groups)`` whole groups with the highest mean score."""
+        self.check(scores.shape, layer_name)
+        return structured_topk(scores, exact_count(density, self.num_groups(scores.shape)), self, candidates)
+
+    def __repr__(self) -> str:
+        return f"Granularity({self.name!r})"
+
+
+class DimGranularity(Granularity):
+    """Groups = all weights that differ only along the reduced dims ``reduce(ndim)``."""
+
+    def __init__(self, name: str, reduce: Callable[[int], tuple[int, ...]], min_ndim: int, needs: str):
+        self.name, self._reduce, self.min_ndim, self.needs = name, reduce, min_ndim, needs
+
+    def dims(self, ndim: int) -> tuple[int, ...]:
+        """The reduced dims (non-negative, sorted) for a tensor of ``ndim`` dims."""
+        return tuple(sorted(d % ndim for d in self._reduce(ndim)))
+
+    def check(self, shape: Shape, layer_name: str = "weight") -> None:
+        if len(shape) < self.min_ndim:
+            raise _misfit(self.name, shape, layer_name, self.needs)
+
+    def num_groups(self, shape: Shape) -> int:
+        dims = self.dims(len(shape))
+        return math.prod(s for d, s in enumerate(shape) if d not in dims)
+
+    def group_scores(self, scores: Tensor) -> Tensor:
+        self.check(scores.shape, "scores")
+        dims = self.dims(scores.dim())
+        scores = scores.detach().float()
+        return scores.mean(dim=dims) if dims else scores
+
+    def expand(self, group_mask: Tensor, shape: Shape) -> Tensor:
+        out = group_mask.bool()
+        for d in self.dims(len(shape)):
+            out = out.unsqueeze(d)
+        return out.expand(tuple(shape)).clone()
+
+
+class BlockGranularity(Granularity):
+    """``h x w`` blocks of the 2-D view ``[out, in*kh*kw]`` of a weight."""
+
+    def __init__(self, h: int, w: int):
+        if h < 1 or w < 1:
+            raise SparsetrainError(f"block sizes must be >= 1, got {h}x{w}.")
+        self.h, self.w, self.name = h, w, f"block{h}x{w}"
+
+    def check(self, shape: Shape, layer_name: str = "weight") -> None:
+        if len(shape) < 2:
+            raise _misfit(self.name, shape, layer_name, "blocks need a weight with at least 2 dims")
+        rows, cols = shape[0], math.prod(shape[1:])
+        if rows % self.h or cols % self.w:
+            why = f"its 2-D view is {rows} x {cols}, not divisible into {self.h} x {self.w} blocks"
+            raise _misfit(self.name, shape, layer_name, why)
+
+    def num_groups(self, shape: Shape) -> int:
+        return (shape[0] // self.h) * (math.prod(shape[1:]) // self.w)
+
+    def group_scores(self, scores: Tensor) -> Tensor:
+        self.check(scores.shape, "scores")
+        rows = scores.shape[0]
+        view = scores.detach().float().reshape(rows // self.h, self.h, -1, self.w)
+        return view.mean(dim=(1, 3))
+
+    def expand(self, group_mask: Tensor, shape: Shape) -> Tensor:
+        out = group_mask.bool().repeat_interleave(self.h, 0).repeat_interleave(self.w, 1)
+        return out.reshape(tuple(shape))
+
+
+def _input_last(t: Tensor) -> Tensor:
+    """Move the input dim (1) last: ``[out, kh, kw, in]``, NVIDIA ASP's layout for conv N:M."""
+    return t.movedim(1, -1) if t.dim() >= 2 else t
+
+
+def nm_mask(scores: Tensor, n: int, m: int) -> Tensor:
+    """Keep exactly ``n`` of every ``m`` consecutive weights along the input dim, by score.
+
+    For ``[out, in]`` the groups run along ``in``; for conv ``[out, in, kh,
+    kw]`` along ``in`` at fixed ``(out, kh, kw)`` (the layout of NVIDIA's ASP
+    and of cuSPARSELt's 2:4 on channels-last convs); a 1-D tensor is one row.
+    Ties go to the lower index; NaN scores count as -inf.
+
+    Example:
+        >>> nm_mask(torch.tensor([[1.0, 4.0, 3.0, 2.0, 0.0, 0.0, 0.0, 5.0]]), 2, 4).int().tolist()
+        [[0, 1, 1, 0, 1, 0, 0, 1]]
+    """
+    _check_nm(n, m)
+    NMGranularity(n, m).check(scores.shape, "scores")
+    s = _input_last(scores.detach()).float()
+    s = torch.nan_to_num(s, nan=-math.inf)
+    groups = s.reshape(-1, m)
+    keep = torch.sort(groups, dim=1, descending=True, stable=True).indices[:, :n]
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, keep, True)
+    mask = mask.reshape(s.shape)
+    return (mask.movedim(-1, 1) if scores.dim() >= 2 else mask).contiguous()
+
+
+def _check_nm(n: int, m: int) -> None:
+    if int(n) != n or int(m) != m or not 1 <= n < m:
+        raise SparsetrainError(f"N:M sparsity needs integers 1 <= N < M, got {n}:{m} (N={n} keeps N of every M).")
+
+
+class NMGranularity(Granularity):
+    """``n:m`` semi-structured sparsity: exactly ``n`` kept in every ``m`` along the input dim (:func:`nm_mask`).
+
+    Not a group granularity (masks are not made of whole groups): its density
+    is fixed at n/m and :meth:`select` returns :func:`nm_mask`.
+    """
+
+    def __init__(self, n: int, m: int):
+        _check_nm(n, m)
+        self.n, self.m, self.name = int(n), int(m), f"{n}:{m}"
+
+    def check(self, shape: Shape, layer_name: str = "weight") -> None:
+        if len(shape) < 1 or shape[1 if len(shape) >= 2 else 0] % self.m:
+            raise _misfit(self.name, shape, layer_name, f"its input dim is not divisible by M={self.m}")
+
+    def num_groups(self, shape: Shape) -> int:
+        return math.prod(shape) // self.m
+
+    def _not_groups(self) -> SparsetrainError:
+        return SparsetrainError(f"{self.name} keeps N weights inside every group, not whole groups: use nm_mask.")
+
+    def group_scores(self, scores: Tensor) -> Tensor:
+        raise self._not_groups()
+
+    def expand(self, group_mask: Tensor, shape: Shape) -> Tensor:
+        raise self._not_groups()
+
+    def select(self, scores: Tensor, density: float | None = None, candidates: Tensor | None = None,
+               layer_name: str = "weight") -> Tensor:
+        """:func:`nm_mask`; non-candidates score -inf (kept only where a group has fewer than N candidates)."""
+        if density is not None and abs(density - self.n / self.m) > 1e-9:
+            raise SparsetrainError(f"{self.name} sparsity fixes the density at {self.n / self.m:g}, got {density!r}.")
+        self.check(scores.shape, layer_name)
+        if candidates is not None:
+            scores = scores.detach().float().masked_fill(~candidates.bool(), -math.inf)
+        return nm_mask(scores, self.n, self.m)
+
+
+def _all_but(keep: int) -> Callable[[int], tuple[int, ...]]:
+    return lambda ndim: tuple(d for d in range(ndim) if d != keep)
+
+
+_CONV = "it needs a conv weight [out, in, *kernel] (3 or more dims)"
+GRANULARITIES: dict[str, Granularity] = {
+    "weight": DimGranularity("weight", lambda ndim: (), 1, ""),
+    "row": DimGranularity("row", lambda ndim: (-1,), 2, "it needs a weight with at least 2 dims"),
+    "column": DimGranularity("column", lambda ndim: (-2,), 2, "it needs a weight with at least 2 dims"),
+    "vector": DimGranularity("vector", lambda ndim: (2,), 3, _CONV),
+    "kernel": DimGranularity("kernel", lambda ndim: tuple(range(2, ndim)), 3, _CONV),
+    "channel": DimGranularity("channel", _all_but(1), 3, _CONV + "; for a Linear input feature use 'column'"),
+    "filter": DimGranularity("filter", _all_but(0), 2, "it needs a weight with at least 2 dims"),
+}
+
+
+def get_granularity(name: str | Granularity) -> Granularity:
+    """A granularity by name: one of :data:`GRANULARITIES`, ``"N:M"``, ``"blockHxW"`` or ``"block:HxW"``.
+
+    Example:
+        >>> get_granularity("2:4").name, get_granularity("block:4x4").name, get_granularity("kernel").name
+        ('2:4', 'block4x4', 'kernel')
+    """
+    if isinstance(name, Granularity):
+        return name
+    key = str(name).strip().lower()
+    if key in GRANULARITIES:
+        return GRANULARITIES[key]
+    if nm := re.fullmatch(r"(\d+):(\d+)", key):
+        return NMGranularity(int(nm.group(1)), int(nm.group(2)))
+    if block := re.fullmatch(r"block:?(\d+)x(\d+)", key):
+        return BlockGranularity(int(block.group(1)), int(block.group(2)))
+    raise unknown_choice("granularity", str(name), [*GRANULARITIES, "N:M (e.g. 2:4)", "blockHxW (e.g. block4x4)"])
+
+
+def structured_topk(scores: Tensor, k_groups: int, granularity: str | Granularity,
+                    candidates: Tensor | None = None) -> Tensor:
+    """Element mask of the ``k_groups`` whole groups with the highest mean score.
+
+    Groups are ranked by :func:`sparsetrain.core.topk.topk_mask` (exact count,
+    ties to the lower group index). ``candidates`` is either group-shaped or
+    element-shaped; an element-shaped one makes a group a candidate when any
+    of its weights is (AND the result with the old mask if masks must only
+    shrink).
+
+    Example:
+        >>> w = torch.tensor([[1.0, 2.0], [5.0, 0.0], [0.5, 0.5]])
+        >>> structured_topk(w, 1, "row").int().tolist()
+        [[0, 0], [1, 1], [0, 0]]
+    """
+    gran = get_granularity(granularity)
+    gran.check(scores.shape, "scores")
+    group = gran.group_scores(scores)
+    if candidates is not None:
+        same = candidates.shape == group.shape
+        candidates = candidates.bool() if same else gran.group_scores(candidates.float()) > 0
+    return gran.expand(topk_mask(group, k_groups, candidates), scores.shape).to(scores.device)
+
+
+def filter_dependents(model: nn.Module, weight_name: str) -> list[tuple[str, int]]:
+    """Parameters that follow filter (output-unit) pruning of ``weight_name``: ``[(param_name, dim)]``.
+
+    The layer's own bias (dim 0) and, if the next leaf module with parameters
+    in **registration order** is a BatchNorm over the same number of
+    features, its weight and bias (dim 0). Parameter-free leaves (ReLU,
+    pooling) in between are skipped. Registration order is a heuristic that
+    fits Sequential-style models (conv -> bn); dependency graphs from
+    torch-pruning come with issue 4.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
+        >>> filter_dependents(net, "0.weight")
+        [('0.bias', 0), ('1.weight', 0), ('1.bias', 0)]
+    """
+    prefix, _, attr = weight_name.rpartition(".")
+    modules = dict(model.named_modules())
+    layer = modules.get(prefix)
+    weight = getattr(layer, attr, None) if layer is not None else None
+    if not isinstance(weight, Tensor):
+        raise SparsetrainError(f"{weight_name!r} is not a parameter of the model.")
+    join = (lambda n: f"{prefix}.{n}") if prefix else (lambda n: n)
+    out = []
+    if isinstance(getattr(layer, "bias", None), Tensor) and layer.bias.shape[:1] == weight.shape[:1]:
+        out.append((join("bias"), 0))
+    leaves = [n for n, m in model.named_modules() if not any(True for _ in m.children())]
+    following = leaves[leaves.index(prefix) + 1:] if prefix in leaves else []
+    for name in following:
+        module = modules[name]
+        if not any(True for _ in module.parameters(recurse=False)):
+            continue
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == weight.shape[0]:
+            out += [(f"{name}.{p}", 0) for p, v in module.named_parameters(recurse=False) if v is not None]
+        break
+    return out
