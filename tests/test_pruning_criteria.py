@@ -1,0 +1,81 @@
+"""fasterai's pruning criteria on hand-worked tensors (ALGORITHMS.md 8.2, 8.3)."""
+
+import pytest
+import torch
+from torch import nn
+
+import sparsetrain.pruning_criteria as pc
+from sparsetrain.context import SparseContext
+from sparsetrain.criteria import get_criterion, list_criteria, needs_grad
+from sparsetrain.errors import SparsetrainError
+
+W0 = [1.0, -2.0, 0.5, 3.0]
+W = [2.0, -1.0, -0.5, 3.0]
+G = [0.5, 1.0, 2.0, 0.0]
+
+
+def _ctx(remember=True):
+    p = nn.Parameter(torch.tensor(W0))
+    ctx = SparseContext({"w": p}, {"w": torch.ones(4, dtype=torch.bool)}, None, 10, torch.Generator().manual_seed(0))
+    if remember:
+        pc.remember_weights("w0")(ctx)
+    with torch.no_grad():
+        p.copy_(torch.tensor(W))
+    ctx.grads["w"] = torch.tensor(G)
+    return ctx
+
+
+@pytest.mark.parametrize("name, want", [
+    ("large_final", [2.0, 1.0, 0.5, 3.0]),
+    ("small_final", [-2.0, -1.0, -0.5, -3.0]),
+    ("large_init", [1.0, 2.0, 0.5, 3.0]),
+    ("small_init", [-1.0, -2.0, -0.5, -3.0]),
+    ("large_init_large_final", [1.0, 1.0, 0.5, 3.0]),
+    ("small_init_small_final", [-2.0, -2.0, -0.5, -3.0]),
+    ("magnitude_increase", [1.0, -1.0, 0.0, 0.0]),
+    ("movement", [1.0, 1.0, 1.0, 0.0]),
+    ("movmag", [2.0, 1.0, 0.5, 0.0]),
+    ("grad", [1.0, 1.0, 1.0, 0.0]),
+    # before any w_prev is stored, the updating criteria measure from w0 (fasterai)
+    ("updating_movement", [1.0, 1.0, 1.0, 0.0]),
+    ("updating_magnitude_increase", [1.0, -1.0, 0.0, 0.0]),
+])
+def test_hand_worked(name, want):
+    assert get_criterion(name)(_ctx(), "w").tolist() == want
+
+
+def test_updating_criteria_follow_w_prev():
+    ctx = _ctx()
+    pc.remember_weights("w_prev")(ctx)  # what a method chains after each mask computation: w_prev = W
+    with torch.no_grad():
+        ctx.params["w"].copy_(torch.tensor([2.0, 0.0, -1.5, 1.0]))
+    assert get_criterion("updating_movement")(ctx, "w").tolist() == [0.0, 1.0, 1.0, 2.0]
+    assert get_criterion("updating_magnitude_increase")(ctx, "w").tolist() == [0.0, -1.0, 1.0, -2.0]
+    assert ctx.state["w0"]["w"].tolist() == W0  # w0 untouched
+
+
+def test_remember_weights_is_a_detached_copy():
+    ctx = _ctx()
+    saved = ctx.state["w0"]["w"]
+    assert not saved.requires_grad and saved.data_ptr() != ctx.params["w"].data_ptr()
+    assert pc.remember_weights().name == "remember_weights[w0]"
+
+
+def test_random_and_registration():
+    assert set(pc.FASTERAI_CRITERIA) <= set(list_criteria())
+    assert needs_grad("grad") and not needs_grad("movement")
+    r = get_criterion("random")(_ctx(), "w")  # fasterai's random is the existing one
+    assert r.shape == (4,) and ((0 <= r) & (r < 1)).all()
+
+
+@pytest.mark.parametrize("name", ["large_init", "small_init", "large_init_large_final", "small_init_small_final",
+                                  "magnitude_increase", "movement", "movmag", "updating_movement",
+                                  "updating_magnitude_increase"])
+def test_missing_w0_is_a_clear_error(name):
+    with pytest.raises(SparsetrainError, match=r"compose remember_weights\('w0'\) into the method's init"):
+        get_criterion(name)(_ctx(remember=False), "w")
+
+
+def test_unknown_criterion_lists_choices():
+    with pytest.raises(SparsetrainError, match="Did you mean: large_final.*Choices: .*movmag"):
+        get_criterion("large_finale")
