@@ -98,13 +98,18 @@ def _select(flat: Tensor, k: int) -> tuple[Tensor, float]:
     return out, float(threshold)
 
 
-def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Size) -> Tensor:
+def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Size,
+                exclude: Tensor | None = None, n_cand: int | None = None) -> Tensor:
     n = flat.numel()
+    if exclude is not None:
+        # candidates are the positions where ``exclude`` is False (no inverted copy is made)
+        return _topk_excluded(flat, int(k), exclude.flatten(), shape)
     if candidates is None:
         k = min(int(k), n)
         return (_select(flat, k)[0] if k > 0 else torch.zeros(n, dtype=torch.bool, device=flat.device)).view(shape)
     cand = candidates.flatten()
-    n_cand = int(torch.count_nonzero(cand))
+    if n_cand is None:
+        n_cand = int(torch.count_nonzero(cand))
     k = min(int(k), n_cand)
     if k <= 0:
         return torch.zeros(shape, dtype=torch.bool, device=flat.device)
@@ -123,13 +128,38 @@ def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Si
     return out.view(shape)
 
 
-def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
+def _topk_excluded(flat: Tensor, k: int, excl: Tensor, shape: torch.Size) -> Tensor:
+    """The k best positions where ``excl`` is False: ``_topk_clean`` with candidates ``~excl``.
+
+    The candidates are not counted first: a threshold above -inf means at least
+    k candidates beat every excluded position, so clamping k to the candidate
+    count changes nothing and the selection is the one ``_topk_clean`` makes
+    (both keep the k highest candidates, ties to the lower index). Only when
+    the threshold reaches -inf are the candidates counted and the candidates
+    form run as is.
+    """
+    n = flat.numel()
+    if k <= 0:
+        return torch.zeros(shape, dtype=torch.bool, device=flat.device)
+    out, threshold = _select(flat.masked_fill(excl, -math.inf), min(k, n))
+    if threshold == -math.inf:  # rare: do exactly what the candidates form does
+        return _topk_clean(flat, k, ~excl, shape, n_cand=n - int(torch.count_nonzero(excl)))
+    return out.view(shape)
+
+
+def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None, *, exclude: Tensor | None = None,
+              n_candidates: int | None = None) -> Tensor:
     """Boolean mask (shape of ``scores``) of the ``k`` highest-scoring positions.
 
     Args:
         scores: any real tensor; NaN counts as -inf, the lowest score.
         k: how many positions to select; clamped to the number of candidates.
         candidates: optional bool tensor; only these positions may be chosen.
+        exclude: optional bool tensor, the complement of ``candidates`` (give
+            one or the other): positions that may not be chosen. ``exclude=m``
+            selects exactly what ``candidates=~m`` does, without the inversion.
+        n_candidates: the number of True entries of ``candidates`` if the
+            caller knows it (saves counting them); it must be exact.
 
     Returns:
         A bool tensor with exactly ``min(k, #candidates)`` True entries. Ties at
@@ -141,7 +171,9 @@ def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tenso
         >>> topk_mask(torch.tensor([1.0, 1.0, 1.0]), 2).tolist()
         [True, True, False]
     """
-    return _topk_clean(_clean(scores), k, candidates, scores.shape)
+    if exclude is not None and candidates is not None:
+        raise ValueError("topk_mask: pass candidates or exclude, not both")
+    return _topk_clean(_clean(scores), k, candidates, scores.shape, exclude, n_candidates)
 
 
 def bottomk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:

@@ -128,6 +128,6 @@ def pending_regrow() -> Op:
                 shape = (-1,) + (1,) * (g.dim() - 1)
                 ctx.masks[n] = ctx.masks[n] | units.view(shape).expand_as(g)
             elif k > 0:
-                ctx.masks[n] = ctx.masks[n] | topk_mask(g, k, ~ctx.masks[n])
+                ctx.masks[n] = ctx.masks[n] | topk_mask(g, k, exclude=ctx.masks[n])
         return {"regrown_after_init": sum(counts.values())}
     return Op(run, needs_grad=True, name="pending_regrow")

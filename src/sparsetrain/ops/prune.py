@@ -60,7 +60,8 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
                 # scores at the threshold the higher index goes first)
                 removed[n] = k = min(before[n], round_fn(r * before[n]))
                 if k > 0:
-                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), before[n] - k, ctx.masks[n])
+                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), before[n] - k, ctx.masks[n],
+                                             n_candidates=before[n])
             return removed
         return {n: before[n] - ctx.active(n) for n in ctx.params}
 

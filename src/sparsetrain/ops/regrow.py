@@ -85,8 +85,8 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
         total = sum(removed.values())
         if redistribution == "global":
             flat = torch.cat([crit(ctx, n).float().flatten() for n in ctx.params])
-            free = torch.cat([~ctx.masks[n].flatten() for n in ctx.params])
-            new = split_global(topk_mask(flat, total, free), ctx.shapes)
+            taken = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
+            new = split_global(topk_mask(flat, total, exclude=taken), ctx.shapes)
             counts = {}
             for n in ctx.params:
                 counts[n] = int(torch.count_nonzero(new[n]))
@@ -100,7 +100,7 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
             counts = allocate(total, stats, caps)
         for n, k in counts.items():
             if k > 0:
-                ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, ~ctx.masks[n])
+                ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, exclude=ctx.masks[n])
         return counts
 
     grow.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
@@ -136,7 +136,7 @@ def grow_to(layer_densities, criterion: str | Criterion = "gradient") -> Op:
         for n in ctx.params:
             k = exact_count(min(1.0, targets[n]), ctx.numel(n)) - ctx.active(n)
             if k > 0:
-                ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, ~ctx.masks[n])
+                ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, exclude=ctx.masks[n])
                 grown += k
         return {"grown": grown}
     return Op(run, needs_grad=needs_grad(crit), name="grow_to")
