@@ -153,6 +153,25 @@ def cmd_plot(args, extra) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- schedules
+def configure_schedules(p) -> None:
+    p.add_argument("--plot", metavar="PNG", nargs="?", const="schedules.png",
+                   help="draw every schedule into a PNG (default schedules.png)")
+    p.add_argument("--sparsity", type=float, default=0.9, help="final sparsity for the table and plot (0.9)")
+
+
+def cmd_schedules(args, extra) -> int:
+    from sparsetrain.sparsity_schedules import SPARSITY_SCHEDULES, SparsitySchedule, plot_schedules
+    positions = [0.0, 0.25, 0.5, 0.75, 1.0]
+    print(f"{'schedule':<10} " + " ".join(f"{'pos ' + str(p):>8}" for p in positions))
+    for name in SPARSITY_SCHEDULES:
+        sched = SparsitySchedule(name, start_sparsity=1e-4 if name == "exp" else 0.0, end_sparsity=args.sparsity)
+        print(f"{name:<10} " + " ".join(f"{sched.at(p):8.4f}" for p in positions))
+    if args.plot:
+        print(plot_schedules(args.plot, end_sparsity=args.sparsity))
+    return 0
+
+
 COMMANDS = {
     "train": (cmd_train, "train one configuration into a run folder", configure_train,
               "  sparsetrain train\n  sparsetrain train --config rigl_mnist1d --method.density 0.05\n"
@@ -166,6 +185,8 @@ COMMANDS = {
                 "  sparsetrain methods\n  sparsetrain methods granet\n"),
     "recipes": (cmd_recipes, "list the bundled recipes, or show one", configure_recipes,
                 "  sparsetrain recipes\n  sparsetrain recipes granet_cifar10_resnet50\n"),
+    "schedules": (cmd_schedules, "the pruning schedules of the schedule study (table, --plot PNG)",
+                  configure_schedules, "  sparsetrain schedules\n  sparsetrain schedules --plot schedules.png\n"),
     "report": (cmd_report, "per-layer density, FLOPs and ITOP rate of a run or checkpoint", configure_report,
                "  sparsetrain report runs/granet-cnn1d-mnist1d-s0\n"),
     "plot": (cmd_plot, "(re)draw the PNG plots of a run folder", configure_plot,
