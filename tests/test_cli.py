@@ -452,3 +452,11 @@ def test_compare_density_sweep_plots_accuracy_against_sparsity(capsys, tmp_path,
     assert [r["label"] for r in rows] == ["dense", "rigl@0.3", "rigl@0.1"]
     assert [round(r["density"], 1) for r in rows] == [1.0, 0.3, 0.1]
     assert_png(out_dir / "compare.png")
+
+
+def test_schedules_table_and_plot(capsys, tmp_path):
+    rc, out, err = cli(capsys, "schedules", "--plot", str(tmp_path / "s.png"), "--sparsity", "0.8")
+    assert rc == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:] if line and not line.startswith("/")}
+    assert rows["agp"][-1] == "0.8000" and rows["one_shot"][0] == "0.8000" and rows["dsd"][-1] == "0.0000"
+    assert_png(tmp_path / "s.png")
