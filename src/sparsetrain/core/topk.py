@@ -176,6 +176,83 @@ def topk_mask(scores: Tensor, k: int, candidates: Tensor | None = None, *, exclu
     return _topk_clean(_clean(scores), k, candidates, scores.shape, exclude, n_candidates)
 
 
+def topk_masks(scores: list[Tensor], ks: list[int], candidates: list[Tensor] | None = None, *,
+               exclude: list[Tensor] | None = None, n_candidates: list[int] | None = None) -> list[Tensor | None]:
+    """``[topk_mask(s, k, c) for ...]`` over many tensors in one concatenated pass.
+
+    Gives exactly the masks of the per-tensor calls (``candidates=`` with
+    ``n_candidates=``, or ``exclude=``), or None where ``k <= 0`` (the caller
+    keeps its mask). The element-wise work (NaN cleaning, masking, the
+    threshold comparison, the counts) runs once over the concatenation; only
+    the k-th value is found per tensor. A tensor whose threshold has ties
+    (more than k reach it) or reaches -inf is redone with :func:`topk_mask`,
+    so every result is the per-tensor one.
+
+    Example:
+        >>> a, b = torch.tensor([1.0, 3.0, 2.0]), torch.tensor([5.0, 4.0])
+        >>> [m.tolist() for m in topk_masks([a, b], [2, 1])]
+        [[False, True, True], [True, False]]
+    """
+    device = scores[0].device if scores else None
+    if (len(scores) < 2 or any(s.device != device or s.dtype != torch.float32 for s in scores)
+            or (candidates is not None and n_candidates is None)):
+        return [_one(s, int(k), candidates, exclude, n_candidates, i)
+                for i, (s, k) in enumerate(zip(scores, ks, strict=True))]
+    live = [i for i, k in enumerate(ks) if k > 0]
+    out: list[Tensor | None] = [None] * len(scores)
+    if not live:
+        return out
+    flat = torch.cat([scores[i].detach().reshape(-1) for i in live])
+    sizes = [scores[i].numel() for i in live]
+    if candidates is not None:
+        # rank only the candidates (their flat indices, in order, grouped by tensor)
+        cand = torch.cat([candidates[i].reshape(-1) for i in live])
+        idx = torch.nonzero(cand).flatten()
+        values = torch.nan_to_num(flat[idx], nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        lengths = [n_candidates[i] for i in live]
+        keep = [min(int(ks[i]), n_candidates[i]) for i in live]
+    else:
+        values = torch.nan_to_num(flat, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        if exclude is not None:
+            values = values.masked_fill(torch.cat([exclude[i].reshape(-1) for i in live]), -math.inf)
+        lengths = sizes
+        keep = [min(int(ks[i]), n) for i, n in zip(live, sizes, strict=True)]
+    thresholds, start = [], 0
+    for n, k in zip(lengths, keep, strict=True):
+        # nan (nothing reaches it) where nothing is to be kept
+        thresholds.append(kth_largest(values[start:start + n], k) if k > 0 else values.new_tensor(math.nan))
+        start += n
+    th = torch.stack(thresholds)
+    chosen = values >= th.repeat_interleave(torch.tensor(lengths, device=values.device))
+    ends = torch.tensor(lengths, device=values.device).cumsum(0) - 1
+    reached = torch.cumsum(chosen, 0, dtype=torch.int64)[ends.clamp(min=0)].tolist() if values.numel() else []
+    th_list = th.tolist()
+    if candidates is not None:
+        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        mask[idx[chosen]] = True
+    else:
+        mask = chosen
+    start, before = 0, 0
+    for j, i in enumerate(live):
+        n = sizes[j]
+        count = (reached[j] - before) if lengths[j] else 0
+        before = reached[j] if lengths[j] else before
+        if keep[j] > 0 and (count != keep[j] or th_list[j] == -math.inf):
+            out[i] = _one(scores[i], ks[i], candidates, exclude, n_candidates, i)  # ties or -inf: as is
+        else:
+            out[i] = mask[start:start + n].view(scores[i].shape)
+        start += n
+    return out
+
+
+def _one(scores: Tensor, k: int, candidates, exclude, n_candidates, i: int) -> Tensor | None:
+    if k <= 0:
+        return None
+    return topk_mask(scores, k, None if candidates is None else candidates[i],
+                     exclude=None if exclude is None else exclude[i],
+                     n_candidates=None if n_candidates is None else n_candidates[i])
+
+
 def bottomk_mask(scores: Tensor, k: int, candidates: Tensor | None = None) -> Tensor:
     """Mask of the ``k`` lowest scores among ``candidates`` (ties: lower index; NaN lowest).
 

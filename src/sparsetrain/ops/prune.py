@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import bottomk_mask, exact_count, split_global, topk_mask
+from sparsetrain.core.topk import bottomk_mask, exact_count, split_global, topk_mask, topk_masks
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Op
@@ -54,14 +54,15 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
             for n in ctx.params:
                 ctx.masks[n] = ctx.masks[n] & ~removed[n]
         else:
-            removed = {}
-            for n in ctx.params:
-                # keep the n_l - k best active weights (exact, so exactly k go; among tied
-                # scores at the threshold the higher index goes first)
-                removed[n] = k = min(before[n], round_fn(r * before[n]))
-                if k > 0:
-                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), before[n] - k, ctx.masks[n],
-                                             n_candidates=before[n])
+            # keep the n_l - k best active weights (exact, so exactly k go; among tied
+            # scores at the threshold the higher index goes first), all layers in one pass
+            names = list(ctx.params)
+            removed = {n: min(before[n], round_fn(r * before[n])) for n in names}
+            live = [n for n in names if removed[n] > 0]
+            kept = topk_masks([_scores(ctx, crit, n) for n in live], [before[n] - removed[n] for n in live],
+                              [ctx.masks[n] for n in live], n_candidates=[before[n] for n in live])
+            for n, mask in zip(live, kept, strict=True):
+                ctx.masks[n] = mask if mask is not None else torch.zeros_like(ctx.masks[n], dtype=torch.bool)
             return removed
         return {n: before[n] - ctx.active(n) for n in ctx.params}
 
