@@ -70,6 +70,9 @@ class Sparsifier:
         self._due: list = []
         self._handles: list = []
         self._hooks = hooks
+        self._fmask_src: dict = {}
+        self._fmask_list: list = []
+        self._fired_seen: dict = {}
         event = method.init(self.ctx)
         self._apply_topology()
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
@@ -127,12 +130,13 @@ class Sparsifier:
         grads = {n: p.grad for n, p in ctx.params.items() if p.grad is not None}
         for observe in self.method.observers:
             observe(ctx, grads)
-        self._due = self.method.due(ctx.step + 1, ctx.total_steps)
-        if any(u.op.needs_grad for u in self._due):
+        self._due = self.method.due(ctx.step + 1, ctx.total_steps) if self.method.updates else []
+        if self._due and any(u.op.needs_grad for u in self._due):
             ctx.grads = {n: g.detach().clone() for n, g in grads.items()}
-        if grads:
-            names = list(grads)
-            torch._foreach_mul_([grads[n] for n in names], [self._fmask[n] for n in names])
+        if len(grads) == len(self._fmask_list):  # every parameter has a gradient: the cached list
+            torch._foreach_mul_(list(grads.values()), self._fmask_list)
+        elif grads:
+            torch._foreach_mul_(list(grads.values()), [self._fmask[n] for n in grads])
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
@@ -153,7 +157,14 @@ class Sparsifier:
             event.update(update.op(self.ctx))
         self._apply_topology()
         for n, m in self.ctx.masks.items():
-            self.fired[n] |= m
+            fired = self.fired[n]
+            key = (m, m._version, fired, fired._version)
+            seen = self._fired_seen.get(n)
+            # fired |= m changes nothing if neither tensor changed since the last |= (ops
+            # replace a mask when they change it)
+            if seen is None or seen[0] is not m or seen[1] != key[1] or seen[2] is not fired or seen[3] != key[3]:
+                fired |= m
+                self._fired_seen[n] = (m, m._version, fired, fired._version)
         self.history.append({"step": self.ctx.step, **event, "density": self.density()})
 
     @torch.no_grad()
@@ -163,7 +174,19 @@ class Sparsifier:
         for n, p in ctx.params.items():
             ctx.masks[n] = ctx.masks[n].to(device=p.device, dtype=torch.bool)
         distributed.broadcast_masks(ctx.masks)
-        self._fmask = {n: ctx.masks[n].to(p.dtype) for n, p in ctx.params.items()}
+        # float masks are converted again only for masks that changed (ops replace a mask
+        # when they change it; the version counter catches in-place edits)
+        old, fmask = self._fmask_src, {}
+        for n, p in ctx.params.items():
+            m = ctx.masks[n]
+            src = old.get(n)
+            if src is not None and src[0] is m and src[1] == m._version and src[2].dtype == p.dtype \
+                    and src[2].device == p.device and src[2]._version == src[3]:
+                fmask[n] = src[2]
+            else:
+                fmask[n] = m.to(p.dtype)
+        self._fmask_src = {n: (ctx.masks[n], ctx.masks[n]._version, f, f._version) for n, f in fmask.items()}
+        self._fmask = fmask
         self._param_list = list(ctx.params.values())
         self._fmask_list = [self._fmask[n] for n in ctx.params]
         torch._foreach_mul_(self._param_list, self._fmask_list)
