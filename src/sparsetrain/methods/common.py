@@ -54,13 +54,14 @@ def grad_ema(momentum: float = 0.9):
     """
     def observe(ctx: SparseContext, grads: dict[str, Tensor]) -> None:
         ema = ctx.state.setdefault("grad_ema", {})
-        for name, g in grads.items():
-            if name not in ema:
-                ema[name] = torch.zeros_like(g)
-        names = list(grads)
-        buffers = [ema[n] for n in names]
+        if len(ema) < len(grads) or not all(n in ema for n in grads):
+            for name, g in grads.items():
+                if name not in ema:
+                    ema[name] = torch.zeros_like(g)
+        buffers = [ema[n] for n in grads]
+        # two exact passes: a fused g + momentum * m (add with alpha) rounds once and differs
         torch._foreach_mul_(buffers, momentum)
-        torch._foreach_add_(buffers, [grads[n] for n in names])
+        torch._foreach_add_(buffers, list(grads.values()))
     return observe
 
 

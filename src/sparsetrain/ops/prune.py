@@ -99,16 +99,18 @@ def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope:
         d = density(ctx.step, ctx.total_steps)
         if scope == "global":
             k = exact_count(d, ctx.total_numel())
-            if k < ctx.total_active():
+            n_active = ctx.total_active()
+            if k < n_active:
                 flat = torch.cat([_scores(ctx, crit, n).flatten() for n in ctx.params])
                 active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
-                ctx.masks.update(split_global(topk_mask(flat, k, active), ctx.shapes))
+                ctx.masks.update(split_global(topk_mask(flat, k, active, n_candidates=n_active), ctx.shapes))
         else:
             targets = layer_densities(ctx, d) if layer_densities else {n: d for n in ctx.params}
             for n in ctx.params:
                 k = exact_count(targets[n], ctx.numel(n))
-                if k < ctx.active(n):
-                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), k, ctx.masks[n])
+                n_active = ctx.active(n)
+                if k < n_active:
+                    ctx.masks[n] = topk_mask(_scores(ctx, crit, n), k, ctx.masks[n], n_candidates=n_active)
         return {"density_target": d}
 
     return Op(run, needs_grad=needs_grad(crit), name=f"prune_to[{scope}]")
