@@ -89,6 +89,18 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def interrupt_after_epoch(monkeypatch, epoch: int) -> None:
+    """Make the trainer raise KeyboardInterrupt (as Ctrl-C would) right after ``epoch`` is checkpointed."""
+    end_epoch = run_module.RunLogger.end_epoch
+
+    def interrupting(self, metrics, *args, **kwargs):
+        end_epoch(self, metrics, *args, **kwargs)
+        if metrics["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module.RunLogger, "end_epoch", interrupting)
+
+
 def run_child(*argv: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env)
@@ -166,14 +178,7 @@ def test_resume_after_keyboard_interrupt_is_bit_identical(capsys, tmp_path, monk
     assert rc == 0, err
     name = f"{method}-cnn1d-mnist1d-s0"
 
-    end_epoch = run_module.RunLogger.end_epoch
-
-    def interrupt_after_epoch_2(self, metrics, *args, **kwargs):
-        end_epoch(self, metrics, *args, **kwargs)
-        if metrics["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module.RunLogger, "end_epoch", interrupt_after_epoch_2)
+    interrupt_after_epoch(monkeypatch, 2)
     rc, _, err = cli(capsys, *train_args(run_root, extra=extra))
     assert rc == 130
     assert "interrupted" in err and "--resume" in err
@@ -280,14 +285,7 @@ def test_resume_logs_an_update_on_the_first_step_after_the_checkpoint(capsys, tm
     extra = ("--method.update_every", "1")  # an update on every step, the first resumed one included
     rc, _, err = cli(capsys, *train_args(tmp_path / "ref", epochs=3, extra=extra))
     assert rc == 0, err
-    end_epoch = run_module.RunLogger.end_epoch
-
-    def interrupt_after_epoch_1(self, metrics, *args, **kwargs):
-        end_epoch(self, metrics, *args, **kwargs)
-        if metrics["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module.RunLogger, "end_epoch", interrupt_after_epoch_1)
+    interrupt_after_epoch(monkeypatch, 1)
     assert cli(capsys, *train_args(tmp_path / "run", epochs=3, extra=extra))[0] == 130
     monkeypatch.undo()
     assert cli(capsys, "train", "--resume", tmp_path / "run" / RUN)[0] == 0
@@ -429,14 +427,7 @@ def test_resume_with_another_length_of_training_is_refused(capsys, tmp_path):
 
 def test_stale_temp_checkpoint_is_cleaned_and_cut_metrics_line_is_skipped(capsys, tmp_path, monkeypatch):
     """Regression: a kill during a write leaves a .tmp file and maybe half a metrics line."""
-    end_epoch = run_module.RunLogger.end_epoch
-
-    def interrupt_after_epoch_1(self, metrics, *args, **kwargs):
-        end_epoch(self, metrics, *args, **kwargs)
-        if metrics["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(run_module.RunLogger, "end_epoch", interrupt_after_epoch_1)
+    interrupt_after_epoch(monkeypatch, 1)
     assert cli(capsys, *train_args(tmp_path, epochs=2))[0] == 130
     monkeypatch.undo()
     run_dir = tmp_path / RUN
