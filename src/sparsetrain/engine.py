@@ -72,7 +72,6 @@ class Sparsifier:
         self._hooks = hooks
         self._fmask_src: dict = {}
         self._fmask_list: list = []
-        self._fired_seen: dict = {}
         event = method.init(self.ctx)
         self._apply_topology()
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
@@ -157,14 +156,7 @@ class Sparsifier:
             event.update(update.op(self.ctx))
         self._apply_topology()
         for n, m in self.ctx.masks.items():
-            fired = self.fired[n]
-            key = (m, m._version, fired, fired._version)
-            seen = self._fired_seen.get(n)
-            # fired |= m changes nothing if neither tensor changed since the last |= (ops
-            # replace a mask when they change it)
-            if seen is None or seen[0] is not m or seen[1] != key[1] or seen[2] is not fired or seen[3] != key[3]:
-                fired |= m
-                self._fired_seen[n] = (m, m._version, fired, fired._version)
+            self.fired[n] |= m
         self.history.append({"step": self.ctx.step, **event, "density": self.density()})
 
     @torch.no_grad()
