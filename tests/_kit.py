@@ -19,6 +19,7 @@ with a small ``update_every`` so a 24-step run sees several topology updates.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,13 @@ KNOWN_VARIANTS: list[Variant] = [
     Variant("granet", "granet", "granet", _gmp(initial_density=1.0), regenerates=True),
     Variant("granet[sparse-init]", "granet", "granet", _granet_sparse, regenerates=True),
     Variant("granet_uniform", "granet_uniform", "granet_layer", _gmp(initial_density=1.0), regenerates=True),
+    Variant("prune", "prune", "prune", lambda d: {"update_every": UPDATE_EVERY, "schedule": "agp", "end": GMP_END}),
+    Variant("prune[global-cos]", "prune", "prune_global",
+            lambda d: {"update_every": UPDATE_EVERY, "schedule": "cos", "end": GMP_END, "context": "global"}),
 ]
+
+#: the first update step at or after the end of the prune method's window
+PRUNE_DONE = math.ceil(GMP_END * TOTAL_STEPS / UPDATE_EVERY) * UPDATE_EVERY
 
 
 def generic_variant(name: str) -> Variant:

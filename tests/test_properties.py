@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _kit import (  # noqa: E402
     LAST_GMP_EVENT,
     OPTIMIZERS,
+    PRUNE_DONE,
     TOTAL_STEPS,
     ModelSpec,
     Variant,
@@ -197,6 +198,14 @@ def run_and_check(variant: Variant, spec: ModelSpec, opt_name: str, density: flo
                 else:
                     assert counts == gmp_targets, f"{where}: per-layer counts {counts} != targets {gmp_targets}"
                 counts_after_window = counts
+        elif kind in ("prune", "prune_global"):  # scheduled pruning: never regrows, exact at the end
+            for n in masks:
+                assert count(masks[n] & ~prev[n]) == 0, f"{where}: prune regrew weights in {n}"
+            if step >= PRUNE_DONE:
+                if kind == "prune":
+                    assert counts == {n: exact_count(density, numel[n]) for n in masks}, f"{where}: {counts}"
+                else:
+                    assert sum(counts.values()) == exact_count(density, total_numel), f"{where}: {counts}"
         elif kind == "mest_em_s" and new:
             if step < soft_end * TOTAL_STEPS:
                 target = {n: exact_count(min(1.0, base[n] + delta(step, TOTAL_STEPS)), numel[n]) for n in masks}

@@ -121,3 +121,26 @@ def test_global_context_and_bad_inputs():
         sparsetrain.create_method("prune", granularity="2:2")
     with pytest.raises(SparsetrainError, match="0.9"):
         sparsetrain.create_method("prune", sparsity=90)
+
+
+def test_filter_pruning_masks_bias_and_the_following_batchnorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=True), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 6 * 6, 4))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    sp = sparsetrain.attach(model, opt, "prune", sparsity=0.5, granularity="filter", schedule="one_shot",
+                            start=0.25, total_steps=12)
+    for _ in range(12):
+        opt.zero_grad()
+        model(torch.randn(4, 3, 8, 8)).pow(2).mean().backward()
+        opt.step()
+        dead = ~sp.masks["0.weight"].flatten(1).any(1)
+        for p in (model[0].bias, model[1].weight, model[1].bias):
+            assert torch.count_nonzero(p.detach()[dead]) == 0
+            for v in opt.state[p].values():
+                if torch.is_tensor(v) and v.shape == p.shape:
+                    assert torch.count_nonzero(v[dead]) == 0
+    assert int(dead.sum()) == 4
+    model.eval()
+    out = model[:3](torch.randn(2, 3, 8, 8))
+    assert torch.count_nonzero(out[:, dead]) == 0  # removed channels output exactly zero

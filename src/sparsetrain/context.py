@@ -28,7 +28,11 @@ class SparseContext:
             need one (taken after DDP all-reduce and GradScaler unscale).
         state: the method's persistent state (tensors and primitives only: it
             goes into ``Sparsifier.state_dict()``).
-        layer_density: per-layer target densities chosen at init (if any).
+        model: the user's (unwrapped) model, for ops that look beyond the weights.
+        coupled: ``{parameter name: (parameter, weight name)}``: 1-D parameters
+            (a bias, the following BatchNorm's weight and bias) zeroed with the
+            output units of that weight that have no active weight left
+            (filter pruning). The engine masks them like the weights.
     """
 
     params: dict[str, nn.Parameter]
@@ -39,6 +43,8 @@ class SparseContext:
     step: int = 0
     grads: dict[str, Tensor] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
+    coupled: dict[str, tuple[nn.Parameter, str]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:

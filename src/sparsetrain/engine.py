@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from sparsetrain import distributed
 from sparsetrain.context import SparseContext
-from sparsetrain.core.selection import select_parameters
+from sparsetrain.core.selection import select_parameters, unwrap
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.registry import Method, create_method
 from sparsetrain.metrics.report import DensityReport, density_report
@@ -65,13 +65,15 @@ class Sparsifier:
         params = select_parameters(model, include, exclude, embeddings)
         generator = torch.Generator().manual_seed(int(seed))
         self.ctx = SparseContext(params=params, masks={}, optimizer=optimizer,
-                                 total_steps=total_steps, generator=generator)
+                                 total_steps=total_steps, generator=generator, model=unwrap(model))
         self.history: list[dict[str, Any]] = []
         self._due: list = []
         self._handles: list = []
         self._hooks = hooks
         self._fmask_src: dict = {}
         self._fmask_list: list = []
+        self._coupled_params: list = []
+        self._coupled_masks: list = []
         event = method.init(self.ctx)
         self._apply_topology()
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
@@ -136,6 +138,9 @@ class Sparsifier:
             torch._foreach_mul_(list(grads.values()), self._fmask_list)
         elif grads:
             torch._foreach_mul_(list(grads.values()), [self._fmask[n] for n in grads])
+        for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
+            if p.grad is not None:
+                p.grad.mul_(m)
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
@@ -143,6 +148,8 @@ class Sparsifier:
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if type(optimizer) not in ZERO_PRESERVING or closure is not None:
             torch._foreach_mul_(self._param_list, self._fmask_list)
+            for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
+                p.mul_(m)
             self._mask_optimizer_state()
         self.ctx.step += 1
         if self._due:
@@ -181,18 +188,26 @@ class Sparsifier:
         self._fmask = fmask
         self._param_list = list(ctx.params.values())
         self._fmask_list = [self._fmask[n] for n in ctx.params]
+        # coupled 1-D parameters follow the output units that still have an active weight
+        self._coupled_params = [p for p, _ in ctx.coupled.values()]
+        self._coupled_masks = [ctx.masks[src].reshape(ctx.masks[src].shape[0], -1).any(1).to(p.dtype)
+                               for p, src in ctx.coupled.values()]
         torch._foreach_mul_(self._param_list, self._fmask_list)
+        for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
+            p.mul_(m)
         self._mask_optimizer_state()
 
     def _mask_optimizer_state(self) -> None:
         if self.optimizer is None:
             return
         states, masks = [], []
-        for n, p in self.ctx.params.items():
+        pairs = [(p, self._fmask[n]) for n, p in self.ctx.params.items()]
+        pairs += list(zip(self._coupled_params, self._coupled_masks, strict=True))
+        for p, fmask in pairs:
             for value in self.optimizer.state.get(p, {}).values():
                 if isinstance(value, Tensor) and value.shape == p.shape:
                     states.append(value)
-                    masks.append(self._fmask[n] if value.dtype == p.dtype else self._fmask[n].to(value.dtype))
+                    masks.append(fmask if value.dtype == p.dtype else fmask.to(value.dtype))
         if states:
             torch._foreach_mul_(states, masks)
 

@@ -16,7 +16,7 @@ import torch
 
 from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import NMGranularity, get_granularity
+from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity
 from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
@@ -49,6 +49,18 @@ def _global(ctx: SparseContext, gran, crit, density: float) -> None:
         shape = gran.group_scores(ctx.masks[n].float()).shape
         ctx.masks[n] = gran.expand(keep[start:start + g.numel()].view(shape), ctx.params[n].shape) & ctx.masks[n]
         start += g.numel()
+
+
+def couple_filter_dependents() -> Op:
+    """Filter pruning also removes each filter's bias and the following BatchNorm's weight and bias
+    (fasterai masks them too): register them as coupled parameters of the engine."""
+    def run(ctx: SparseContext) -> dict:
+        params = dict(ctx.model.named_parameters())
+        for weight in ctx.params:
+            for name, _ in filter_dependents(ctx.model, weight):
+                ctx.coupled[name] = (params[name], weight)
+        return {"coupled": len(ctx.coupled)}
+    return Op(run, name="couple_filter_dependents")
 
 
 def _rewind(ctx: SparseContext) -> bool:
@@ -97,8 +109,8 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
     weights are reset to their values at ``rewind`` (fraction of training; 0 =
     at attach) each time; ``reset_end`` resets them once more at the last step.
     ``density`` (fraction kept, the name every other method uses) may be given
-    instead of ``sparsity``. Not yet: ``filter`` does not mask the bias and
-    BatchNorm of removed filters.
+    instead of ``sparsity``. With ``filter`` a removed filter's bias and the
+    following BatchNorm's weight and bias are masked too (kept at exactly 0).
 
     Example:
         >>> m = prune(sparsity=0.5, schedule="one_shot", start=0.5)
@@ -115,6 +127,8 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
     sched = SparsitySchedule(schedule, start_sparsity=start_sparsity, end_sparsity=sparsity, start=start, end=end,
                              n_steps=n_steps)
     init = [ops.init_dense(), remember_weights("w0")]
+    if get_granularity(granularity).name == "filter":
+        init.append(couple_filter_dependents())
     updates = []
     if lth:
         if rewind <= 0.0:
