@@ -172,3 +172,18 @@ def test_detach_leaves_a_plain_model():
     sp.detach()
     assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
     sparsetrain.attach(model, opt, "static", density=0.5, total_steps=5)  # re-attach works
+
+
+def test_gmp_uniform_classifier_rule_never_asks_a_layer_to_regrow():
+    """Regression: with a classifier too big for the 20 % rule at the final density, the rule used to apply
+    mid-way and switch off at the end, so the first layer was asked to grow back (1 active, target 3)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(18, 3, bias=False))
+    opt = torch.optim.Adam(model.parameters())
+    sp = sparsetrain.attach(model, opt, "gmp_uniform", density=0.09375, update_every=3, start=0.125, end=0.5,
+                            total_steps=24)
+    for _ in range(24):
+        opt.zero_grad()
+        model(torch.randn(4, 2, 5, 5)).sum().backward()
+        opt.step()
+    assert layer_counts(sp) == {"0.weight": exact_count(0.09375, 36), "3.weight": exact_count(0.09375, 54)}

@@ -14,14 +14,22 @@ from sparsetrain.schedules import gmp_density
 GRANET_END = 110 / 160
 
 
-def classifier_rule(classifier: str | None):
+def classifier_rule(classifier: str | None, final_density: float):
     """``(ctx, d) -> {name: d_l}`` for GMP_uniform: uniform, classifier held at 0.2 once d <= 0.2.
 
     ``classifier`` defaults to the last sparsified weight in model order (the
     original matched the substring ``classifier``, which most models lack).
+    The rule is used only if it is feasible at the final density (the other
+    layers keep a positive share); otherwise the schedule stays uniform
+    throughout, so per-layer targets only ever shrink (a rule switched off
+    half-way would ask a layer to regrow).
     """
     def densities(ctx: SparseContext, d: float) -> dict[str, float]:
-        return uniform_dense_classifier(ctx.shapes, d, classifier or ctx.names[-1])
+        name = classifier or ctx.names[-1]
+        final = uniform_dense_classifier(ctx.shapes, final_density, name)
+        if final_density <= 0.2 and final[name] != 0.2:  # infeasible at the end: uniform all along
+            return {n: d for n in ctx.shapes}
+        return uniform_dense_classifier(ctx.shapes, d, name)
     return densities
 
 
@@ -34,7 +42,7 @@ def gmp_prune(density: float, initial_density: float, start: float, end: float, 
         raise SparsetrainError(f"density {density} is above initial_density {initial_density}: gradual pruning "
                                "only removes weights. Use initial_density >= density (1.0 = dense start).")
     schedule = gmp_density(initial_density, density, start, end, update_every)
-    layer = classifier_rule(classifier) if scope == "layer" else None
+    layer = classifier_rule(classifier, density) if scope == "layer" else None
     due = cadence.any_of(cadence.every(update_every, start, end, include_end=True),
                          lambda step, total: step == max(1, int(end * total)))
     return ops.when(due, ops.prune_to(schedule, "magnitude", scope=scope, layer_densities=layer))
