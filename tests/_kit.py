@@ -79,6 +79,8 @@ KNOWN_VARIANTS: list[Variant] = [
     Variant("set[cosine-er]", "set", "layer", _ue(decay="cosine", distribution="er"), regenerates=True,
             init_distribution="er"),
     Variant("rigl", "rigl", "layer", _ue(), regenerates=True, init_distribution="erk"),
+    Variant("rigl[row-groups]", "rigl", "layer", _ue(granularity="row"), regenerates=True),
+    Variant("set[column-groups]", "set", "layer", _ue(granularity="column"), regenerates=True),
     Variant("rigl[dense-first]", "rigl", "layer", _ue(dense_first=True), regenerates=True, init_distribution="erk",
             extra={"dense_first": True}),
     Variant("dst", "dst", "layer", _ue(), regenerates=True, init_distribution="erk"),

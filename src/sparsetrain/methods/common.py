@@ -7,9 +7,10 @@ from torch import Tensor
 
 from sparsetrain.context import SparseContext
 from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
-from sparsetrain.ops import prune_and_regrow, regrow
+from sparsetrain.ops import init_random, prune_and_regrow, regrow
 from sparsetrain.ops.base import Op
 from sparsetrain.ops.prune import drop_below, drop_lowest
+from sparsetrain.ops.structured import drop_groups, init_random_groups, regrow_groups
 from sparsetrain.schedules import Schedule
 
 PRUNE_MODES = ("magnitude", "set", "threshold", "taylor")
@@ -32,17 +33,32 @@ def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: flo
 
 
 def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: str = "none",
-                 rounding: str = "ceil", threshold: float = 1e-3) -> Op:
+                 rounding: str = "ceil", threshold: float = 1e-3, granularity: str = "weight") -> Op:
     """Drop by ``prune`` and regrow the same total by ``growth``: one zero-cost DST update.
 
     Fixed on purpose (ALGORITHMS.md 1.2 quirk): GraNet's CIFAR code ignored
     ``--prune``, ``--growth`` and ``--redistribution``; here every option acts.
+    With a ``granularity`` other than ``weight`` whole groups (kernels, rows,
+    filters, blocks) are dropped and regrown, scored by their mean.
     """
     if growth not in GROWTH_MODES:
         raise unknown_choice("growth mode", growth, GROWTH_MODES)
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
+    if granularity != "weight":
+        if prune == "threshold" or redistribution != "none":
+            raise SparsetrainError(f"granularity {granularity!r} works with prune magnitude/set/taylor and "
+                                   f"redistribution 'none' (got prune={prune!r}, redistribution={redistribution!r}).")
+        return prune_and_regrow(drop_groups(fraction, prune, granularity, rounding),
+                                regrow_groups(growth, granularity))
     return prune_and_regrow(death(prune, fraction, rounding, threshold), regrow(growth, redistribution))
+
+
+def initial_mask(distribution: str, density: float, granularity: str = "weight", dense_first: bool = False) -> Op:
+    """Exact-count random initial masks of single weights or of whole groups."""
+    if granularity == "weight":
+        return init_random(distribution, density, dense_first=dense_first)
+    return init_random_groups(distribution, density, granularity, dense_first=dense_first)
 
 
 def grad_ema(momentum: float = 0.9):
@@ -84,5 +100,5 @@ def check_window(start: float, end: float) -> None:
                                f"end={end}.")
 
 
-__all__ = ["check_density", "check_positive_int", "check_window", "death", "grad_ema", "needs_ema",
-           "regeneration"]
+__all__ = ["check_density", "check_positive_int", "check_window", "death", "grad_ema", "initial_mask",
+           "needs_ema", "regeneration"]

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from sparsetrain import cadence, ops
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.methods.common import check_density, check_positive_int, check_window, grad_ema, regeneration
+from sparsetrain.methods.common import (
+    check_density,
+    check_positive_int,
+    check_window,
+    grad_ema,
+    initial_mask,
+    regeneration,
+)
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.schedules import constant, cosine_decay
 
 
 @register_method("static", family="static", paper="Mocanu et al. 2018 / Evci et al. 2020 (baseline)")
-def static(density: float = 0.1, distribution: str = "erk", dense_first: bool = False) -> Method:
-    """Static sparse training: a fixed exact-count random mask (ALGORITHMS.md 1.1)."""
+def static(density: float = 0.1, distribution: str = "erk", dense_first: bool = False,
+           granularity: str = "weight") -> Method:
+    """Static sparse training: a fixed exact-count random mask (ALGORITHMS.md 1.1), of single
+    weights or whole groups (``granularity``: kernel, row, filter, blockHxW, ...)."""
     check_density(density)
-    return Method(init=ops.init_random(distribution, density, dense_first=dense_first))
+    return Method(init=initial_mask(distribution, density, granularity, dense_first))
 
 
 @register_method("set", family="dst", paper="Mocanu et al. 2018, SET")
 def set_(density: float = 0.1, distribution: str = "erk", update_every: int = 100, drop_fraction: float = 0.3,
-         decay: str = "constant", prune: str = "magnitude", end: float = 1.0, dense_first: bool = False) -> Method:
+         decay: str = "constant", prune: str = "magnitude", end: float = 1.0, dense_first: bool = False,
+         granularity: str = "weight") -> Method:
     """SET: drop the smallest weights, regrow at random (ALGORITHMS.md 4).
 
     The papers' SET runs use magnitude death + random growth (ITOP README);
@@ -35,37 +45,41 @@ def set_(density: float = 0.1, distribution: str = "erk", update_every: int = 10
     check_density(density)
     check_positive_int(update_every, "update_every")
     fraction = constant(drop_fraction) if decay == "constant" else cosine_decay(drop_fraction, 0.005)
+    update = regeneration(prune, "random", fraction, granularity=granularity)
     return Method(
-        init=ops.init_random(distribution, density, dense_first=dense_first),
-        updates=(ops.when(cadence.every(update_every, end=end), regeneration(prune, "random", fraction)),),
+        init=initial_mask(distribution, density, granularity, dense_first),
+        updates=(ops.when(cadence.every(update_every, end=end), update),),
     )
 
 
 @register_method("rigl", family="dst", paper="Evci et al. 2020, Rigging the Lottery")
 def rigl(density: float = 0.1, distribution: str = "erk", update_every: int = 100, drop_fraction: float = 0.3,
-         end: float = 0.75, dense_first: bool = False) -> Method:
+         end: float = 0.75, dense_first: bool = False, granularity: str = "weight") -> Method:
     """RigL: drop the smallest |w|, grow the largest |dense gradient| (ALGORITHMS.md 4).
 
     Per layer n_prune = floor(n_active * f_t) with f_t = alpha/2 (1 + cos(pi t /
     T_end)); updates every ``update_every`` steps until ``end`` (fraction of
     training), after the optimizer step; new weights start at 0 with zero
     optimizer state. Ties break by index instead of rigl-TF's N(0, 1e-5)
-    noise, so masks are deterministic.
+    noise, so masks are deterministic. With ``granularity`` (kernel, row,
+    filter, blockHxW, ...) whole groups are dropped by mean |w| and grown by
+    mean |g| (structured RigL).
     """
     check_density(density)
     check_positive_int(update_every, "update_every")
     check_window(0.0, end)
     fraction = cosine_decay(drop_fraction, 0.0, horizon=end)
+    update = regeneration("magnitude", "gradient", fraction, rounding="floor", granularity=granularity)
     return Method(
-        init=ops.init_random(distribution, density, dense_first=dense_first),
-        updates=(ops.when(cadence.every(update_every, end=end),
-                          regeneration("magnitude", "gradient", fraction, rounding="floor")),),
+        init=initial_mask(distribution, density, granularity, dense_first),
+        updates=(ops.when(cadence.every(update_every, end=end), update),),
     )
 
 
 @register_method("dst", family="dst", paper="Liu et al. 2021, ITOP (RigL-ITOP) = GraNet --method DST")
 def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 1000, drop_fraction: float = 0.5,
-        prune: str = "magnitude", growth: str = "gradient", redistribution: str = "none") -> Method:
+        prune: str = "magnitude", growth: str = "gradient", redistribution: str = "none",
+        granularity: str = "weight") -> Method:
     """GraNet's DST / RigL-ITOP: regeneration for the whole run, rate cosine 0.5 -> 0.005 (ALGORITHMS.md 3, 4).
 
     No T_end: updates continue to the last step with the decayed rate.
@@ -73,10 +87,11 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
     check_density(density)
     check_positive_int(update_every, "update_every")
     observers = (grad_ema(),) if "momentum" in (growth, redistribution) else ()
+    update = regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution,
+                          granularity=granularity)
     return Method(
-        init=ops.init_random(distribution, density),
-        updates=(ops.when(cadence.every(update_every),
-                          regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution)),),
+        init=initial_mask(distribution, density, granularity),
+        updates=(ops.when(cadence.every(update_every), update),),
         observers=observers,
     )
 

@@ -1,0 +1,58 @@
+"""Dynamic sparse training on whole groups (kernels, rows, filters, blocks): issue 5's granularities in DST."""
+
+import pytest
+import torch
+from torch import nn
+
+import sparsetrain
+from sparsetrain.core.granularity import get_granularity
+from sparsetrain.core.topk import exact_count
+from sparsetrain.errors import SparsetrainError
+
+
+def conv_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * 4 * 4, 4))
+
+
+@pytest.mark.parametrize("method", ["rigl", "set", "dst"])
+@pytest.mark.parametrize("granularity", ["kernel", "row", "block2x2"])
+def test_whole_groups_exact_counts_and_moving_topology(method, granularity):
+    model = conv_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    exclude = ["5.*"] if granularity == "kernel" else []  # kernels exist only in conv layers
+    sp = sparsetrain.attach(model, opt, method, density=0.3, granularity=granularity, update_every=3,
+                            total_steps=30, exclude=exclude, distribution="uniform")
+    gran = get_granularity(granularity)
+    start = {n: int(torch.count_nonzero(m)) for n, m in sp.masks.items()}
+    for n, m in sp.masks.items():  # exact number of whole groups at init
+        groups = gran.num_groups(m.shape)
+        assert start[n] == exact_count(0.3, groups) * (m.numel() // groups)
+    for _ in range(30):
+        opt.zero_grad()
+        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
+        opt.step()
+        for n, m in sp.masks.items():
+            assert set(gran.group_scores(m.float()).flatten().tolist()) <= {0.0, 1.0}, n  # whole groups
+            assert int(torch.count_nonzero(m)) == start[n]
+            assert torch.count_nonzero(dict(model.named_parameters())[n].detach()[~m]) == 0
+    assert sum(h.get("changed", 0) for h in sp.history) > 0
+
+
+def test_static_at_filter_granularity():
+    model = conv_net()
+    sp = sparsetrain.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), "static", density=0.5,
+                            granularity="filter", distribution="uniform", total_steps=5)
+    assert all(int(m.flatten(1).any(1).sum()) * m[0].numel() == int(m.sum()) for m in sp.masks.values())
+
+
+def test_n_m_and_incompatible_options_are_refused():
+    with pytest.raises(SparsetrainError, match="N:M|2:4"):
+        sparsetrain.create_method("rigl", granularity="2:4")
+    with pytest.raises(SparsetrainError, match="redistribution"):
+        sparsetrain.create_method("dst", granularity="row", redistribution="nonzeros")
+    model = conv_net()
+    with pytest.raises(SparsetrainError, match="5.weight"):
+        sparsetrain.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), "rigl", granularity="kernel",
+                           total_steps=5)
