@@ -48,11 +48,42 @@ def test_static_at_filter_granularity():
 
 
 def test_n_m_and_incompatible_options_are_refused():
-    with pytest.raises(SparsetrainError, match="N:M|2:4"):
-        sparsetrain.create_method("rigl", granularity="2:4")
+    with pytest.raises(SparsetrainError, match="N < M"):
+        sparsetrain.create_method("rigl", granularity="4:4")
     with pytest.raises(SparsetrainError, match="redistribution"):
         sparsetrain.create_method("dst", granularity="row", redistribution="nonzeros")
     model = conv_net()
     with pytest.raises(SparsetrainError, match="5.weight"):
         sparsetrain.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), "rigl", granularity="kernel",
                            total_steps=5)
+
+
+@pytest.mark.parametrize("method", ["rigl", "set"])
+def test_n_m_dynamic_sparsity_keeps_n_of_every_m(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sp = sparsetrain.attach(model, opt, method, granularity="2:4", update_every=2, total_steps=20,
+                            drop_fraction=0.5)
+    for _ in range(20):
+        opt.zero_grad()
+        model(torch.randn(4, 16)).pow(2).sum().backward()
+        opt.step()
+        for n, m in sp.masks.items():
+            assert (m.view(m.shape[0], -1, 4).sum(-1) == 2).all(), n
+            assert torch.count_nonzero(dict(model.named_parameters())[n].detach()[~m]) == 0
+    assert sp.density() == 0.5
+    assert sum(h.get("changed", 0) for h in sp.history) > 0
+    assert all(h["dropped"] == h["grown"] for h in sp.history[1:])
+
+
+def test_n_m_rigl_on_a_conv_net_groups_along_the_input_channels():
+    model = conv_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sp = sparsetrain.attach(model, opt, "rigl", granularity="2:4", update_every=2, total_steps=10)
+    for _ in range(10):
+        opt.zero_grad()
+        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
+        opt.step()
+    conv = sp.masks["2.weight"]  # [out, in, kh, kw]: groups of 4 input channels at each (out, kh, kw)
+    assert (conv.movedim(1, -1).reshape(-1, 4).sum(-1) == 2).all()

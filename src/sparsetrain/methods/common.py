@@ -6,11 +6,13 @@ import torch
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.granularity import NMGranularity, get_granularity
+from sparsetrain.criteria import list_criteria
 from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
 from sparsetrain.ops import init_random, prune_and_regrow, regrow
 from sparsetrain.ops.base import Op
 from sparsetrain.ops.prune import drop_below, drop_lowest
-from sparsetrain.ops.structured import drop_groups, init_random_groups, regrow_groups
+from sparsetrain.ops.structured import drop_groups, init_random_groups, init_random_nm, nm_drop_and_grow, regrow_groups
 from sparsetrain.schedules import Schedule
 
 PRUNE_MODES = ("magnitude", "set", "threshold", "taylor")
@@ -23,10 +25,12 @@ def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: flo
 
     ``magnitude``: smallest |w|; ``set``: SET's intended sign-split rule
     (fixed on purpose, every shipped version was wrong); ``threshold``: all
-    |w| <= ``threshold``; ``taylor``: smallest (w g)^2.
+    |w| <= ``threshold``; ``taylor``: smallest (w g)^2. Any other registered
+    criterion (e.g. the schedule study's ``movement``, ``large_init``) drops
+    its lowest scores.
     """
-    if prune not in PRUNE_MODES:
-        raise unknown_choice("prune mode", prune, PRUNE_MODES)
+    if prune not in PRUNE_MODES and prune not in list_criteria():
+        raise unknown_choice("prune mode", prune, [*PRUNE_MODES, *list_criteria()])
     if prune == "threshold":
         return drop_below(threshold)
     return drop_lowest(fraction, prune, rounding=rounding, scope=scope)
@@ -49,15 +53,21 @@ def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: st
         if prune == "threshold" or redistribution != "none":
             raise SparsetrainError(f"granularity {granularity!r} works with prune magnitude/set/taylor and "
                                    f"redistribution 'none' (got prune={prune!r}, redistribution={redistribution!r}).")
+        gran = get_granularity(granularity)
+        if isinstance(gran, NMGranularity):
+            return nm_drop_and_grow(fraction, gran.n, gran.m, prune, growth, rounding)
         return prune_and_regrow(drop_groups(fraction, prune, granularity, rounding),
                                 regrow_groups(growth, granularity))
     return prune_and_regrow(death(prune, fraction, rounding, threshold), regrow(growth, redistribution))
 
 
 def initial_mask(distribution: str, density: float, granularity: str = "weight", dense_first: bool = False) -> Op:
-    """Exact-count random initial masks of single weights or of whole groups."""
+    """Exact-count random initial masks of single weights, of whole groups, or N:M (density N/M)."""
     if granularity == "weight":
         return init_random(distribution, density, dense_first=dense_first)
+    gran = get_granularity(granularity)
+    if isinstance(gran, NMGranularity):
+        return init_random_nm(gran.n, gran.m)
     return init_random_groups(distribution, density, granularity, dense_first=dense_first)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sparsetrain import cadence, ops
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.common import (
+    PRUNE_MODES,
     check_density,
     check_positive_int,
     check_window,
@@ -13,6 +14,7 @@ from sparsetrain.methods.common import (
     regeneration,
 )
 from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.pruning_criteria import remember_weights
 from sparsetrain.schedules import constant, cosine_decay
 
 
@@ -63,7 +65,9 @@ def rigl(density: float = 0.1, distribution: str = "erk", update_every: int = 10
     optimizer state. Ties break by index instead of rigl-TF's N(0, 1e-5)
     noise, so masks are deterministic. With ``granularity`` (kernel, row,
     filter, blockHxW, ...) whole groups are dropped by mean |w| and grown by
-    mean |g| (structured RigL).
+    mean |g| (structured RigL); with "N:M" (e.g. "2:4") every group of M keeps
+    exactly N and an update swaps one weight in the f_t share of groups whose
+    weakest weight is weakest (``density`` is then N/M).
     """
     check_density(density)
     check_positive_int(update_every, "update_every")
@@ -89,8 +93,11 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
     observers = (grad_ema(),) if "momentum" in (growth, redistribution) else ()
     update = regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution,
                           granularity=granularity)
+    init = initial_mask(distribution, density, granularity)
+    if prune not in PRUNE_MODES:  # a schedule-study criterion may compare with the initial weights
+        init = ops.chain(init, remember_weights("w0"))
     return Method(
-        init=initial_mask(distribution, density, granularity),
+        init=init,
         updates=(ops.when(cadence.every(update_every), update),),
         observers=observers,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import Granularity, NMGranularity, get_granularity
+from sparsetrain.core.granularity import Granularity, NMGranularity, get_granularity, nm_mask
 from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.distributions import layer_densities
@@ -101,4 +101,63 @@ def regrow_groups(criterion: str | Criterion, granularity: str):
     return grow
 
 
-__all__ = ["drop_groups", "group_granularity", "init_random_groups", "regrow_groups"]
+def _nm_groups(t: torch.Tensor, m: int) -> torch.Tensor:
+    """``[G, m]`` view of a weight-shaped tensor in the N:M layout of :func:`nm_mask` (input dim last)."""
+    return (t.movedim(1, -1) if t.dim() >= 2 else t).reshape(-1, m)
+
+
+def _nm_ungroup(groups: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    shape = like.movedim(1, -1).shape if like.dim() >= 2 else like.shape
+    out = groups.reshape(shape)
+    return (out.movedim(-1, 1) if like.dim() >= 2 else out).contiguous()
+
+
+def _first(scores: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Per row, the index of the best score (ties: the lower index)."""
+    return torch.sort(scores, dim=1, descending=descending, stable=True).indices[:, 0]
+
+
+def init_random_nm(n: int, m: int) -> Op:
+    """A random exact N:M mask (exactly ``n`` of every ``m`` along the input dim)."""
+    def run(ctx: SparseContext) -> dict:
+        for name, p in ctx.params.items():
+            ctx.masks[name] = nm_mask(torch.rand(p.shape, generator=ctx.generator), n, m).to(p.device)
+        return {"init": f"random[{n}:{m}]"}
+    return Op(run, name=f"init_random_nm[{n}:{m}]")
+
+
+def nm_drop_and_grow(fraction: Schedule, n: int, m: int, drop: str | Criterion = "magnitude",
+                     grow: str | Criterion = "gradient", rounding: str = "floor") -> Op:
+    """RigL under an N:M constraint: in k = rounding(f_t * G) of a layer's G groups, the active
+    weight with the lowest drop score is swapped for the inactive one with the highest grow score.
+
+    The groups that swap are those whose weakest active weight is weakest overall
+    (ties to the lower group index); the grown weight may be the one just dropped
+    (then it keeps its value, as in RigL). Every group keeps exactly ``n`` of ``m``.
+    """
+    drop_crit, grow_crit, round_fn = get_criterion(drop), get_criterion(grow), ROUNDING[rounding]
+
+    def run(ctx: SparseContext) -> dict:
+        f = fraction(ctx.step, ctx.total_steps)
+        dropped = changed = 0
+        for name in ctx.params:
+            mask = _nm_groups(ctx.masks[name], m).clone()
+            k = round_fn(f * mask.shape[0])
+            if k <= 0:
+                continue
+            weak = _nm_groups(drop_crit(ctx, name).float(), m).masked_fill(~mask, float("inf"))
+            out_idx = _first(weak, descending=False)
+            rows = torch.nonzero(topk_mask(-weak.gather(1, out_idx[:, None])[:, 0], k)).flatten()
+            mask[rows, out_idx[rows]] = False
+            strong = _nm_groups(grow_crit(ctx, name).float(), m).masked_fill(mask, -float("inf"))
+            in_idx = _first(strong[rows], descending=True)
+            mask[rows, in_idx] = True
+            dropped += k
+            changed += int(torch.count_nonzero(in_idx != out_idx[rows]))
+            ctx.masks[name] = _nm_ungroup(mask, ctx.masks[name])
+        return {"dropped": dropped, "grown": dropped, "changed": changed}
+    return Op(run, needs_grad=needs_grad(drop_crit) or needs_grad(grow_crit), name=f"nm_drop_and_grow[{n}:{m}]")
+
+
+__all__ = ["drop_groups", "group_granularity", "init_random_groups", "init_random_nm", "nm_drop_and_grow",
+           "regrow_groups"]
