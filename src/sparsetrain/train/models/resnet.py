@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sparsetrain.errors import unknown_choice
 from sparsetrain.train.models.registry import init_conv_bn, register_model
-from sparsetrain.train.models.resnet_cifar import BasicBlock
+from sparsetrain.train.models.resnet_cifar import BasicBlock, shortcut
 
 STEMS = ("cifar", "imagenet")
 
@@ -32,9 +32,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = shortcut(cin, cout, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
