@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from sparsetrain.errors import SparsetrainError
+
 Cadence = Callable[[int, int], bool]
 
 
@@ -21,7 +23,6 @@ def every(n: int, start: float = 0.0, end: float = 1.0, include_end: bool = Fals
         [10, 20, 30, 40]
     """
     if int(n) < 1:
-        from sparsetrain.errors import SparsetrainError
         raise SparsetrainError(f"update_every must be a positive number of steps, got {n!r}.")
     n = int(n)
 

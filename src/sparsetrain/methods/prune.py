@@ -40,14 +40,13 @@ def _global(ctx: SparseContext, gran, crit, density: float) -> None:
     groups, alive = [], []
     for n in ctx.params:
         gran.check(ctx.params[n].shape, n)
-        groups.append(gran.group_scores(crit(ctx, n).float()).flatten())
+        groups.append(gran.group_scores(crit(ctx, n).float()))
         alive.append(gran.group_scores(ctx.masks[n].float()).flatten() > 0)
-    flat = torch.cat(groups)
+    flat = torch.cat([g.flatten() for g in groups])
     keep = topk_mask(flat, exact_count(density, flat.numel()), torch.cat(alive))
     start = 0
     for n, g in zip(ctx.params, groups, strict=True):
-        shape = gran.group_scores(ctx.masks[n].float()).shape
-        ctx.masks[n] = gran.expand(keep[start:start + g.numel()].view(shape), ctx.params[n].shape) & ctx.masks[n]
+        ctx.masks[n] = gran.expand(keep[start:start + g.numel()].view(g.shape), ctx.params[n].shape) & ctx.masks[n]
         start += g.numel()
 
 
