@@ -62,13 +62,7 @@ def model_specs(draw) -> ModelSpec:
                      in_channels=draw(st.integers(1, 3)), side=draw(st.integers(3, 5)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and keeps timings steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 densities = st.floats(0.05, 0.9, exclude_min=True, exclude_max=True, allow_nan=False)

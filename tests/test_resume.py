@@ -40,12 +40,7 @@ SPECS = {  # one optimizer per architecture keeps the matrix small
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _start(variant: Variant, opt_name: str, model_seed: int = 0):

@@ -18,14 +18,7 @@ from sparsetrain.core.topk import exact_count
 from sparsetrain.distributions import erk
 from sparsetrain.errors import SparsetrainError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: intra-op threads only add contention on a busy CPU (100x slower seen).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def convnet(seed=0):
