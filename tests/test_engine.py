@@ -116,3 +116,21 @@ def test_zeros_stay_zero_for_any_optimizer(make_opt):
             for v in opt.state[p].values():
                 if torch.is_tensor(v) and v.shape == p.shape:
                     assert torch.count_nonzero(v[~sp.masks[n]]) == 0
+
+
+def test_example_input_and_data_reach_the_method_context():
+    """attach() hands example_input / data / loss_fn to the method's init op (Chase, SNIP, GraSP read them)."""
+    from sparsetrain.methods import Method
+
+    seen = {}
+
+    def init(ctx):
+        seen.update(example=ctx.example_input, batches=list(ctx.data), loss=ctx.loss_fn)
+        return ops.init_random("uniform", 0.5)(ctx)
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(2, 4), torch.tensor([0, 1])
+    sparsetrain.attach(net, opt, Method(init=init), total_steps=10, example_input=x, data=[(x, y)],
+                       loss_fn=torch.nn.functional.cross_entropy)
+    assert seen["example"] is x and len(seen["batches"]) == 1 and seen["loss"] is torch.nn.functional.cross_entropy

@@ -33,6 +33,11 @@ class SparseContext:
             (a bias, the following BatchNorm's weight and bias) zeroed with the
             output units of that weight that have no active weight left
             (filter pruning). The engine masks them like the weights.
+        example_input: an input batch for ops that trace the model (e.g. the
+            channel dependency graph of Chase); ``None`` if the user gave none.
+        data: an iterable of ``(inputs, targets)`` batches for ops that score
+            weights on data before training (SNIP, GraSP); read once at init.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` used with ``data``.
     """
 
     params: dict[str, nn.Parameter]
@@ -45,6 +50,9 @@ class SparseContext:
     state: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = None
     coupled: dict[str, tuple[nn.Parameter, str]] = field(default_factory=dict)
+    example_input: Any = None
+    data: Any = None
+    loss_fn: Any = None
 
     @property
     def names(self) -> list[str]:

@@ -53,7 +53,8 @@ class Sparsifier:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, method: Method, *,
                  total_steps: int, seed: int = 0, include=None, exclude=(), embeddings: bool = False,
-                 hooks: bool = True) -> None:
+                 hooks: bool = True, example_input: Any = None, data: Any = None,
+                 loss_fn: Any = None) -> None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise SparsetrainError(
                 f"total_steps must be a positive int (the number of optimizer steps in training, "
@@ -65,7 +66,8 @@ class Sparsifier:
         params = select_parameters(model, include, exclude, embeddings)
         generator = torch.Generator().manual_seed(int(seed))
         self.ctx = SparseContext(params=params, masks={}, optimizer=optimizer,
-                                 total_steps=total_steps, generator=generator, model=unwrap(model))
+                                 total_steps=total_steps, generator=generator, model=unwrap(model),
+                                 example_input=example_input, data=data, loss_fn=loss_fn)
         self.history: list[dict[str, Any]] = []
         self._due: list = []
         self._handles: list = []
@@ -297,7 +299,8 @@ def _to_device(obj: Any, device: torch.device) -> Any:
 
 def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: str | Method = "rigl", *,
            total_steps: int | None = None, seed: int = 0, include=None, exclude=(),
-           embeddings: bool = False, hooks: bool = True, **method_kwargs: Any) -> Sparsifier:
+           embeddings: bool = False, hooks: bool = True, example_input: Any = None, data: Any = None,
+           loss_fn: Any = None, **method_kwargs: Any) -> Sparsifier:
     """Make ``model`` train sparse with ``method``; the training loop stays as it was.
 
     Args:
@@ -306,10 +309,17 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
         method: a registered name (``sparsetrain.list_methods()``) or a Method.
         total_steps: number of optimizer steps in training (epochs * len(loader)).
         seed: seeds the sparsifier's own generator (masks, random growth).
-        include / exclude: glob patterns over parameter names.
+        include: glob patterns over parameter names to sparsify (default: every conv / linear weight).
+        exclude: glob patterns over parameter names to leave dense.
         embeddings: also sparsify ``nn.Embedding`` weights.
         hooks: run through the optimizer's step hooks (default); with False,
             call ``sparsifier.step()`` instead of ``optimizer.step()``.
+        example_input: an input batch, for methods that trace the model
+            (Chase's channel dependency graph).
+        data: an iterable of ``(inputs, targets)`` batches, for methods that
+            score weights on data at initialisation (SNIP, GraSP).
+        loss_fn: ``loss_fn(outputs, targets)``, used with ``data``
+            (default: cross-entropy, applied by the methods that need it).
         **method_kwargs: the method's hyperparameters (``density``, ...).
 
     Example:
@@ -331,4 +341,5 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
     elif not isinstance(method, Method):
         raise SparsetrainError(f"method must be a registered name or a Method, got {type(method).__name__}.")
     return Sparsifier(model, optimizer, method, total_steps=total_steps, seed=seed, include=include,
-                      exclude=exclude, embeddings=embeddings, hooks=hooks)
+                      exclude=exclude, embeddings=embeddings, hooks=hooks, example_input=example_input,
+                      data=data, loss_fn=loss_fn)

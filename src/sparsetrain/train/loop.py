@@ -78,6 +78,20 @@ def build_lr_schedule(cfg: dict, optimizer, total_steps: int, steps_per_epoch: i
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def calibration(loader: DataLoader, device: torch.device) -> dict[str, Any]:
+    """What methods that look at the model or the data before training may read:
+    an example input (Chase traces the channel graph with it) and the training
+    batches with the loss (SNIP and GraSP score weights on them). Batches are
+    drawn lazily, so methods that do not read them cost nothing.
+    """
+    def batches():
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+    dataset = loader.dataset  # items, not a loader iterator: that would draw from the global RNG
+    example = torch.utils.data.default_collate([dataset[i] for i in range(min(2, len(dataset)))])[0].to(device)
+    return {"example_input": example, "data": batches(), "loss_fn": F.cross_entropy}
+
+
 def method_kwargs(cfg: dict, steps_per_epoch: int) -> dict[str, Any]:
     """The method's arguments; ``steps_per_epoch`` is filled in for methods that take it (e.g. snfs),
     and ``start_epoch`` / ``end_epoch`` (GraNet's --init-prune-epoch / --final-prune-epoch) become
@@ -152,7 +166,8 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
     sparsifier = None
     if cfg["method"]["name"] != "dense":
         sparsifier = sparsetrain.attach(model, optimizer, cfg["method"]["name"], total_steps=total_steps,
-                                        seed=cfg["seed"], **cfg["sparsity"], **method_kwargs(cfg, steps_per_epoch))
+                                        seed=cfg["seed"], **cfg["sparsity"], **method_kwargs(cfg, steps_per_epoch),
+                                        **calibration(train_loader, device))
     net = tdist.wrap(model, device)
 
     data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
