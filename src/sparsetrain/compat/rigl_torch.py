@@ -97,8 +97,8 @@ class RigLScheduler:
         W, N, S: the layer weights (``nn.Parameter``), their sizes and sparsities (0 = dense).
         backward_masks: bool mask per layer, ``None`` for a dense layer.
         step, rigl_steps: calls so far and RigL updates so far.
-        delta_T, alpha, T_end, grad_accumulation_n, static_topo, ignore_linear_layers,
-            sparsity_distribution, dense_allocation: the hyperparameters, as in rigl-torch.
+        delta_T, alpha, T_end: the hyperparameters, as in rigl-torch (so are grad_accumulation_n,
+            static_topo, ignore_linear_layers, sparsity_distribution and dense_allocation).
 
     Example:
         >>> from torch import nn
