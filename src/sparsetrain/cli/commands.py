@@ -191,6 +191,13 @@ COMMANDS = {
                "  sparsetrain report runs/granet-cnn1d-mnist1d-s0\n"),
     "plot": (cmd_plot, "(re)draw the PNG plots of a run folder", configure_plot,
              "  sparsetrain plot runs/granet-cnn1d-mnist1d-s0\n"),
+    "tickets": (lambda args, extra: __import__("sparsetrain.cli.tickets", fromlist=["_"]).cmd_tickets(args, extra),
+                "lottery-ticket procedures: imp (iterative magnitude pruning with rewinding) or gems (Gem-Miner)",
+                lambda p: __import__("sparsetrain.cli.tickets", fromlist=["_"]).configure(p),
+                "  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
+                "  sparsetrain tickets imp --config imp_mnist1d_mlp --set epochs=20 imp.rounds=3 imp.scope=global\n"
+                "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
+                "  sparsetrain tickets gems --config gems.yaml\n"),
 }
 
 __all__ = ["COMMANDS", "json"]

@@ -1,0 +1,115 @@
+"""``sparsetrain tickets imp|gems``: the lottery-ticket procedures (ALGORITHMS.md sections 6 and 9).
+
+``imp``: iterative magnitude pruning with rewinding
+(:mod:`sparsetrain.procedures.lottery`), one run folder per round, resumable.
+``gems``: Rare Gems / Gem-Miner (:mod:`sparsetrain.procedures.gems`).
+
+Config overrides are written ``KEY=VALUE``, either right after the procedure
+(``sparsetrain tickets imp epochs=1 imp.rounds=2 --config ...``) or after
+``--set`` anywhere (``--set epochs=1 imp.rounds=2``); argparse cannot take
+positionals that come after options. ``--key value`` as in ``sparsetrain
+train`` needs the top-level CLI to pass overrides through to this command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sparsetrain.errors import SparsetrainError
+
+EXAMPLES = ("  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
+            "  sparsetrain tickets imp imp.rounds=3 imp.target_density=null epochs=20 --config imp_mnist1d_mlp\n"
+            "  sparsetrain tickets imp --config imp_mnist1d_mlp --set imp.scope=global imp.rewind=lr\n"
+            "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
+            "  sparsetrain tickets gems --config gems_resnet20.yaml\n")
+
+
+def configure(p) -> None:
+    """Arguments of ``sparsetrain tickets``."""
+    p.add_argument("procedure", choices=["imp", "gems"], help="imp (iterative magnitude pruning) or gems (Gem-Miner)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides right after the procedure, e.g. epochs=1 imp.rounds=2 imp.scope=layer")
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides anywhere on the line (same as the positional ones)")
+    p.add_argument("--config", "-c", help="a tickets config (bundled name or YAML file); for imp also any "
+                                          "training recipe plus imp.* overrides")
+    p.add_argument("--out", help="output folder (imp default: runs/imp-{model}-{dataset}-s{seed})")
+    p.add_argument("--resume", action="store_true", help="continue the procedure in --out after its last "
+                                                         "complete round")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def key_value_overrides(tokens: list[str]) -> list[str]:
+    """``["epochs=1", "imp.rounds=2"]`` -> ``["--epochs=1", "--imp.rounds=2"]``.
+
+    Example:
+        >>> key_value_overrides(["imp.rounds=2"])
+        ['--imp.rounds=2']
+    """
+    out = []
+    for token in tokens:
+        if "=" not in token or token.startswith("="):
+            raise SparsetrainError(f"expected an override KEY=VALUE (e.g. imp.rounds=2), got {token!r}.")
+        out.append(f"--{token}")
+    return out
+
+
+def cmd_tickets(args, extra: list[str]) -> int:
+    """Dispatch to the procedure."""
+    overrides = [*key_value_overrides([*args.overrides, *args.set]), *extra]
+    if args.procedure == "gems":
+        return _gems(args, overrides)
+    return _imp(args, overrides)
+
+
+def _imp(args, overrides: list[str]) -> int:
+    from sparsetrain.procedures.lottery import load_saved, load_tickets_config, run_imp, summary_markdown
+    if args.resume and not args.out:
+        raise SparsetrainError("--resume needs --out FOLDER (the IMP folder to continue).")
+    if args.config is None and args.resume and not overrides:
+        cfg, imp = load_saved(args.out)
+    elif args.config is None and not overrides:
+        raise SparsetrainError("tickets imp needs --config (e.g. --config imp_mnist1d_mlp, or a training recipe "
+                               "plus imp.target_density=0.1).")
+    else:
+        cfg, imp = load_tickets_config(args.config, overrides)
+    out = Path(args.out or Path(cfg["run"]["dir"]) / f"imp-{cfg['model']['name']}-{cfg['data']['name']}-s{cfg['seed']}")
+    result = run_imp(cfg, imp, out, resume=args.resume, overwrite=args.overwrite)
+    print(f"\nIMP in {out} ({imp.scope}, rewind {imp.rewind}, prune {imp.prune_fraction:g} per round)")
+    print(summary_markdown(result["rounds"]), end="")
+    return 0
+
+
+def _gems(args, overrides: list[str]) -> int:
+    if not args.config:
+        raise SparsetrainError("tickets gems needs --config FILE (a Rare Gems style YAML).")
+    if overrides or args.resume:
+        raise SparsetrainError("tickets gems takes its settings from the --config file only; edit the file "
+                               "(no overrides, no --resume).")
+    try:
+        from sparsetrain.procedures.gems import load_gems_config, run_gems
+    except ImportError as exc:
+        raise SparsetrainError(f"Gem-Miner is not available in this installation ({exc}).") from None
+    config = load_gems_config(args.config)
+    out = Path(args.out or Path("runs") / f"gems-{Path(args.config).stem}")
+    if out.exists() and any(out.iterdir()):
+        if not args.overwrite:
+            raise SparsetrainError(f"{out} already exists; pass --overwrite or another --out.")
+        import shutil
+        shutil.rmtree(out)
+    summary = run_gems(config, out, progress=True)
+    print(f"\nGem-Miner in {out}")
+    for key in ("density", "gem_acc_before_finetune", "acc_after_finetune", "sanity"):
+        print(f"{key:<24} {_fmt(summary.get(key))}")
+    return 0
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+__all__ = ["cmd_tickets", "configure", "key_value_overrides"]
