@@ -1,0 +1,254 @@
+"""Which channels can be removed: channel groups from torch-pruning's dependency graph (ALGORITHMS.md 5.1).
+
+A *channel group* is a set of channels that must go together: the output
+channels of one convolution / linear layer (its weight rows and bias entries),
+the normalisation layers on them, and every parameter that reads them (the
+input columns of the next convolution / linear layer; a flatten into a linear
+maps one channel to several columns). Channels that meet in a residual
+addition form one group with several producers: removed together or not at all.
+
+The groups are found by tracing the model with torch-pruning's
+``DependencyGraph`` (``pip install torch-pruning``), never from a table per
+architecture. Rules (Chase, ALGORITHMS.md 5.1):
+
+- channels that reach the model's output (the classifier's outputs) are never offered;
+- residual groups (several producers) are offered only with ``prune_skip=True``
+  (the seed's code prunes internal widths of residual blocks only: the default);
+- groups touching a grouped / depthwise convolution, or a normalisation that
+  mixes channels (LayerNorm, GroupNorm with fewer groups than channels), are
+  not offered: removing one channel there changes what the others compute.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Conv1d(4, 2, 3))
+    >>> [(g.name, g.size, g.norms) for g in channel_groups(net, torch.randn(2, 1, 8))]
+    [('0', 4, ('1',))]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsetrain.core.selection import unwrap
+from sparsetrain.errors import SparsetrainError
+
+#: normalisations that act on each channel separately (a removed channel does not touch the others)
+CHANNELWISE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                     nn.InstanceNorm3d, nn.SyncBatchNorm)
+MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
+LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+@dataclass(frozen=True)
+class ChannelSlice:
+    """The positions of one parameter that belong to the channels of a group.
+
+    Attributes:
+        param: parameter name in ``model.named_parameters()`` (e.g. ``"features.0.weight"``).
+        dim: the dimension the channels index (0 = output channels of a conv / linear
+            weight or a bias; 1 = input channels of a consumer; swapped for ConvTranspose).
+        index: ``index[c]`` = the positions along ``dim`` of channel ``c`` of the group
+            (one position per channel, except e.g. a flatten into a linear: H*W columns).
+    """
+
+    param: str
+    dim: int
+    index: tuple[tuple[int, ...], ...]
+
+    def positions(self) -> torch.Tensor:
+        """``LongTensor[size, k]`` of the positions along ``dim`` (every channel has ``k``)."""
+        widths = {len(ix) for ix in self.index}
+        if len(widths) != 1:
+            raise SparsetrainError(f"{self.param}: channels map to different numbers of positions {sorted(widths)}; "
+                                   "this slice cannot be expressed as a [channels, k] index.")
+        return torch.tensor(self.index, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels removed together (ALGORITHMS.md 5.1).
+
+    Attributes:
+        name: module name of the first producer in model order (e.g. ``"features.0"``).
+        size: number of channels in the group.
+        producers: the weights (and biases) whose OUTPUT channels these are.
+        consumers: the weights that READ these channels (input columns).
+        norms: module names of the (channel-wise) normalisations on these channels;
+            their entries are indexed like the first producer's output channels.
+        residual: True when several layers produce these channels (tied by a residual addition).
+    """
+
+    name: str
+    size: int
+    producers: tuple[ChannelSlice, ...]
+    consumers: tuple[ChannelSlice, ...]
+    norms: tuple[str, ...]
+    residual: bool
+
+    @property
+    def producer_modules(self) -> tuple[str, ...]:
+        """Module names of the producing layers (one per weight)."""
+        return tuple(s.param.rsplit(".", 1)[0] for s in self.producers if s.param.endswith("weight"))
+
+
+def _torch_pruning():
+    try:
+        import torch_pruning as tp
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise SparsetrainError("finding removable channels needs torch-pruning: pip install 'sparsetrain[structured]' "
+                               "(or pip install torch-pruning).") from None
+    return tp
+
+
+def _trace_input(example_input: Any) -> Any:
+    """Positional arguments for the trace: a tensor batch is cut to one sample (tracing needs the
+    graph, not the batch) and wrapped in a tuple; tuples / lists / dicts are passed as given."""
+    if isinstance(example_input, torch.Tensor):
+        x = example_input[:1] if example_input.dim() > 1 and example_input.shape[0] > 1 else example_input
+        return (x,)
+    return example_input
+
+
+class _Tracker:
+    """Forward pre/post hooks that remember which module was running when the trace failed."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.stack: list[str] = []
+        self.handles = []
+        for name, module in model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(lambda m, a, n=name: self.stack.append(n)))
+            self.handles.append(module.register_forward_hook(self._pop))
+
+    def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _build(model: nn.Module, example_input: Any):
+    """Trace ``model`` in eval mode (BN statistics untouched), restoring every module's mode."""
+    tp = _torch_pruning()
+    if example_input is None:
+        raise SparsetrainError("finding removable channels traces the model: pass example_input (an input batch), "
+                               "e.g. sparsetrain.attach(model, opt, 'chase', example_input=x, ...).")
+    modes = {m: m.training for m in model.modules()}
+    tracker = _Tracker(model)
+    args = _trace_input(example_input)
+    try:
+        model.eval()
+        with torch.no_grad():  # our own forward first: a failure then names the layer that raised
+            model(**args) if isinstance(args, dict) else model(*args)
+        tracker.stack.clear()
+        return tp.DependencyGraph().build_dependency(model, example_inputs=args, verbose=False)
+    except Exception as err:  # noqa: BLE001 - any failure inside a user's forward becomes one clear message
+        layer = tracker.stack[-1] if tracker.stack else "<the model's forward>"
+        raise SparsetrainError(
+            f"cannot trace the channel dependency graph of {type(model).__name__}: layer {layer!r} failed with "
+            f"{type(err).__name__}: {err}. Pass an example_input the model accepts, or exclude that layer "
+            "(ignore=[...]).") from err
+    finally:
+        tracker.remove()
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def _slice(param: str, dim: int, idxs, root_idxs, size: int) -> ChannelSlice:
+    per_channel: list[list[int]] = [[] for _ in range(size)]
+    for i, r in zip(idxs, root_idxs, strict=True):
+        per_channel[int(r)].append(int(i))
+    return ChannelSlice(param, dim, tuple(tuple(sorted(set(ix))) for ix in per_channel))
+
+
+def _reaches_output(node) -> bool:
+    return not node.outputs
+
+
+def _group(dg, group, names: dict[nn.Module, str], order: dict[str, int],
+           module_order: dict[str, int]) -> ChannelGroup | None:
+    """Our view of one torch-pruning group, or None when it may not be offered."""
+    root = group[0].dep.target.module
+    size = dg.get_out_channels(root)
+    producers: list[ChannelSlice] = []
+    consumers: list[ChannelSlice] = []
+    norms: list[str] = []
+    for item in group.items:
+        dep, module = item.dep, item.dep.target.module
+        out = dg.is_out_channel_pruning_fn(dep.handler)
+        if out and _reaches_output(dep.target):
+            return None  # these channels are (part of) the model's output
+        if isinstance(module, LAYERS):
+            if getattr(module, "groups", 1) != 1:
+                return None
+            transposed = bool(getattr(module, "transposed", False))
+            name = names[module]
+            if out:
+                producers.append(_slice(f"{name}.weight", int(transposed), item.idxs, item.root_idxs, size))
+                if getattr(module, "bias", None) is not None:
+                    producers.append(_slice(f"{name}.bias", 0, item.idxs, item.root_idxs, size))
+            else:
+                consumers.append(_slice(f"{name}.weight", int(not transposed), item.idxs, item.root_idxs, size))
+        elif isinstance(module, MIXING_NORMS) and not (
+                isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels):
+            return None
+        elif isinstance(module, (*CHANNELWISE_NORMS, nn.GroupNorm)) and names[module] not in norms:
+            norms.append(names[module])
+    if not producers or not consumers:
+        return None
+    producers.sort(key=lambda s: (order[s.param], s.param))
+    consumers.sort(key=lambda s: (order[s.param], s.param))
+    weights = [s for s in producers if s.param.endswith(".weight")]
+    return ChannelGroup(name=weights[0].param.rsplit(".", 1)[0], size=size, producers=tuple(producers),
+                        consumers=tuple(consumers), norms=tuple(sorted(norms, key=module_order.__getitem__)),
+                        residual=len(weights) > 1)
+
+
+def channel_groups(model: nn.Module, example_input: Any, *, prune_skip: bool = False,
+                   ignore: Iterable[str] = ()) -> list[ChannelGroup]:
+    """The removable channel groups of ``model``, in model order (ALGORITHMS.md 5.1).
+
+    Args:
+        model: any ``nn.Module`` (DDP / compiled wrappers are looked through).
+        example_input: an input the model accepts (a batch is cut to one sample
+            for the trace); the forward runs once in eval mode, so BatchNorm
+            statistics and dropout RNG are untouched.
+        prune_skip: also offer channels tied through residual additions (the
+            paper's "Chase (prune skip)"); default False = the seed's code,
+            internal widths of residual blocks only.
+        ignore: glob patterns over module names; a group any of whose producers
+            matches is not offered (e.g. ``["stem.*"]``).
+
+    Returns:
+        One :class:`ChannelGroup` per removable set of channels.
+
+    Raises:
+        SparsetrainError: no example input, torch-pruning missing, or the trace
+            failed (the message names the layer).
+    """
+    model = unwrap(model)
+    dg = _build(model, example_input)
+    names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
+    module_order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    patterns = list(ignore)
+    groups = []
+    for tp_group in dg.get_all_groups(root_module_types=LAYERS):
+        group = _group(dg, tp_group, names, order, module_order)
+        if group is None or (group.residual and not prune_skip):
+            continue
+        if any(fnmatch.fnmatchcase(m, p) for m in group.producer_modules for p in patterns):
+            continue
+        groups.append(group)
+    return sorted(groups, key=lambda g: order[g.producers[0].param])
+
+
+__all__ = ["ChannelGroup", "ChannelSlice", "channel_groups"]
