@@ -107,6 +107,13 @@ KNOWN_VARIANTS: list[Variant] = [
     Variant("prune", "prune", "prune", lambda d: {"update_every": UPDATE_EVERY, "schedule": "agp", "end": GMP_END}),
     Variant("prune[global-cos]", "prune", "prune_global",
             lambda d: {"update_every": UPDATE_EVERY, "schedule": "cos", "end": GMP_END, "context": "global"}),
+    # pruning at init: a fixed mask; SNIP / GraSP / SynFlow score on batches shaped for the last built model
+    Variant("snip", "snip", "layer", lambda d: {"data": calibration_batches()}),
+    Variant("grasp", "grasp", "layer", lambda d: {"data": calibration_batches()}),
+    Variant("synflow", "synflow", "layer", lambda d: {"data": calibration_batches(), "iterations": 5}),
+    Variant("random[smart_ratio]", "random", "layer", lambda d: {"distribution": "smart_ratio"},
+            init_distribution="smart_ratio"),
+    Variant("lottery_ticket", "lottery_ticket", "layer", lambda d: {}),
 ]
 
 #: the first update step at or after the end of the prune method's window
@@ -159,8 +166,17 @@ class ModelSpec:
         return (self.in_features,) if self.kind == "mlp" else (self.in_channels, self.side, self.side)
 
 
+_LAST_SPEC: list[ModelSpec] = [ModelSpec()]
+
+
+def calibration_batches(n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` batches for the model :func:`build_model` built last (data for SNIP / GraSP / SynFlow)."""
+    return [batch(_LAST_SPEC[0], 100_000 + i) for i in range(n)]
+
+
 def build_model(spec: ModelSpec, seed: int = 0) -> nn.Module:
     """``len(spec.widths)`` hidden layers (0 allowed for an MLP) plus a classifier."""
+    _LAST_SPEC[0] = spec
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     if spec.kind == "mlp":

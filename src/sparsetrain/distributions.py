@@ -1,7 +1,8 @@
 """Layer-wise density distributions: ``(shapes, density) -> {name: density}``.
 
 Implements ALGORITHMS.md section 1.1 (uniform, ER, ERK with its dense-layer
-loop) and the GMP_uniform classifier rule of section 2.2. ``global`` means
+loop), the GMP_uniform classifier rule of section 2.2 and Smart Ratio
+(section 6). ``global`` means
 "no per-layer budget": the init and the pruning ops then rank all layers
 together, so only the overall count is fixed.
 """
@@ -105,8 +106,74 @@ def uniform_dense_classifier(shapes: Shapes, density: float, classifier: str | N
     return out
 
 
+def smart_ratio(shapes: Shapes, density: float, variant: str = "resnet",
+                linear_keep: float = 0.3) -> dict[str, float]:
+    """Smart Ratio layer densities (Su et al. 2020; Rare Gems ``SmartRatio.py``, ALGORITHMS.md 6).
+
+    Layers are numbered l = 1..L in model order. Every layer but the last (the
+    classifier) gets a raw keep ratio p_l = (L-l+1)^2 + (L-l+1) (``variant``
+    ``"resnet"``) or that divided by l^2 (``"vgg"``); the classifier is fixed
+    at ``linear_keep``. The raw ratios are scaled so the total matches
+    ``density``; a ratio above 1 is set to 1 and its surplus goes to the next
+    layers (in order) that still have room. Choosing the variant: the shapes
+    alone do not tell a ResNet from a VGG, so it is an argument (the
+    ``smart_ratio_vgg`` distribution name selects ``"vgg"``); Rare Gems uses
+    the ResNet form for every architecture that is not a VGG.
+
+    Differences from the original, on purpose: only the last layer is the
+    fixed "linear layer" (the original fixes every ``nn.Linear``, which for an
+    MLP would leave nothing to scale); densities stay exact floats (the
+    original truncates the surplus with ``int``); and if the classifier at
+    ``linear_keep`` alone would use the whole budget, all layers, the
+    classifier included, are scaled together so the total still matches.
+
+    Example (hand-worked, tests/test_init_pruning.py):
+        >>> s = {"a": torch.Size([10, 10]), "b": torch.Size([20, 10]), "fc": torch.Size([5, 10])}
+        >>> {k: round(v, 4) for k, v in smart_ratio(s, 0.2).items()}  # scale = 55 / 2400
+        {'a': 0.275, 'b': 0.1375, 'fc': 0.3}
+    """
+    check_density(density)
+    if variant not in ("resnet", "vgg"):
+        raise unknown_choice("smart_ratio variant", variant, ["resnet", "vgg"])
+    names = list(shapes)
+    numel = [math.prod(shapes[n]) for n in names]
+    if len(names) == 1:
+        return {names[0]: density}
+    n_layers = len(names)
+    depth_left = [n_layers - i for i in range(n_layers)]  # L - l + 1 for l = 1..L
+    raw = [float(k * k + k) for k in depth_left]
+    if variant == "vgg":
+        raw = [r / (i * i) for i, r in enumerate(raw, start=1)]
+    budget = density * sum(numel)
+    fixed = linear_keep * numel[-1]
+    if fixed < budget:
+        raw[-1] = linear_keep
+        scale = (budget - fixed) / sum(r * m for r, m in zip(raw[:-1], numel[:-1], strict=True))
+        keep = [scale * r for r in raw[:-1]] + [linear_keep]
+    else:  # the classifier alone would take the whole budget: scale every layer together
+        raw[-1] = linear_keep
+        scale = budget / sum(r * m for r, m in zip(raw, numel, strict=True))
+        keep = [scale * r for r in raw]
+    surplus = 0.0
+    for i in range(n_layers):  # model order: the classifier, last, takes what is left
+        if keep[i] > 1.0:
+            surplus += (keep[i] - 1.0) * numel[i]
+            keep[i] = 1.0
+        elif surplus > 0.0:
+            take = min(surplus, (1.0 - keep[i]) * numel[i])
+            keep[i] += take / numel[i]
+            surplus -= take
+    return {n: min(1.0, k) for n, k in zip(names, keep, strict=True)}
+
+
+def smart_ratio_vgg(shapes: Shapes, density: float, linear_keep: float = 0.3) -> dict[str, float]:
+    """Smart Ratio with the VGG form p_l = ((L-l+1)^2 + (L-l+1)) / l^2 (see :func:`smart_ratio`)."""
+    return smart_ratio(shapes, density, variant="vgg", linear_keep=linear_keep)
+
+
 DISTRIBUTIONS: dict[str, Distribution] = {
     "uniform": uniform, "er": er, "erk": erk, "global": global_,
+    "smart_ratio": smart_ratio, "smart_ratio_vgg": smart_ratio_vgg,
 }
 
 

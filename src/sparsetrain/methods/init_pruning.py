@@ -1,0 +1,180 @@
+"""Pruning at initialisation: SNIP, GraSP, SynFlow, random, magnitude (ALGORITHMS.md 1.1, 6, 11).
+
+Each method chooses a mask once, before the first step, and keeps it fixed
+(no updates). Global top-k as each paper defines it, or per layer with a
+distribution (``scope="layer"``). Counts are exact (DESIGN contract 2):
+``exact_count(d, N)`` over all layers for a global scope, per layer
+otherwise; ties go to the lower index. A layer left without any active
+weight (layer collapse, Tanaka et al. 2020) is named in a warning (or an
+error with ``on_collapse="error"``) and in the init event
+(``sparsifier.history[0]["collapsed"]``, a list of names, and ``"n_collapsed"``, which the
+trainer's metrics.jsonl keeps).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from sparsetrain.context import SparseContext
+from sparsetrain.core.topk import exact_count, split_global, topk_mask
+from sparsetrain.distributions import DISTRIBUTIONS, layer_densities
+from sparsetrain.errors import SparsetrainError, unknown_choice
+from sparsetrain.methods.common import check_density, check_positive_int
+from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops import init_random
+from sparsetrain.ops.base import Op
+from sparsetrain.ops.init import init_magnitude
+from sparsetrain.saliency import grasp_scores, snip_scores, synflow_scores, take_batches
+
+SCOPES = ("global", "layer")
+ON_COLLAPSE = ("warn", "error")
+
+
+def keep_top(ctx: SparseContext, scores: dict[str, Tensor], density: float, scope: str = "global",
+             distribution: str = "erk", within: dict[str, Tensor] | None = None) -> None:
+    """Set ``ctx.masks`` to the highest ``scores``: exact_count(density, N) over all layers (global)
+    or exact_count(d_l, N_l) per layer of ``distribution``; only positions in ``within`` may stay."""
+    if scope == "global":
+        flat = torch.cat([scores[n].detach().flatten().double() for n in ctx.params])
+        cand = None if within is None else torch.cat([within[n].flatten() for n in ctx.params])
+        ctx.masks.update(split_global(topk_mask(flat, exact_count(density, flat.numel()), cand), ctx.shapes))
+        return
+    dens = layer_densities(distribution, ctx.shapes, density)
+    for n in ctx.params:
+        ctx.masks[n] = topk_mask(scores[n], exact_count(dens[n], ctx.numel(n)), None if within is None else within[n])
+
+
+def fixed_mask(name: str, select: Callable[[SparseContext], dict], on_collapse: str = "warn") -> Op:
+    """The init op of a pruning-at-init method: ``select`` fills ``ctx.masks``, then layer collapse
+    is checked and recorded in the event."""
+    def run(ctx: SparseContext) -> dict:
+        event = select(ctx)
+        collapsed = [n for n in ctx.params if ctx.active(n) == 0]
+        if collapsed:
+            msg = (f"{name}: layer collapse, no active weight left in {', '.join(collapsed)} at density "
+                   f"{event.get('density_target', '?')}; the network cannot pass a signal through "
+                   f"{'it' if len(collapsed) == 1 else 'them'}. Use a higher density or scope='layer'.")
+            if on_collapse == "error":
+                raise SparsetrainError(msg + " (on_collapse='warn' lets it train anyway.)")
+            warnings.warn(msg, RuntimeWarning, stacklevel=5)  # points at the attach() call
+        return {**event, "init": name, "collapsed": collapsed, "n_collapsed": len(collapsed)}
+    return Op(run, name=f"init_{name}")
+
+
+def _check(density: float, scope: str, distribution: str, on_collapse: str) -> None:
+    check_density(density)
+    if scope not in SCOPES:
+        raise unknown_choice("scope", scope, SCOPES)
+    if distribution not in DISTRIBUTIONS:
+        raise unknown_choice("distribution", distribution, DISTRIBUTIONS)
+    if on_collapse not in ON_COLLAPSE:
+        raise unknown_choice("on_collapse", on_collapse, ON_COLLAPSE)
+
+
+def _model(ctx: SparseContext, who: str) -> torch.nn.Module:
+    if ctx.model is None:
+        raise SparsetrainError(f"{who} needs the model: attach it with sparsetrain.attach(model, ...).")
+    return ctx.model
+
+
+@register_method("snip", family="init", paper="Lee et al. 2019, SNIP: single-shot network pruning")
+def snip(density: float = 0.1, n_batches: int = 1, scope: str = "global", distribution: str = "erk",
+         on_collapse: str = "warn") -> Method:
+    """SNIP: keep the largest connection sensitivities |g * w| on ``n_batches`` training batches.
+
+    Algorithm (paper, Algorithm 1): sample a batch; s = |dL/dc| = |g * w| at c = 1; keep the
+    top-k of s over the whole network (``scope="global"``, the paper's). Needs ``data=`` in attach.
+
+    Example:
+        >>> from sparsetrain.methods import create_method
+        >>> create_method("snip", density=0.05).config["scope"]
+        'global'
+    """
+    _check(density, scope, distribution, on_collapse)
+    check_positive_int(n_batches, "n_batches")
+
+    def select(ctx: SparseContext) -> dict:
+        batches = take_batches(ctx.data, n_batches, "snip")
+        keep_top(ctx, snip_scores(_model(ctx, "snip"), ctx.params, batches, ctx.loss_fn), density, scope, distribution)
+        return {"batches": len(batches), "density_target": density}
+    return Method(init=fixed_mask("snip", select, on_collapse))
+
+
+@register_method("grasp", family="init", paper="Wang et al. 2020, GraSP: gradient signal preservation")
+def grasp(density: float = 0.1, n_batches: int = 1, temperature: float = 200.0, scope: str = "global",
+          distribution: str = "erk", on_collapse: str = "warn") -> Method:
+    """GraSP: remove the weights with the highest S = -w * (H g), i.e. keep the lowest S.
+
+    Algorithm (paper, Algorithm 1): g = dL/dw on the batches; Hg by a second backward; S = -w * Hg;
+    remove the top (1 - density) of S globally. Logits are divided by ``temperature`` (the original
+    code's T = 200). Needs ``data=`` in attach; ``n_batches`` training batches (the original uses
+    one batch of 10 samples per class; the trainer's batch of 128 on 10 classes is close to it).
+    """
+    _check(density, scope, distribution, on_collapse)
+    check_positive_int(n_batches, "n_batches")
+    if not temperature > 0:
+        raise SparsetrainError(f"grasp temperature must be > 0, got {temperature!r}.")
+
+    def select(ctx: SparseContext) -> dict:
+        batches = take_batches(ctx.data, n_batches, "grasp")
+        scores = grasp_scores(_model(ctx, "grasp"), ctx.params, batches, ctx.loss_fn, temperature)
+        keep_top(ctx, {n: -s for n, s in scores.items()}, density, scope, distribution)  # keep the lowest S
+        return {"batches": len(batches), "density_target": density}
+    return Method(init=fixed_mask("grasp", select, on_collapse))
+
+
+@register_method("synflow", family="init", paper="Tanaka et al. 2020, SynFlow: iterative synaptic flow pruning")
+def synflow(density: float = 0.1, iterations: int = 100, scope: str = "global", distribution: str = "erk",
+            double: bool = True, on_collapse: str = "warn") -> Method:
+    """SynFlow: data-free, iterative; keep the largest |w * dR/dw|, R = 1^T (prod |W_l|) 1.
+
+    Algorithm (paper, Algorithm 1): for k = 1..n: mask the |weights|, score with an all-ones
+    input, keep the top density^(k/n) of the weights still active (exponential schedule from
+    1 to ``density``), globally. Reads the input shape from ``example_input`` (or the first
+    batch of ``data``) given to attach; no labels are used.
+    """
+    _check(density, scope, distribution, on_collapse)
+    check_positive_int(iterations, "iterations")
+
+    def select(ctx: SparseContext) -> dict:
+        if ctx.example_input is None and ctx.data is None:
+            raise SparsetrainError("synflow needs the input shape (no data is used): pass example_input=<an input "
+                                   "batch> (or data=) to sparsetrain.attach(), or use the trainer.")
+        x = ctx.example_input if ctx.example_input is not None else take_batches(ctx.data, 1, "synflow")[0][0]
+        if not isinstance(x, Tensor):
+            raise SparsetrainError(f"synflow: example_input must be a tensor batch, got {type(x).__name__}.")
+        model = _model(ctx, "synflow")
+        for n, p in ctx.params.items():
+            ctx.masks[n] = torch.ones_like(p, dtype=torch.bool)
+        for k in range(1, iterations + 1):
+            scores = synflow_scores(model, ctx.params, x, ctx.masks, double)
+            keep_top(ctx, scores, density ** (k / iterations), scope, distribution, within=dict(ctx.masks))
+        return {"iterations": iterations, "density_target": density}
+    return Method(init=fixed_mask("synflow", select, on_collapse))
+
+
+@register_method("random", family="init", paper="Liu et al. 2022 / Su et al. 2020 (random pruning baselines)")
+def random(density: float = 0.1, distribution: str = "erk", on_collapse: str = "warn") -> Method:
+    """Random pruning at init: exact-count random masks per layer of ``distribution``
+    (``uniform``, ``er``, ``erk``, ``smart_ratio``, ``smart_ratio_vgg``, or ``global``)."""
+    _check(density, "layer", distribution, on_collapse)
+
+    def select(ctx: SparseContext) -> dict:
+        return {**init_random(distribution, density)(ctx), "density_target": density}
+    return Method(init=fixed_mask(f"random[{distribution}]", select, on_collapse))
+
+
+@register_method("lottery_ticket", family="init", paper="ITOP (Liu et al. 2021) lottery_ticket init")
+def lottery_ticket(density: float = 0.1, scope: str = "global", distribution: str = "erk",
+                   on_collapse: str = "warn") -> Method:
+    """Magnitude at init: keep the largest |w| of the initial weights, globally (ITOP's
+    ``lottery_ticket`` sparse init, ALGORITHMS.md 1.1) or per layer of ``distribution``."""
+    _check(density, scope, distribution, on_collapse)
+
+    def select(ctx: SparseContext) -> dict:
+        return {**init_magnitude(density, scope, distribution)(ctx), "density_target": density}
+    return Method(init=fixed_mask("lottery_ticket", select, on_collapse))
