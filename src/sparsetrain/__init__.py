@@ -19,4 +19,7 @@ def __getattr__(name: str):
     if name == "RigLScheduler":  # lazy: keeps `import sparsetrain` light
         from sparsetrain.compat.rigl_torch import RigLScheduler
         return RigLScheduler
+    if name == "compact":  # lazy: needs torch-pruning (the structured extra)
+        from sparsetrain.structured.compact import compact
+        return compact
     raise AttributeError(f"module 'sparsetrain' has no attribute {name!r}")

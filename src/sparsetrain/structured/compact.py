@@ -1,0 +1,260 @@
+"""Physically remove empty channels: a narrower, standard ``nn.Module`` with the same eval outputs.
+
+ALGORITHMS.md 5.5 (``merge_filters``): keep the surviving output channels of
+each layer (weights, bias, BatchNorm entries) and the matching input columns of
+every consumer. Which channels are coupled (a BatchNorm, a flatten into a
+linear layer, a residual addition) comes from the dependency graph
+(:func:`sparsetrain.structured.graph.channel_groups`, torch-pruning), never
+from a per-architecture table.
+
+A channel is *empty* when every producer's weight rows for it are zero. Its
+value is then a constant (bias and BatchNorm shift through the activation),
+so removing it shifts each consumer by a constant too, which is folded into
+the consumer's bias: in eval mode the compact model's outputs equal the
+masked model's. That fold is exact for linear layers and for convolutions
+without zero padding; a zero-padded convolution sees the constant only partly
+at the borders, so such a channel is kept, unless a ``calibration`` loader is
+given: then it is removed (its interior value folded) and BatchNorm statistics
+are recomputed on the data, as the seed does (``update_bn``).
+
+Example:
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.ReLU(), nn.Conv1d(4, 2, 1)).eval()
+    >>> with torch.no_grad(): _ = net[0].weight[1:3].zero_()
+    >>> small, spec = compact(net, torch.randn(2, 1, 8))
+    >>> small[0].out_channels, small[3].in_channels, spec["removed"]
+    (2, 2, {'0': [1, 2]})
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsetrain.core.selection import unwrap
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.structured.widths import module_widths, rebuild, resize_module
+
+_KNOWN = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass
+class _Plan:
+    """What happens to one channel group: removed root channels and bias shifts per consumer."""
+
+    removed: list[int]
+    shifts: dict[str, Tensor] = field(default_factory=dict)
+    approximate: list[str] = field(default_factory=list)
+
+
+def _run(model: nn.Module, example_input: Any) -> Any:
+    with torch.no_grad():
+        return model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+
+
+def _consumer_inputs(model: nn.Module, names: set[str], example_input: Any) -> dict[str, Tensor]:
+    """The input each consumer layer sees on ``example_input`` (eval mode)."""
+    seen: dict[str, Tensor] = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_pre_hook(
+        lambda m, args, n=n: seen.setdefault(n, args[0].detach().clone())) for n in names]
+    try:
+        _run(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _check_traceable(model: nn.Module) -> None:
+    """Refuse layers whose weights the dependency graph cannot see (a functional conv on a raw parameter)."""
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.dim() >= 2]
+        if own and not isinstance(module, _KNOWN):
+            raise SparsetrainError(
+                f"cannot compact {type(model).__name__}: layer {name!r} ({type(module).__name__}) holds a "
+                f"{tuple(own[0].shape)} weight outside a standard Conv/Linear layer, which the dependency graph "
+                "cannot trace. Rewrite it with nn.Conv*/nn.Linear, or compact a model without it.")
+
+
+def _empty_channels(group, params: dict[str, Tensor]) -> list[int]:
+    """Root channels whose producer weight rows are all zero in every producer."""
+    empty = torch.ones(group.size, dtype=torch.bool)
+    for s in group.producers:
+        if s.param.endswith(".weight"):
+            w = params[s.param].detach().movedim(s.dim, 0)
+            nz = w.reshape(w.shape[0], -1).ne(0).any(1)
+            empty &= ~nz[s.positions()].any(1)
+    return empty.nonzero().flatten().tolist()
+
+
+def _constant(x: Tensor, positions: Tensor) -> Tensor | None:
+    """The constant value of input features ``positions`` (dim 1), or None when they vary."""
+    v = x.movedim(1, 0)[positions.flatten()].reshape(positions.numel(), -1)
+    k = v[:, :1]
+    tol = 1e-6 * (1.0 + v.abs().max())
+    return k.flatten() if bool(((v - k).abs() <= tol).all()) else None
+
+
+def _exact_fold(module: nn.Module) -> bool:
+    """A constant input shifts every output by the same amount (no zero padding at the borders)."""
+    if isinstance(module, nn.Linear):
+        return True
+    if getattr(module, "transposed", False):
+        return False
+    padding = module.padding
+    pads = padding != "valid" if isinstance(padding, str) else any(p > 0 for p in padding)
+    return module.padding_mode != "zeros" or not pads or all(k == 1 for k in module.kernel_size)
+
+
+def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -> _Plan:
+    """Keep the channels whose constant cannot be folded exactly (unless approximating); compute the shifts."""
+    keep_mask = torch.zeros(group.size, dtype=torch.bool)
+    consts = {}
+    for s in group.consumers:
+        name = s.param.rsplit(".", 1)[0]
+        pos = s.positions()[empty]
+        k = _constant(inputs[name], pos)
+        if k is None:  # not constant (e.g. an unmasked skip path feeds it): cannot remove
+            keep_mask[empty] = True
+            continue
+        k = k.view(pos.shape)
+        consts[s.param] = (pos, k)
+        if not _exact_fold(modules[name]) and not approximate:
+            keep_mask[torch.tensor(empty)[(k != 0).any(1)]] = True
+    removed = [c for c in empty if not keep_mask[c]]
+    if len(removed) == group.size:  # a layer needs one channel
+        removed = removed[1:]
+    plan = _Plan(removed)
+    index = {c: i for i, c in enumerate(empty)}
+    rows = torch.tensor([index[c] for c in removed], dtype=torch.long)
+    for param, (pos, k) in consts.items():
+        pos, k = pos[rows].flatten(), k[rows].flatten()
+        if not bool(k.any()):
+            continue
+        w = params[param].detach().index_select(1, pos)
+        shift = (w * k.view(1, -1, *([1] * (w.dim() - 2)))).sum(dim=tuple(range(1, w.dim())))
+        plan.shifts[param.rsplit(".", 1)[0]] = shift
+        if not _exact_fold(modules[param.rsplit(".", 1)[0]]):
+            plan.approximate.append(param.rsplit(".", 1)[0])
+    return plan
+
+
+def _keep_index(n: int, drop: set[int]) -> Tensor:
+    return torch.tensor([i for i in range(n) if i not in drop], dtype=torch.long)
+
+
+def _remove(model: nn.Module, groups, plans: list[_Plan]) -> None:
+    """Apply every plan: slice producers, norms and consumers, then add the folded shifts to biases."""
+    drops: dict[str, dict[int, set[int]]] = {}
+    for g, plan in zip(groups, plans, strict=True):
+        root = torch.tensor(plan.removed, dtype=torch.long)
+        for s in (*g.producers, *g.consumers):
+            if s.param.endswith(".weight"):
+                module = s.param.rsplit(".", 1)[0]
+                drops.setdefault(module, {}).setdefault(s.dim, set()).update(s.positions()[root].flatten().tolist())
+        for norm in g.norms:
+            drops.setdefault(norm, {}).setdefault(0, set()).update(plan.removed)
+    modules = dict(model.named_modules())
+    for plan in plans:  # shifts are computed on the full widths: fold first, then slice
+        for name, shift in plan.shifts.items():
+            module = modules[name]
+            if module.bias is None:
+                module.bias = nn.Parameter(torch.zeros(module.weight.shape[int(_transposed(module))],
+                                                       dtype=module.weight.dtype))
+            with torch.no_grad():
+                module.bias.add_(shift.to(module.bias))
+    for name, dims in drops.items():
+        module = modules[name]
+        sizes = {d: (module.weight.shape[d] if hasattr(module, "in_channels") or hasattr(module, "in_features")
+                     else _features(module)) for d in dims}
+        resize_module(module, {d: _keep_index(sizes[d], drop) for d, drop in dims.items()})
+
+
+def _features(module: nn.Module) -> int:
+    return int(getattr(module, "num_features", None) or module.num_channels)
+
+
+def _transposed(module: nn.Module) -> bool:
+    return bool(getattr(module, "transposed", False))
+
+
+def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | None = None,
+            calibration: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Remove the empty channels of ``model``; returns ``(compact_model, width_spec)``.
+
+    Args:
+        model: a trained model (dense-with-zeros, DESIGN contract 1); not modified.
+        example_input: a real input batch; it traces the graph, reads the
+            constant value of each empty channel, and checks the result.
+        masks: ``{parameter name: mask}`` applied (weight * mask) before compaction.
+        calibration: optional loader of input batches (``(x, y)`` or ``x``); when
+            given, channels whose constant cannot be folded exactly are removed
+            too and BatchNorm statistics are recomputed on it
+            (``torch.optim.swa_utils.update_bn``, ALGORITHMS.md 5.5). Outputs then
+            differ from the masked model's by design.
+
+    Returns:
+        The compact ``nn.Module`` (same class, fewer channels, training mode as
+        given) and a JSON-able width spec (``removed`` root channels per group,
+        the new ``widths`` of each resized layer) for :func:`rebuild`.
+        A model with nothing removable is returned as is, with a warning.
+
+    Raises:
+        SparsetrainError: a layer the graph cannot trace (named), a failed trace,
+            or outputs that changed (a graph the tracer misread).
+    """
+    from sparsetrain.structured.graph import channel_groups
+    source = unwrap(model)
+    masked = copy.deepcopy(source).eval()
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, mask in (masks or {}).items():
+            if name not in params:
+                raise SparsetrainError(f"masks name {name!r}, which the model does not have.")
+            params[name].mul_(mask.to(params[name]))
+    groups = [g for g in channel_groups(masked, example_input, prune_skip=True) if _empty_channels(g, params)]
+    if groups:
+        _check_traceable(masked)
+    modules = dict(masked.named_modules())
+    inputs = _consumer_inputs(masked, {s.param.rsplit(".", 1)[0] for g in groups for s in g.consumers},
+                              example_input)
+    plans = [_plan(g, params, modules, inputs, _empty_channels(g, params), calibration is not None) for g in groups]
+    kept = [(g, p) for g, p in zip(groups, plans, strict=True) if p.removed]
+    if not kept:
+        warnings.warn(f"nothing to compact in {type(source).__name__}: no channel has all-zero weights in every "
+                      "layer that produces it (or none can be removed exactly); the model is returned unchanged.",
+                      stacklevel=2)
+        return model, {"format": "sparsetrain-width-spec", "version": 1, "removed": {}, "widths": {}}
+    reference = _run(masked, example_input)
+    small = copy.deepcopy(masked)
+    _remove(small, [g for g, _ in kept], [p for _, p in kept])
+    _verify(small, example_input, reference, approximate=calibration is not None or any(p.approximate for _, p in kept))
+    if calibration is not None:
+        torch.optim.swa_utils.update_bn(calibration, small)
+    small.train(source.training)
+    spec = {"format": "sparsetrain-width-spec", "version": 1, "model": type(source).__name__,
+            "removed": {g.name: p.removed for g, p in kept}, "widths": module_widths(small, source)}
+    return small, spec
+
+
+def _verify(small: nn.Module, example_input: Any, reference: Any, approximate: bool) -> None:
+    try:
+        out = _run(small.eval(), example_input)
+    except RuntimeError as err:
+        raise SparsetrainError(f"the compact model fails on the example input ({str(err).splitlines()[0]}): the "
+                               "dependency graph misread the model; compaction is not possible for it.") from None
+    if approximate:
+        return
+    if not isinstance(out, Tensor) or out.shape != reference.shape or not torch.allclose(
+            out, reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max() + 1)):
+        raise SparsetrainError("the compact model's outputs differ from the masked model's: the dependency graph "
+                               "misread an operation of this model; compaction is not possible for it.")
+
+
+__all__ = ["compact", "rebuild"]
