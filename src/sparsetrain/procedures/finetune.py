@@ -1,0 +1,132 @@
+"""Weight training under a given mask, through the ordinary engine (ALGORITHMS.md 6, ``finetune``).
+
+The procedures (Gem-Miner, and any procedure that finds a mask first) hand
+their mask to :func:`given_masks`, a :class:`~sparsetrain.Method` whose init
+installs it and which never updates it; ``sparsetrain.attach`` then keeps the
+inactive weights exactly zero with clean optimizer state (DESIGN contracts 1-3).
+Rare Gems applies the mask in the forward pass (w * m), so pruned weights get no
+gradient; masking gradients and weights after each step gives the same training.
+
+Example:
+    >>> import torch
+    >>> net = torch.nn.Linear(4, 2)
+    >>> mask = {"weight": torch.tensor([[True, False, False, False], [False, True, True, False]])}
+    >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    >>> sp = sparsetrain.attach(net, opt, given_masks(mask), total_steps=1, include=list(mask))
+    >>> int((net.weight != 0).sum())
+    3
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import sparsetrain
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.methods import Method
+from sparsetrain.ops.base import Op
+from sparsetrain.procedures.gems_config import finetune_milestones
+
+
+def given_masks(masks: dict[str, Tensor]) -> Method:
+    """A fixed-mask method that starts from ``masks`` (``{param name: bool tensor}``)."""
+    def run(ctx) -> dict:
+        if set(ctx.params) != set(masks):
+            raise SparsetrainError(f"the given masks name {sorted(masks)} but the selected parameters are "
+                                   f"{sorted(ctx.params)}; pass include=list(masks) to attach().")
+        for name, p in ctx.params.items():
+            if masks[name].shape != p.shape:
+                raise SparsetrainError(f"mask {name!r} has shape {tuple(masks[name].shape)}, the parameter "
+                                       f"{tuple(p.shape)}.")
+            ctx.masks[name] = masks[name].to(device=p.device, dtype=torch.bool).clone()
+        return {"init": "given"}
+    return Method(init=Op(run, name="given_masks"), name="given_masks")
+
+
+def lr_at(policy: str, base: float, epoch: int, epochs: int, milestones: list[int], gamma: float) -> float:
+    """The per-epoch LR of the Rare Gems policies: ``cosine_lr``, ``multistep_lr``, ``constant_lr``.
+
+    Example:
+        >>> [round(lr_at("multistep", 0.01, e, 150, [80, 120], 0.1), 6) for e in (79, 80, 120)]
+        [0.01, 0.001, 0.0001]
+    """
+    if policy == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs)) * base
+    if policy == "multistep":
+        return base * gamma ** sum(epoch >= m for m in milestones)
+    return base
+
+
+@torch.no_grad()
+def masked_accuracy(search, masks: dict[str, Tensor] | None, loader, device) -> float:
+    """Test accuracy of the search's frozen weights under ``masks`` (None: the search forward)."""
+    search.model.eval()
+    correct = total = 0
+    floats = None if masks is None else {n: m.float() for n, m in masks.items()}
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += (search(x, floats).argmax(1) == y).sum().item()
+        total += y.numel()
+    return correct / max(1, total)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader, device) -> float:
+    """Plain test accuracy of ``model``."""
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += y.numel()
+    return correct / max(1, total)
+
+
+def layer_densities(masks: dict[str, Tensor]) -> dict[str, float]:
+    """``{name: fraction active}``."""
+    return {n: int(m.sum()) / m.numel() for n, m in masks.items()}
+
+
+class MaskedTrainer:
+    """Fine-tunes a plain model under a fixed mask with the config's SGD and multistep LR."""
+
+    def __init__(self, cfg: dict, loaders, log) -> None:
+        self.cfg, self.loaders, self.log = cfg, loaders, log
+
+    def run(self, model: nn.Module, masks: dict[str, Tensor], phase: str) -> dict[str, Any]:
+        """Train ``model`` in place for ``finetune_epochs``; returns the final test accuracy and time."""
+        cfg, device = self.cfg, self.cfg["device"]
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=cfg["finetune_lr"], momentum=cfg["finetune_momentum"],
+                                    weight_decay=cfg["finetune_weight_decay"])
+        epochs, milestones = cfg["finetune_epochs"], finetune_milestones(cfg)
+        sparsifier = sparsetrain.attach(model, optimizer, given_masks(masks), include=list(masks),
+                                        total_steps=epochs * len(self.loaders.train), seed=cfg["seed"])
+        started, acc = time.perf_counter(), accuracy(model, self.loaders.test, device)
+        for epoch in range(epochs):
+            lr = lr_at(cfg["finetune_lr_policy"], cfg["finetune_lr"], epoch, epochs, milestones, cfg["lr_gamma"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            loss_sum = seen = 0
+            for x, y in self.loaders.train:
+                x, y = x.to(device), y.to(device)
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum, seen = loss_sum + loss.item() * y.numel(), seen + y.numel()
+            acc = accuracy(model, self.loaders.test, device)
+            self.log({"phase": phase, "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(1, seen),
+                      "test_acc": acc, "density": sparsifier.density(), "time": time.perf_counter() - started})
+        sparsifier.detach()
+        return {"test_acc": acc, "time_s": time.perf_counter() - started}
+
+
+__all__ = ["MaskedTrainer", "accuracy", "given_masks", "layer_densities", "lr_at", "masked_accuracy"]

@@ -1,0 +1,285 @@
+"""Rare Gems / Gem-Miner: find a sparse subnetwork at initialisation, then fine-tune it (ALGORITHMS.md 6).
+
+Sreenivasan et al. 2022, "Rare Gems: Finding Lottery Tickets at Initialization".
+The procedure, as in the paper's algorithm and ``main.py`` / ``main_utils.py``:
+
+1. Freeze signed-constant weights; learn scores p in [0, 1] with SGD on
+   CE + lambda * R(p), forward with ``w * 1[p > 0.5] * flag`` (straight-through
+   estimator), projecting p onto [0, 1] before every step and after every epoch.
+2. ``hc_iter``: after epochs P, 2P, ... (0-based, K = floor((E-1)/P) rounds)
+   unflag the globally lowest |p| so that d^(r/K) of the weights stay after round
+   r (rate q = 1 - d^(1/K) per round). If rounding ever leaves 0 % of the
+   weights, stop and threshold once straight to the target.
+3. Round the scores (``naive`` p > 0.5, ``prob``, ``all_ones``): the accuracy
+   of these untrained weights under the rounded mask is the "rare gem" accuracy.
+4. Fine-tune the weights under the mask (``unflag_before_finetune``: mask = flag,
+   exactly the target; else flag * 1[p > 0.5]) with SGD and multistep LR,
+   through the ordinary engine (a fixed mask, DESIGN contract 1).
+5. Sanity checks from the same pre-fine-tune model: weights re-drawn (kaiming
+   normal), masks shuffled within each layer, and optionally the inverted scores.
+
+Edge-popup (``ep``, ``global_ep``) shares steps 1, 3 (its top-k mask) and 4.
+
+Example (about 10 s; ``tests/test_gems.py`` runs the same end to end)::
+
+    >>> summary = run_gems({"dataset": "digits", "target_sparsity": 20, "epochs": 3, "iter_period": 1,
+    ...                     "finetune_epochs": 1}, "runs/gems-digits", progress=False)  # doctest: +SKIP
+    >>> round(summary["density"], 2)  # doctest: +SKIP
+    0.2
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+
+from sparsetrain.core.selection import select_parameters
+from sparsetrain.core.topk import bottomk_mask
+from sparsetrain.procedures.finetune import MaskedTrainer, layer_densities, lr_at, masked_accuracy
+from sparsetrain.procedures.gems_config import (
+    check_reachable,
+    is_prune_epoch,
+    load_gems_config,
+    round_rate,
+    rounds,
+    survivors,
+)
+from sparsetrain.procedures.scores import ScoreSearch, density_of, kaiming_normal_, signed_constant_
+from sparsetrain.train.data import create_dataset, make_loaders
+from sparsetrain.train.models import create_model, model_signature
+
+
+class _Log:
+    """metrics.jsonl writer and the one-line-per-epoch printout."""
+
+    def __init__(self, path: Path, progress: bool) -> None:
+        self.path, self.progress, self.rows = path, progress, []
+        path.write_text("")
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.progress:
+            shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items() if k != "time"}
+            print(" ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+
+
+def build(cfg: dict) -> tuple[nn.Module, Any, Any]:
+    """Model and loaders from the trainer's registries (any dataset and model they know)."""
+    splits = create_dataset(cfg["dataset"], root=cfg["data_root"], seed=cfg["seed"], **cfg["data_kwargs"])
+    loaders = make_loaders(splits, cfg["batch_size"], seed=cfg["seed"], val_fraction=cfg["val_fraction"],
+                           eval_batch_size=cfg["eval_batch_size"])
+    params, given = model_signature(cfg["model"]), cfg["model_kwargs"]
+    shape = splits.input_shape
+    derived = {"in_channels": int(shape[0]), "in_features": int(math.prod(shape)), "image_size": int(shape[-1])}
+    kwargs = {k: v for k, v in derived.items() if k in params and given.get(k) is None}
+    torch.manual_seed(cfg["seed"])
+    model = create_model(cfg["model"], num_classes=splits.num_classes, **kwargs, **given)
+    return model.to(cfg["device"]), loaders, splits
+
+
+def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> list[str]:
+    """Rare Gems' network: non-affine BatchNorm, signed-constant weights, bias-free prunable layers.
+
+    Returns the names of the prunable weights (conv / linear, minus ``exclude``).
+    """
+    names = list(select_parameters(model, exclude=tuple(cfg["exclude"])))
+    if cfg["nonaffine_bn"]:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                m.affine, m.weight, m.bias = False, None, None
+    modules = dict(model.named_modules())
+    for name in names:
+        layer = modules[name.rsplit(".", 1)[0] if "." in name else ""]
+        if cfg["weight_init"] == "signed_constant":
+            signed_constant_(layer.weight, generator)
+        elif cfg["weight_init"] == "kaiming_normal":
+            kaiming_normal_(layer.weight, generator)
+        if cfg["zero_bias"] and getattr(layer, "bias", None) is not None:
+            nn.init.zeros_(layer.bias)
+    return names
+
+
+def _search_epoch(search: ScoreSearch, optimizer, loader, cfg: dict, device) -> tuple[float, float]:
+    search.model.train()
+    loss_sum = correct = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        search.project_()  # project_freq = 1: before every forward
+        out = search(x)
+        loss = F.cross_entropy(out, y)
+        if cfg["lmbda"] > 0 and cfg["regularization"] != "none":
+            loss = loss + cfg["lmbda"] * search.penalty(cfg["regularization"], cfg["alpha"], cfg["alpha_prime"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * y.numel()
+        correct += (out.argmax(1) == y).sum().item()
+        seen += y.numel()
+    search.project_()  # and at the end of the epoch
+    return loss_sum / max(1, seen), correct / max(1, seen)
+
+
+def search_phase(search: ScoreSearch, cfg: dict, loaders, log: _Log, generator: torch.Generator) -> dict:
+    """Train the scores for ``epochs``, thresholding every ``iter_period`` epochs (``hc_iter``)."""
+    device = cfg["device"]
+    params = search.score_list()
+    if cfg["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    else:
+        optimizer = torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    total, n_rounds = search.numel(), rounds(cfg["epochs"], cfg["iter_period"])
+    target = check_reachable(cfg["density"], total)
+    done, stopped, started = 0, None, time.perf_counter()
+    milestones = cfg["milestones"] or [cfg["epochs"] // 2, 3 * cfg["epochs"] // 4]
+    for epoch in range(cfg["epochs"]):
+        lr = lr_at(cfg["lr_policy"], cfg["lr"], epoch, cfg["epochs"], milestones, cfg["lr_gamma"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        train_loss, train_acc = _search_epoch(search, optimizer, loaders.train, cfg, device)
+        pruned = 0
+        if cfg["algo"] == "hc_iter" and is_prune_epoch(epoch, cfg["iter_period"]) and done < n_rounds:
+            done += 1
+            pruned = search.keep_top_(survivors(total, cfg["density"], n_rounds, done))
+        rounded = search.hard_masks(cfg["rounding"], generator)
+        row = {"phase": "search", "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "test_acc": masked_accuracy(search, None, loaders.test, device),
+               "test_acc_rounded": masked_accuracy(search, rounded, loaders.test, device),
+               "flag_density": search.flagged() / total, "rounded_density": density_of(rounded),
+               "round": done, "pruned": pruned, "time": time.perf_counter() - started}
+        log(row)
+        if cfg["algo"] in ("hc", "hc_iter") and row["rounded_density"] == 0.0:
+            # the 0 %-remaining safety of the original: stop and threshold once to the target
+            search.keep_top_(target)
+            stopped = epoch + 1
+            log({"phase": "search", "event": "zero_remaining_stop", "epoch": epoch + 1,
+                 "flag_density": search.flagged() / total})
+            break
+    return {"rounds_done": done, "rounds": n_rounds, "rate": round_rate(cfg["density"], max(1, n_rounds)),
+            "stopped_at_epoch": stopped, "target_count": target, "time_s": time.perf_counter() - started}
+
+
+def finetune_masks(search: ScoreSearch, cfg: dict) -> dict[str, Tensor]:
+    """The mask the weights are trained under: the flags (``unflag_before_finetune``: scores
+    reset to 1, so exactly the target survives) or flag * 1[p > 0.5]; edge-popup's top-k."""
+    if search.algo in ("ep", "global_ep"):
+        return search.hard_masks()
+    return search.hard_masks("all_ones" if cfg["unflag_before_finetune"] else "naive")
+
+
+def sanity_masks(kind: str, masks: dict[str, Tensor], search: ScoreSearch,
+                 generator: torch.Generator) -> dict[str, Tensor]:
+    """``reshuffle``: each layer's mask randomly permuted; ``invert``: each layer keeps its count
+    of the *lowest* |p|; ``reinit``: the mask unchanged (the weights change)."""
+    out = {}
+    for name, m in masks.items():
+        if kind == "reshuffle":
+            perm = torch.randperm(m.numel(), generator=generator).to(m.device)
+            out[name] = m.flatten()[perm].view_as(m)
+        elif kind == "invert":
+            out[name] = bottomk_mask(search.scores[name].detach().abs(), int(m.sum()))
+        else:
+            out[name] = m.clone()
+    return out
+
+
+def _save_plot(rows: list[dict], path: Path) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in rows if r.get("phase") == "search" and "test_acc" in r]
+    ep = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(ep, [r["flag_density"] for r in rows], label="flagged (thresholding)")
+    a.plot(ep, [r["rounded_density"] for r in rows], label="rounded (p > 0.5)")
+    a.set(xlabel="search epoch", ylabel="density", yscale="log", title="density")
+    b.plot(ep, [r["test_acc"] for r in rows], label="search forward")
+    b.plot(ep, [r["test_acc_rounded"] for r in rows], label="rounded mask")
+    b.set(xlabel="search epoch", ylabel="test accuracy", title="accuracy of untrained weights")
+    for ax in (a, b):
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
+    """Run the Gem-Miner (or edge-popup) procedure into the run folder ``out_dir``.
+
+    Writes ``config.yaml`` (resolved), ``metrics.jsonl`` (one row per epoch of
+    every phase), ``mask.pt`` (``{name: bool tensor}``, loads with
+    ``torch.load(weights_only=True)``), ``model.pt`` (the fine-tuned plain state
+    dict), ``search.png`` and ``summary.json``. Returns the summary: ``density``,
+    ``gem_acc_before_finetune`` (rounded mask, untrained weights),
+    ``acc_after_finetune``, ``sanity`` ``{name: accuracy}``, ``layer_densities``,
+    ``mask_path`` and more.
+    """
+    cfg = load_gems_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    model, loaders, splits = build(cfg)
+    log = _Log(out / "metrics.jsonl", progress)
+    prepare_model(model, cfg, generator)
+    search = ScoreSearch.create(model, cfg["algo"], cfg["density"], score_init=cfg["score_init"],
+                                generator=generator, quantized=cfg["quantized"],
+                                threshold=cfg["quantize_threshold"], exclude=tuple(cfg["exclude"]))
+    info = search_phase(search, cfg, loaders, log, generator)
+    search.release()
+    device = cfg["device"]
+    gem_masks = search.hard_masks(cfg["rounding"], generator)
+    masks = finetune_masks(search, cfg)
+    summary: dict[str, Any] = {
+        "algo": cfg["algo"], "dataset": cfg["dataset"], "model": cfg["model"], "seed": cfg["seed"],
+        "target_density": cfg["density"], "density": density_of(masks), "rounded_density": density_of(gem_masks),
+        "gem_acc_before_finetune": masked_accuracy(search, gem_masks, loaders.test, device),
+        "acc_before_finetune": masked_accuracy(search, masks, loaders.test, device),
+        "layer_densities": layer_densities(masks), "search": info}
+    mask_path = out / "mask.pt"
+    torch.save({n: m.cpu() for n, m in masks.items()}, mask_path)
+    summary["mask_path"] = str(mask_path)
+    base = copy.deepcopy(model.state_dict())
+    trainer = MaskedTrainer(cfg, loaders, log)
+    summary["acc_after_finetune"] = None
+    if cfg["finetune"]:
+        tuned = trainer.run(model, masks, "finetune")
+        summary["acc_after_finetune"] = tuned["test_acc"]
+        torch.save(model.state_dict(), out / "model.pt")
+        summary["time_finetune_s"] = tuned["time_s"]
+    summary["sanity"] = {}
+    if cfg["finetune"] and cfg["sanity_checks"] and cfg["algo"] in ("hc", "hc_iter"):
+        kinds = ["reinit", "reshuffle"] + (["invert"] if cfg["invert_sanity_check"] else [])
+        for kind in kinds:
+            twin = copy.deepcopy(model)
+            twin.load_state_dict(base)
+            if kind == "reinit":
+                modules = dict(twin.named_parameters())
+                for name in masks:
+                    kaiming_normal_(modules[name], generator)
+            result = trainer.run(twin, sanity_masks(kind, masks, search, generator), f"sanity_{kind}")
+            summary["sanity"][kind] = result["test_acc"]
+    plot = _save_plot(log.rows, out / "search.png")
+    summary["plot_path"] = str(plot) if plot else None
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+__all__ = ["build", "finetune_masks", "load_gems_config", "prepare_model", "run_gems", "sanity_masks",
+           "search_phase"]

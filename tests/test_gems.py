@@ -1,0 +1,317 @@
+"""Rare Gems / Gem-Miner and edge-popup (ALGORITHMS.md 6): the score machinery, the
+thresholding schedule, rounding and unflagging, the sanity checks, the config mapping
+and an end-to-end run on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from sparsetrain.core.topk import exact_count
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.procedures.gems import finetune_masks, run_gems, sanity_masks
+from sparsetrain.procedures.gems_config import (
+    check_reachable,
+    is_prune_epoch,
+    load_gems_config,
+    round_rate,
+    rounds,
+    survivors,
+)
+from sparsetrain.procedures.scores import ScoreSearch, init_scores, regularization, signed_constant_
+
+SEED_CONFIG = Path("/work/shared/seeds/rare_gems.txt")
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def _search(algo: str = "hc_iter", density: float = 0.5, **kw) -> ScoreSearch:
+    return ScoreSearch.create(_net(), algo, density, generator=torch.Generator().manual_seed(0), **kw)
+
+
+# ---------------------------------------------------------------- the thresholding schedule (6)
+def test_rate_reaches_five_percent_in_exactly_29_rounds():
+    # the sample config: E = 150, P = 5 -> K = floor(149 / 5) = 29 rounds after epochs 5, 10, ..., 145
+    assert rounds(150, 5) == 29
+    assert [e for e in range(150) if is_prune_epoch(e, 5)] == list(range(5, 146, 5))
+    q = round_rate(0.05, 29)
+    assert q == pytest.approx(1 - math.exp(math.log(0.05) / 29))
+    assert q == pytest.approx(0.0981446, abs=1e-7)  # 0.05 ** (1/29) = exp(-2.9957323 / 29) = 0.9018554
+    n = 1000
+    counts = [survivors(n, 0.05, 29, r) for r in range(30)]
+    assert counts[0] == n and counts[29] == 50  # exactly round(0.05 * 1000) after round K
+    assert counts[28] > 50  # not one round early
+    for r in range(1, 30):  # each round removes q of the flagged weights, to within one weight
+        assert abs(counts[r] - counts[r - 1] * (1 - q)) <= 1.0
+
+
+def test_rate_tiny_hand_case():
+    # N = 100, target 25 %, E = 5, P = 2: rounds after epochs 2 and 4, q = 1 - sqrt(0.25) = 0.5
+    assert rounds(5, 2) == 2 and [e for e in range(5) if is_prune_epoch(e, 2)] == [2, 4]
+    assert round_rate(0.25, 2) == 0.5
+    assert [survivors(100, 0.25, 2, r) for r in range(3)] == [100, 50, 25]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5000), d=st.floats(0.001, 1.0), k=st.integers(1, 40))
+def test_survivors_shrink_monotonically_to_the_exact_target(n, d, k):
+    counts = [survivors(n, d, k, r) for r in range(k + 1)]
+    assert counts[0] == n and counts[-1] == exact_count(d, n)
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))
+
+
+def test_keep_top_is_global_bottom_k_among_flagged_with_index_ties():
+    s = _search()
+    s.scores = {"0.weight": torch.tensor([[0.9, 0.1], [0.3, 0.3]]), "2.weight": torch.tensor([[0.3, 0.8]])}
+    s.flags = {"0.weight": torch.tensor([[True, True], [True, True]]), "2.weight": torch.tensor([[True, False]])}
+    assert s.keep_top_(3) == 2  # 5 flagged -> 3: 0.9 and two of the three 0.3s (lower index first)
+    assert s.flags["0.weight"].tolist() == [[True, False], [True, True]]
+    assert s.flags["2.weight"].tolist() == [[False, False]]  # 0.8 was already unflagged: never comes back
+
+
+def test_thresholding_rounds_in_a_search_reach_the_target_count():
+    s = _search(density=0.25)
+    total = s.numel()
+    for r in range(1, 4):
+        with torch.no_grad():
+            for p in s.scores.values():
+                p.uniform_()
+        s.keep_top_(survivors(total, 0.25, 3, r))
+    assert s.flagged() == exact_count(0.25, total)
+
+
+# ---------------------------------------------------------------- forward, STE, projection
+def test_straight_through_gradient_equals_the_mask_gradient():
+    s = _search()
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    nn.functional.cross_entropy(s(x), y).backward()
+    # the same forward with the 0/1 masks as leaf tensors
+    masks = {n: ((p.detach() > 0.5) & s.flags[n]).float().requires_grad_(True) for n, p in s.scores.items()}
+    out = torch.func.functional_call(s.model, {n: w * masks[n] for n, w in s.weights.items()}, (x,))
+    nn.functional.cross_entropy(out, y).backward()
+    for n, p in s.scores.items():
+        torch.testing.assert_close(p.grad, masks[n].grad)
+
+
+def test_flagged_off_scores_get_no_data_gradient_and_masks_are_zero():
+    s = _search()
+    s.flags["0.weight"][0] = False
+    with torch.no_grad():
+        s.scores["0.weight"][0] = 0.9
+    assert s.soft_masks()["0.weight"][0].eq(0).all()
+    s(torch.randn(5, 4)).sum().backward()
+    assert s.scores["0.weight"].grad[0].eq(0).all()
+
+
+def test_edge_popup_gradient_reaches_p_through_abs():
+    s = _search("ep")
+    x = torch.randn(5, 4)
+    s(x).pow(2).sum().backward()
+    masks = {n: m.detach().clone().requires_grad_(True) for n, m in s.soft_masks().items()}
+    out = torch.func.functional_call(s.model, {n: w * masks[n] for n, w in s.weights.items()}, (x,))
+    out.pow(2).sum().backward()
+    for n, p in s.scores.items():
+        torch.testing.assert_close(p.grad, masks[n].grad * p.detach().sign())
+
+
+def test_continuous_hc_forward_is_w_times_p_times_flag():
+    s = _search("hc", quantized=False)
+    x = torch.randn(3, 4)
+    out = torch.func.functional_call(s.model, {n: w * s.scores[n].detach() for n, w in s.weights.items()}, (x,))
+    torch.testing.assert_close(s(x), out)
+
+
+def test_projection_clamps_hypercube_scores_only():
+    s = _search()
+    with torch.no_grad():
+        s.scores["0.weight"].fill_(1.7)
+        s.scores["2.weight"].fill_(-0.3)
+    s.project_()
+    assert s.scores["0.weight"].eq(1).all() and s.scores["2.weight"].eq(0).all()
+    e = _search("ep")
+    with torch.no_grad():
+        e.scores["0.weight"].fill_(1.7)
+    e.project_()
+    assert e.scores["0.weight"].eq(1.7).all()
+
+
+@pytest.mark.parametrize("density", [0.1, 0.34, 0.5])
+def test_edge_popup_keeps_exact_per_layer_top_k(density):
+    s = _search("ep", density)
+    masks = s.hard_masks()
+    for n, m in masks.items():
+        k = exact_count(density, m.numel())
+        assert int(m.sum()) == k
+        assert s.scores[n].detach().abs()[m].min() >= s.scores[n].detach().abs()[~m].max()
+    g = _search("global_ep", density).hard_masks()
+    assert sum(int(m.sum()) for m in g.values()) == exact_count(density, s.numel())
+
+
+# ---------------------------------------------------------------- rounding, unflagging, sanity
+def _hand_search() -> ScoreSearch:
+    s = _search()
+    s.scores = {"0.weight": torch.tensor([0.2, 0.7, 0.5, 0.9]), "2.weight": torch.tensor([1.0, 0.0])}
+    s.flags = {"0.weight": torch.tensor([True, True, True, False]), "2.weight": torch.tensor([True, True])}
+    return s
+
+
+def test_rounding_semantics():
+    s = _hand_search()
+    assert s.hard_masks("naive")["0.weight"].tolist() == [False, True, False, False]  # 0.5 is not > 0.5
+    assert s.hard_masks("all_ones")["0.weight"].tolist() == [True, True, True, False]
+    prob = s.hard_masks("prob", torch.Generator().manual_seed(0))
+    assert prob["2.weight"].tolist() == [True, False]  # Bernoulli(1) and Bernoulli(0)
+    assert not prob["0.weight"][3]  # flagged-off weights stay off under every rounding
+
+
+def test_unflag_before_finetune_restores_the_flags():
+    s = _hand_search()
+    unflagged = finetune_masks(s, {"unflag_before_finetune": True})
+    rounded = finetune_masks(s, {"unflag_before_finetune": False})
+    assert unflagged["0.weight"].tolist() == [True, True, True, False]  # mask = flag: exactly the target
+    assert rounded["0.weight"].tolist() == [False, True, False, False]  # flag * 1[p > 0.5]
+    assert rounded["2.weight"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize("kind", ["reinit", "reshuffle", "invert"])
+def test_sanity_checks_keep_each_layer_density(kind):
+    s = _search(density=0.3)
+    masks = s.hard_masks("naive")
+    out = sanity_masks(kind, masks, s, torch.Generator().manual_seed(1))
+    for n, m in masks.items():
+        assert out[n].shape == m.shape and int(out[n].sum()) == int(m.sum())
+    if kind == "reinit":
+        assert all(torch.equal(out[n], masks[n]) for n in masks)
+    else:
+        assert any(not torch.equal(out[n], masks[n]) for n in masks)
+
+
+def test_inverted_mask_keeps_the_lowest_scores():
+    s = _hand_search()
+    masks = {"0.weight": torch.tensor([True, True, False, False]), "2.weight": torch.tensor([True, False])}
+    inv = sanity_masks("invert", masks, s, torch.Generator())
+    assert inv["0.weight"].tolist() == [True, False, True, False]  # |p| 0.2 and 0.5, the two lowest
+    assert inv["2.weight"].tolist() == [False, True]
+
+
+# ---------------------------------------------------------------- weights, scores, regularisers
+def test_signed_constant_weights():
+    w = signed_constant_(torch.empty(50, 8), torch.Generator().manual_seed(0))
+    assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / 8)))
+    assert 0.3 < (w > 0).float().mean() < 0.7
+
+
+def test_score_init_options():
+    g, w = torch.Generator().manual_seed(0), torch.empty(200, 50)
+    assert init_scores(w, "half", g).eq(0.5).all()
+    assert set(init_scores(w, "bern", g).unique().tolist()) == {0.0, 1.0}
+    u = init_scores(w, "unif", g)
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
+    assert abs(init_scores(w, "skew", g).mean() - 1 / 6) < 0.02  # Beta(1, 5)
+    b = init_scores(w, "bimodal", g)  # Beta(0.1, 0.1): most mass near 0 and 1
+    assert ((b < 0.1) | (b > 0.9)).float().mean() > 0.6
+    assert torch.equal(init_scores(w, "unif", torch.Generator().manual_seed(3)),
+                       init_scores(w, "unif", torch.Generator().manual_seed(3)))
+    with pytest.raises(SparsetrainError, match="score_init"):
+        init_scores(w, "gauss", g)
+
+
+def test_regularisers_by_hand():
+    p, w = [torch.tensor([0.5, 1.0])], [torch.tensor([2.0, 1.0])]
+    assert float(regularization("L2", p, w)) == 1.25
+    assert float(regularization("L1", p, w)) == 1.5
+    assert float(regularization("L1_L2", p, w)) == 2.75
+    assert float(regularization("var_red_1", p, w)) == 0.25
+    assert float(regularization("var_red_2", p, w)) == 1.0  # 4 * 0.25 + 1 * 0
+    assert float(regularization("bin_entropy", p, w)) == pytest.approx(math.log(2), abs=1e-4)
+
+
+# ---------------------------------------------------------------- config and bad input
+def test_original_sample_config_maps_onto_ours():
+    raw = yaml.safe_load(SEED_CONFIG.read_text().split("Sample Config", 1)[1].split("skip_sanity_checks")[0]
+                         + "skip_sanity_checks: False")
+    with pytest.raises(SparsetrainError, match="allow_sub_percent"):
+        load_gems_config(raw)  # 0.59 % remaining is legal but looks like a fraction
+    cfg = load_gems_config({**raw, "allow_sub_percent": True})
+    assert cfg["density"] == pytest.approx(0.0059) and cfg["algo"] == "hc_iter"
+    assert (cfg["model"], cfg["dataset"]) == ("resnet20", "cifar10")
+    assert (cfg["lr_policy"], cfg["finetune_lr_policy"]) == ("cosine", "multistep")
+    assert cfg["nonaffine_bn"] and cfg["quantized"] and cfg["sanity_checks"] and cfg["unflag_before_finetune"]
+    assert (cfg["lmbda"], cfg["weight_decay"], cfg["finetune_lr"], cfg["finetune_epochs"]) == (1e-4, 0.0, 0.01, 150)
+
+
+@pytest.mark.parametrize(("cfg", "match"), [
+    ({"target_sparsity": 0.05}, "percent of weights REMAINING"),
+    ({"target_sparsity": 0.95}, "target_sparsity: 5"),
+    ({"target_sparsity": 150}, r"in \(0, 100\]"),
+    ({"density": 5}, "looks like a percentage"),
+    ({"density": 0.1, "target_sparsity": 10}, "not both"),
+    ({}, "target_sparsity"),
+    ({"target_sparsity": 5, "epochs": 5, "iter_period": 5}, "cannot be reached"),
+    ({"target_sparsity": 5, "lmbd": 1}, "Did you mean: lmbda"),
+    ({"target_sparsity": 5, "conv_type": "DenseConv"}, "not implemented"),
+    ({"target_sparsity": 5, "algo": "hc_iterr"}, "unknown algo"),
+    ({"target_sparsity": 5, "round": "ceil"}, "unknown rounding"),
+])
+def test_bad_config_raises_a_clear_error(cfg, match):
+    with pytest.raises(SparsetrainError, match=match):
+        load_gems_config(cfg)
+
+
+def test_target_below_one_weight_is_unreachable():
+    assert check_reachable(0.01, 100) == 1
+    with pytest.raises(SparsetrainError, match="less than one weight"):
+        check_reachable(0.001, 100)
+
+
+# ---------------------------------------------------------------- end to end
+TINY = {"dataset": "digits", "model": "mlp", "model_kwargs": {"hidden": [32]}, "batch_size": 64, "threads": 1,
+        "epochs": 5, "iter_period": 2, "finetune_epochs": 2, "target_sparsity": 10, "lr": 0.5}
+
+
+def test_end_to_end_gem_miner_writes_a_run_folder(tmp_path, one_thread):
+    summary = run_gems(TINY, tmp_path, progress=False)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.yaml", "metrics.jsonl", "mask.pt", "model.pt",
+                                                     "summary.json", "search.png"}
+    masks = torch.load(summary["mask_path"], weights_only=True)
+    total = sum(m.numel() for m in masks.values())
+    assert all(m.dtype == torch.bool for m in masks.values())
+    assert sum(int(m.sum()) for m in masks.values()) == exact_count(0.1, total)  # unflagged: exactly the target
+    assert summary["density"] == pytest.approx(0.1, abs=1 / total)
+    assert summary["layer_densities"] == {n: int(m.sum()) / m.numel() for n, m in masks.items()}
+    assert 0 <= summary["gem_acc_before_finetune"] <= 1 and summary["acc_after_finetune"] > 0.2
+    assert set(summary["sanity"]) == {"reinit", "reshuffle"}
+    # a plain model comes out: the original parameter names, zeros outside the mask
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == {"features.0.weight", "features.0.bias", "classifier.weight", "classifier.bias"}
+    for name, m in masks.items():
+        assert state[name][~m].eq(0).all()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in rows if r["phase"] == "search"]
+    assert [r["round"] for r in search] == [0, 0, 1, 1, 2]  # K = floor(4 / 2) = 2 rounds, after epochs 2 and 4
+    assert search[-1]["flag_density"] == pytest.approx(0.1, abs=1 / total)
+    assert json.loads((tmp_path / "summary.json").read_text())["acc_after_finetune"] == summary["acc_after_finetune"]
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["density"] == 0.1
+
+
+def test_zero_remaining_safety_and_edge_popup(tmp_path, one_thread):
+    # a huge L2 weight pushes every score below 0.5 in the first epoch: stop, threshold once to the target
+    s = run_gems({**TINY, "lmbda": 50.0, "epochs": 9, "iter_period": 4, "finetune_epochs": 1,
+                  "sanity_checks": False}, tmp_path / "gm", progress=False)
+    assert s["search"]["stopped_at_epoch"] == 1 and s["rounded_density"] == 0.0
+    assert s["density"] == pytest.approx(0.1, abs=0.002)
+    e = run_gems({**TINY, "algo": "ep", "finetune_epochs": 1}, tmp_path / "ep", progress=False)
+    assert e["sanity"] == {} and e["gem_acc_before_finetune"] > 0
+    masks = torch.load(e["mask_path"], weights_only=True)
+    assert all(int(m.sum()) == exact_count(0.1, m.numel()) for m in masks.values())
