@@ -40,12 +40,9 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import inspect
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -58,6 +55,10 @@ import torch.nn.functional as F
 import sparsetrain
 from sparsetrain.methods import method_signature
 from sparsetrain.train.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Tee, demote, machine_info, table, write_section  # noqa: E402
+from common import fmt_stats as fmt  # noqa: E402
 
 TOTAL_STEPS = 1000  # every method's schedule has updates at steps 100 and 200 of 1000
 UPDATE_EVERY = 100
@@ -76,28 +77,13 @@ QUICK = {"rounds": {"resnet20": (1, 1), "mlp": (1, 1)}, "fb_reps": {"resnet20": 
 
 
 # ---------------------------------------------------------------------------- helpers
-def machine_info() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=False).stdout.strip() or "?"
-    except OSError:
-        commit = "?"
-    try:
-        load = " ".join(f"{x:.2f}" for x in __import__("os").getloadavg())
-    except OSError:
-        load = "?"
-    return [f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-            f"cpu: {cpu} ({__import__('os').cpu_count()} logical cores), load average {load}",
-            f"python {platform.python_version()}, torch {torch.__version__}, "
-            f"threads {torch.get_num_threads()}, sparsetrain {sparsetrain.__version__} (git {commit})"]
+DEVICE = torch.device("cpu")  # set by main(--device)
+
+
+def sync() -> None:
+    """Wait for queued GPU work so a timer measures it (no-op on CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def method_kwargs(name: str) -> tuple[dict | None, str]:
@@ -113,36 +99,26 @@ def method_kwargs(name: str) -> tuple[dict | None, str]:
 
 def make(model_name: str):
     torch.manual_seed(SEED)
-    model = create_model(model_name)
+    model = create_model(model_name).to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     return model, opt
 
 
 def batch(size: int, shape: tuple[int, ...]):
     g = torch.Generator().manual_seed(SEED)
-    return torch.randn(size, *shape, generator=g), torch.randint(0, 10, (size,), generator=g)
+    return (torch.randn(size, *shape, generator=g).to(DEVICE),
+            torch.randint(0, 10, (size,), generator=g).to(DEVICE))
+
+
+def attach(model, opt, method: str, kwargs: dict, example: tuple):
+    """``sparsetrain.attach`` with one batch as data / example input (for methods that score on data)."""
+    return sparsetrain.attach(model, opt, method, total_steps=TOTAL_STEPS, data=[example],
+                              example_input=example[0], **kwargs)
 
 
 def fwd_bwd(model, opt, x, y) -> None:
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
-
-
-def stats(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
-def fmt(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
-    med, lo, hi = stats(values)
-    if len(values) == 1:
-        return f"{med * scale:.{digits}f}"
-    return f"{med * scale:.{digits}f} ({lo * scale:.{digits}f}-{hi * scale:.{digits}f})"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- (a) step overhead
@@ -154,7 +130,7 @@ def _set_grads(model, grads: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def paired_window(model_name: str, method: str, kwargs: dict, grads: list[torch.Tensor] | None,
-                  data=None) -> tuple[list[float], list[float], int]:
+                  data=None, example=None) -> tuple[list[float], list[float], int]:
     """Per-step seconds of a dense and a sparse run stepped alternately (step-level interleaving).
 
     With ``grads`` only ``optimizer.step()`` is timed, the dense gradient copied
@@ -163,7 +139,7 @@ def paired_window(model_name: str, method: str, kwargs: dict, grads: list[torch.
     """
     dense, dopt = make(model_name)
     sparse, sopt = make(model_name)
-    sp = sparsetrain.attach(sparse, sopt, method, total_steps=TOTAL_STEPS, **kwargs)
+    sp = attach(sparse, sopt, method, kwargs, example if example is not None else data)
     runs = [(dense, dopt, []), (sparse, sopt, [])]
     if grads is not None:
         pgrads = [_set_grads(model, grads) for model, _, _ in runs]
@@ -175,12 +151,15 @@ def paired_window(model_name: str, method: str, kwargs: dict, grads: list[torch.
             model, opt, times = runs[j]
             if grads is not None:
                 torch._foreach_copy_(pgrads[j], grads)  # this batch's dense gradient (outside the timer)
+                sync()
                 t0 = time.perf_counter()
                 opt.step()
             else:
+                sync()
                 t0 = time.perf_counter()
                 fwd_bwd(model, opt, *data)
                 opt.step()
+            sync()
             times.append(time.perf_counter() - t0)
     updates = len(sp.history) - 1
     sp.detach()
@@ -190,8 +169,10 @@ def paired_window(model_name: str, method: str, kwargs: dict, grads: list[torch.
 def time_fb(model, opt, x, y, reps: int) -> list[float]:
     out = []
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         fwd_bwd(model, opt, x, y)
+        sync()
         out.append(time.perf_counter() - t0)
     return out
 
@@ -216,7 +197,7 @@ def overhead(model_name: str, bs: int, shape, methods: dict[str, dict], rounds: 
             fb += time_fb(base, base_opt, x, y, fb_reps)
         rng.shuffle(order)
         for m in order:
-            d, s, updates = paired_window(model_name, m, methods[m], grads, None if grads else (x, y))
+            d, s, updates = paired_window(model_name, m, methods[m], grads, None if grads else (x, y), (x, y))
             res[m]["dense"].append(d)
             res[m]["sparse"].append(s)
             res[m]["updates"] = updates
@@ -262,11 +243,21 @@ def import_rigl_torch() -> tuple[Callable | None, str]:
     return RigLScheduler, f"rigl-torch {version('rigl-torch')}{note}"
 
 
-def update_cost(model_name: str, reps: int, rigl_scheduler) -> dict:
-    x, y = batch(8, (3, 32, 32))
-    kwargs = dict(density=0.1, distribution="uniform", dense_first=True, update_every=UPDATE_EVERY)
-    model, opt = make(model_name)
-    sp = sparsetrain.attach(model, opt, "rigl", total_steps=TOTAL_STEPS, **kwargs)
+def update_cost(model_name: str, reps: int, rigl_scheduler, *, build: Callable | None = None,
+                inputs: tuple | None = None, method: str = "rigl", their_reps: int | None = None) -> dict:
+    """Time one topology update of ``method`` (ours) and of rigl-torch's ``_rigl_step`` (theirs).
+
+    ``build() -> (model, optimizer)`` and ``inputs = (x, y)`` replace the named
+    model and its CIFAR batch (benchmarks/update_scaling.py passes MLPs of any
+    size); ``their_reps`` caps rigl-torch's repetitions (it is slow on big models).
+    """
+    build = build or (lambda: make(model_name))
+    x, y = inputs if inputs is not None else batch(8, (3, 32, 32))
+    kwargs = dict(density=0.1, update_every=UPDATE_EVERY)
+    params = method_signature(method).parameters
+    kwargs.update({k: v for k, v in (("distribution", "uniform"), ("dense_first", True)) if k in params})
+    model, opt = build()
+    sp = attach(model, opt, method, kwargs, (x, y))
     fwd_bwd(model, opt, x, y)
     params = list(model.parameters())
     grads = [p.grad.detach().clone() for p in params]
@@ -278,15 +269,17 @@ def update_cost(model_name: str, reps: int, rigl_scheduler) -> dict:
         torch._foreach_copy_(pgrads, grads)
         sp.ctx.step = step_before
         n = len(sp.history)
+        sync()
         t0 = time.perf_counter()
         opt.step()
+        sync()
         spent = time.perf_counter() - t0
         assert len(sp.history) == n + (step_before + 1 == UPDATE_EVERY), "unexpected update count"
         return spent
 
     theirs = None
     if rigl_scheduler is not None:
-        tmodel, topt = make(model_name)
+        tmodel, topt = build()
         theirs = rigl_scheduler(tmodel, topt, dense_allocation=0.1, T_end=int(0.75 * TOTAL_STEPS),
                                 delta=UPDATE_EVERY, ignore_linear_layers=False)
         theirs.step = UPDATE_EVERY - 1  # its backward hooks keep the dense gradient before an update
@@ -294,16 +287,18 @@ def update_cost(model_name: str, reps: int, rigl_scheduler) -> dict:
         theirs.step = UPDATE_EVERY
         out["their_layers"] = sum(s > 0 for s in theirs.S)
     ours_step(UPDATE_EVERY)  # warm-up
-    for _ in range(reps):
+    for i in range(reps):
         plain = ours_step(UPDATE_EVERY)  # step 101: no update
         due = ours_step(UPDATE_EVERY - 1)  # step 100: update
         out["plain"].append(plain)
         out["due"].append(due)
         out["ours"].append(due - plain)
         out["changed"].append(sp.history[-1].get("changed", 0))
-        if theirs is not None:
+        if theirs is not None and i < (their_reps or reps):
+            sync()
             t0 = time.perf_counter()
             theirs._rigl_step()
+            sync()
             out["theirs"].append(time.perf_counter() - t0)
     sp.detach()
     return out
@@ -332,14 +327,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round of everything (under a minute)")
     parser.add_argument("--methods", default="*", help="glob over sparsetrain.list_methods() (default: all)")
+    parser.add_argument("--models", default=None, help="comma-separated subset of the models (default: "
+                        f"{', '.join(m[0] for m in OVERHEAD_MODELS)} for (a), {', '.join(UPDATE_MODELS)} for (b))")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    parser.add_argument("--results", default=None, help="Markdown file to write the report into (default: "
+                        "benchmarks/RESULTS.md, section 'overhead-latest'; --quick: none)")
     args = parser.parse_args(argv)
+    results = args.results or (None if args.quick else str(Path(__file__).resolve().parent / "RESULTS.md"))
+    with Tee() as tee:
+        run(args)
+    if results:
+        command = "python benchmarks/overhead.py" + "".join(f" {a}" for a in (argv if argv is not None
+                                                                               else sys.argv[1:]))
+        write_section("overhead-latest", "## Engine overhead of every method, latest run (issues 2 and 7)\n\n"
+                      f"```\n{command}\n```\n\n" + demote(tee.text(), 2), results)
+    return 0
+
+
+def run(args) -> None:
+    """The whole benchmark (``main`` parses the arguments and records the report)."""
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = QUICK if args.quick else FULL
     start = time.perf_counter()
     torch.manual_seed(SEED)
 
     print("# sparsetrain engine overhead" + (" (--quick)" if args.quick else ""))
     print()
-    for line in machine_info():
+    for line in machine_info(args.device):
         print(f"- {line}")
     methods, skipped = {}, {}
     for name in sparsetrain.list_methods(args.methods):
@@ -351,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, kwargs in list(methods.items()):  # attach once; a method that cannot run here is reported
         try:
             model, opt = make("mlp")
-            sparsetrain.attach(model, opt, name, total_steps=TOTAL_STEPS, **kwargs).detach()
+            attach(model, opt, name, kwargs, batch(4, (1, 28, 28))).detach()
         except Exception as err:  # noqa: BLE001
             skipped[name] = f"{type(err).__name__}: {err}"
             del methods[name]
@@ -367,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
           "alternately. Window time = sum over the window's steps of the per-step median (best: minimum) over "
           "rounds; ratio = (t_fb + sparse) / (t_fb + dense) per step, amortised over the window; per-round: "
           "median (min-max) of the rounds' own ratios.")
-    for model_name, bs, shape, target in OVERHEAD_MODELS:
+    chosen = args.models.split(",") if args.models else [m[0] for m in OVERHEAD_MODELS] + UPDATE_MODELS
+    for model_name, bs, shape, target in [m for m in OVERHEAD_MODELS if m[0] in chosen]:
         res, fb = overhead(model_name, bs, shape, methods, cfg["rounds"][model_name], cfg["fb_reps"][model_name],
                            cfg["budget"][model_name])
         summ = {m: summarise(r, fb) for m, r in res.items()}
@@ -379,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(*_overhead_rows(res, summ, target, with_updates=True)))
         sys.stdout.flush()
 
-    if cfg["e2e_rounds"][1]:
+    if cfg["e2e_rounds"][1] and "mlp" in chosen:
         model_name, bs, shape, target = OVERHEAD_MODELS[1]
         res, _ = overhead(model_name, bs, shape, methods, cfg["e2e_rounds"], 0, cfg["budget"]["e2e"],
                           end_to_end=True)
@@ -400,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
           "RigLScheduler._rigl_step()")
     print()
     rows = []
-    for model_name in UPDATE_MODELS:
+    for model_name in [m for m in UPDATE_MODELS if m in chosen]:
         r = update_cost(model_name, cfg["update_reps"][model_name], rigl_scheduler)
         ours_best = min(r["due"]) - min(r["plain"])
         cells = [model_name, f"{r['weights'] / 1e6:.2f}M / {r['layers']}", fmt(r["plain"], 1e3, 1),
@@ -416,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             cells += ["n/a"] * 5
         rows.append(cells)
         sys.stdout.flush()
-    print(f"{len(r['ours'])} repetitions for the last model; median (min-max); best = minimum (ours: best update step "
+    print(f"{cfg['update_reps']} repetitions; median (min-max); best = minimum (ours: best update step "
           "minus best ordinary step)")
     print()
     print(table(["model", "weights / layers", "ordinary step ms", "ours: update ms", "ours: best",
@@ -424,7 +443,6 @@ def main(argv: list[str] | None = None) -> int:
                  "target >= 5x"], rows))
     print()
     print(f"total time {time.perf_counter() - start:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":
