@@ -141,6 +141,21 @@ def test_recipes_in_the_table_exist():
     assert not unknown, f"docs/methods.md names recipes that do not exist: {unknown}"
 
 
+# ---------------------------------------------------------------- the other registries
+
+
+def test_every_command_distribution_and_criterion_is_documented():
+    from sparsetrain.cli.commands import COMMANDS
+    from sparsetrain.distributions import DISTRIBUTIONS
+
+    cli = (DOCS / "cli.md").read_text()
+    missing = [c for c in COMMANDS if f"## sparsetrain {c}\n" not in cli]
+    assert not missing, f"docs/cli.md has no section for sparsetrain {missing}"
+    concepts = set(SPAN.findall((DOCS / "concepts.md").read_text()))
+    missing = [n for n in [*DISTRIBUTIONS, *criteria.list_criteria()] if n not in concepts]
+    assert not missing, f"docs/concepts.md does not name the distributions / criteria {missing}"
+
+
 # ---------------------------------------------------------------- runnable examples
 
 
