@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 
@@ -171,6 +172,12 @@ def test_padded_consumer_keeps_a_nonzero_constant_unless_calibrating():
     small, spec = compact(model, x)
     assert spec["removed"] == {"0": [2]}
     _assert_same_outputs(small(x), model(x))
+    seed_style = copy.deepcopy(model)  # Chase's seed masks the consumer's input slice too (ALGORITHMS.md 5.3)
+    with torch.no_grad():
+        seed_style[3].weight[:, 1] = 0
+    small, spec = compact(seed_style, x)
+    assert spec["removed"] == {"0": [1, 2]}
+    _assert_same_outputs(small(x), seed_style(x))
     calib = [(torch.randn(4, 1, 8, 8), torch.zeros(4)) for _ in range(2)]
     small, spec = compact(model, x, calibration=calib)
     assert spec["removed"] == {"0": [1, 2]} and small[1].num_features == 2

@@ -93,12 +93,12 @@ def _empty_channels(group, params: dict[str, Tensor]) -> list[int]:
     return empty.nonzero().flatten().tolist()
 
 
-def _constant(x: Tensor, positions: Tensor) -> Tensor | None:
-    """The constant value of input features ``positions`` (dim 1), or None when they vary."""
+def _constant(x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+    """Per input feature of ``positions`` (dim 1): its value and whether it is the same everywhere."""
     v = x.movedim(1, 0)[positions.flatten()].reshape(positions.numel(), -1)
     k = v[:, :1]
-    tol = 1e-6 * (1.0 + v.abs().max())
-    return k.flatten() if bool(((v - k).abs() <= tol).all()) else None
+    same = ((v - k).abs() <= 1e-6 * (1.0 + v.abs().amax(1, keepdim=True))).all(1)
+    return k.flatten().view(positions.shape), same.view(positions.shape)
 
 
 def _exact_fold(module: nn.Module) -> bool:
@@ -119,12 +119,12 @@ def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -
     for s in group.consumers:
         name = s.param.rsplit(".", 1)[0]
         pos = s.positions()[empty]
-        k = _constant(inputs[name], pos)
-        if k is None:  # not constant (e.g. an unmasked skip path feeds it): cannot remove
-            keep_mask[empty] = True
-            continue
-        k = k.view(pos.shape)
-        consts[s.param] = (pos, k)
+        w = params[s.param].detach().movedim(s.dim, 0)
+        reads = w.reshape(w.shape[0], -1).ne(0).any(1)[pos]  # a zero consumer column ignores the value
+        k, same = _constant(inputs[name], pos)
+        k = torch.where(reads, k, torch.zeros_like(k))
+        keep_mask[torch.tensor(empty)[(reads & ~same).any(1)]] = True  # varies: e.g. an unmasked skip path
+        consts[s.param] = (pos, k, s.dim)
         if not _exact_fold(modules[name]) and not approximate:
             keep_mask[torch.tensor(empty)[(k != 0).any(1)]] = True
     removed = [c for c in empty if not keep_mask[c]]
@@ -133,11 +133,11 @@ def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -
     plan = _Plan(removed)
     index = {c: i for i, c in enumerate(empty)}
     rows = torch.tensor([index[c] for c in removed], dtype=torch.long)
-    for param, (pos, k) in consts.items():
+    for param, (pos, k, dim) in consts.items():
         pos, k = pos[rows].flatten(), k[rows].flatten()
         if not bool(k.any()):
             continue
-        w = params[param].detach().index_select(1, pos)
+        w = params[param].detach().index_select(dim, pos).movedim(dim, 1)  # [out, removed inputs, kernel...]
         shift = (w * k.view(1, -1, *([1] * (w.dim() - 2)))).sum(dim=tuple(range(1, w.dim())))
         plan.shifts[param.rsplit(".", 1)[0]] = shift
         if not _exact_fold(modules[param.rsplit(".", 1)[0]]):
