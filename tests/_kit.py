@@ -114,6 +114,10 @@ KNOWN_VARIANTS: list[Variant] = [
     Variant("random[smart_ratio]", "random", "layer", lambda d: {"distribution": "smart_ratio"},
             init_distribution="smart_ratio"),
     Variant("lottery_ticket", "lottery_ticket", "layer", lambda d: {}),
+    # Chase traces the model built last; channel events at steps 3, 7, 11, 15 of 24, soft bound until 12
+    Variant("chase", "chase", "chase", lambda d: {
+        "update_every": UPDATE_EVERY, "channel_every": 4, "channel_offset": 1, "end": 0.75, "soft_end": 0.5,
+        "channel_sparsity": 0.4, "example_input": calibration_batches(1)[0][0]}, init_distribution="erk"),
 ]
 
 #: the first update step at or after the end of the prune method's window

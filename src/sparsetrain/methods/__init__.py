@@ -1,6 +1,6 @@
 """Registered methods, one short file per family."""
 
-from sparsetrain.methods import dst, gmp, granet, init_pruning, mest, prune  # noqa: F401  (registration)
+from sparsetrain.methods import chase, dst, gmp, granet, init_pruning, mest, prune  # noqa: F401  (registration)
 from sparsetrain.methods.registry import (
                                           Method,
                                           create_method,

@@ -1,0 +1,99 @@
+"""Chase: channel-aware dynamic sparse training (Yin et al., NeurIPS 2023). ALGORITHMS.md 5."""
+
+from __future__ import annotations
+
+from sparsetrain import cadence, ops
+from sparsetrain.errors import SparsetrainError, check_fraction, unknown_choice
+from sparsetrain.methods.common import check_density, check_positive_int, check_window
+from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops.channels import (
+    CURVES,
+    SCORES,
+    channel_cadence,
+    channel_plan,
+    drop_global,
+    grow_global_to,
+    prune_channels,
+)
+from sparsetrain.ops.channels import channel_sparsity as sparsity_curve
+from sparsetrain.schedules import constant, cosine_decay
+
+
+@register_method("chase", family="channel-level dst", paper="Yin et al. 2023, Dynamic Sparsity Is Channel-Level "
+                 "Sparsity Learner (Chase)")
+def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: int = 1000,
+          channel_offset: int | None = None, end: float = 130 / 160, min_ratio: float = 0.5,
+          curve: str = "cubic", score: str = "umm", update_every: int = 1000, bound: float = 0.05,
+          soft_end: float = 130 / 160, drop_fraction: float = 0.5, distribution: str = "erk",
+          mest: bool = True, prune_skip: bool = False, ignore: tuple[str, ...] = ()) -> Method:
+    """Chase: unstructured DST whose sparsest channels are removed during training.
+
+    Algorithm (ALGORITHMS.md 5.3, 5.4), t = optimizer steps done, N = size of all
+    sparsified weights at init (it never shrinks):
+
+    1. init: exact-count ERK masks at ``density`` d; trace the channel groups (5.1).
+    2. every ``channel_every`` steps, offset by ``channel_offset``, while t < ``end``:
+       remove channels until floor(S(t) C_total) are gone, lowest channel score first,
+       each group keeping at least max(1, floor(C_l (1 - S_c) beta)) channels.
+    3. every ``update_every`` steps while t < ``soft_end`` (MEST soft memory bound):
+       prune back to exact_count(d, N) by global |w|, then grow to
+       exact_count(d + delta(t), N) by global |gradient| inside surviving channels,
+       delta cosine from ``bound`` to 0. Weights freed by removed channels are
+       regrown elsewhere: the total stays d N (global parameter reallocation).
+    4. after ``soft_end``: drop ceil(r_t * active) by global |w| and regrow to
+       exact_count(d, N) by global |gradient|, r_t cosine 0.5 -> 0.005 over the run.
+
+    Seed command line (``../shared/seeds/chase.txt``) -> argument:
+    ``--density`` -> ``density``; ``--start_layer_rate`` -> ``channel_sparsity`` (S_c);
+    ``--layer_interval`` -> ``channel_every`` (steps; ImageNet gives epochs: multiply by
+    the steps per epoch); the hard-coded +500 (ImageNet: update_frequency/2) ->
+    ``channel_offset`` (default ``update_every // 2``); ``--stop_gmp_epochs`` ->
+    ``end`` (fraction; ``end_epoch`` in a recipe); ``--minumum_ratio`` -> ``min_ratio``
+    (beta); ``--gpm_filter_pune`` -> ``curve="cubic"`` (without it ``"cosine"``);
+    ``--mag_wise`` / ``--mask_wise`` / ``--kernal_wise`` / ``--connection_wise`` ->
+    ``score="umm"`` / ``"mask_wise"`` / ``"kernel_wise"`` / ``"connection_wise"``;
+    ``--update_frequency`` -> ``update_every``; ``--death-rate`` (ImageNet
+    ``--prune-rate``) -> ``bound`` (delta_0); ``--stop_dst_epochs`` E_stop of E epochs
+    -> ``soft_end`` = (E - E_stop) / E (``soft_end_epoch`` in a recipe); ``--mest`` ->
+    ``mest`` (False: step 4 from the start, plain ``--dst``); ``--mest_dst`` is step 4;
+    ``--sparse_init fixed_ERK`` -> ``distribution="erk"``; ``--growth global_gradients
+    --death global_magnitude`` are built in; the paper's "Chase (prune skip)" ->
+    ``prune_skip=True``. ``ignore`` (module globs) keeps layers out of channel removal:
+    the seed's VGG-19 never prunes its last conv, its ResNet-50 never its stem.
+    ``channel_sparsity=0`` is Chase with S_c = 0 (no tracing, no example input needed).
+
+    Example:
+        >>> m = chase(density=0.1, channel_sparsity=0.0)
+        >>> [u.op.name for u in m.updates]
+        ['mest_soft_bound', 'dst']
+    """
+    check_density(density)
+    check_fraction(channel_sparsity, "channel_sparsity")
+    check_fraction(min_ratio, "min_ratio")
+    check_fraction(bound, "bound")
+    check_window(0.0, end)
+    check_window(0.0, soft_end)
+    check_positive_int(update_every, "update_every")
+    check_positive_int(channel_every, "channel_every")
+    if curve not in CURVES:
+        raise unknown_choice("curve", curve, CURVES)
+    if score not in SCORES:
+        raise unknown_choice("channel score", score, SCORES)
+    if channel_sparsity >= 1.0:
+        raise SparsetrainError("channel_sparsity (S_c) must be below 1: some channels must stay.")
+    offset = update_every // 2 if channel_offset is None else int(channel_offset)
+    delta = cosine_decay(bound, 0.0, horizon=soft_end)
+    dst = ops.chain(drop_global(cosine_decay(drop_fraction, 0.005)), grow_global_to(constant(density)), name="dst")
+    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global"),
+                     grow_global_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
+    updates = []
+    init = ops.init_random(distribution, density)
+    if channel_sparsity > 0:
+        init = ops.chain(init, channel_plan(channel_sparsity, min_ratio, prune_skip, ignore))
+        removal = prune_channels(sparsity_curve(channel_sparsity, end, curve), score)
+        updates.append(ops.when(channel_cadence(channel_every, offset, end), removal))
+    switch = soft_end if mest else 0.0
+    if mest:
+        updates.append(ops.when(cadence.every(update_every, end=switch), soft))
+    updates.append(ops.when(cadence.every(update_every, start=switch), dst))
+    return Method(init=init, updates=tuple(updates))

@@ -1,0 +1,288 @@
+"""Channel-level pieces of Chase (ALGORITHMS.md 5.1-5.4): the channel plan, channel scores (UMM and
+alternatives), the gradual channel-sparsity schedule with the minimum width, exact channel
+selection and removal, and global growth restricted to the surviving channels.
+
+The plan lives in ``ctx.state["chase"]`` (tensors and primitives, so it round-trips through
+the sparsifier's state_dict): per channel group its alive flags, minimum width and the
+positions of its producer weights (output slices) and consumer weights (input slices).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from sparsetrain.context import SparseContext
+from sparsetrain.core.topk import exact_count, split_global, topk_mask
+from sparsetrain.criteria import Criterion, get_criterion, needs_grad
+from sparsetrain.errors import SparsetrainError, unknown_choice
+from sparsetrain.ops.base import Op
+from sparsetrain.schedules import Schedule
+
+SCORES = ("umm", "mask_wise", "kernel_wise", "connection_wise")
+CURVES = ("cubic", "cosine")
+KEY = "chase"
+
+
+# --------------------------------------------------------------------------- schedule and widths (5.3)
+def channel_sparsity(target: float, end: float, curve: str = "cubic") -> Schedule:
+    """Channel sparsity S(t) rising from 0 to ``target`` (S_c) at ``end * total`` steps.
+
+    ``cubic`` (``--gpm_filter_pune``): S_c (1 - (1 - t/t_f)^3); ``cosine`` (without
+    that flag; our reading of "a cosine curve"): S_c (1 - cos(pi t / t_f)) / 2.
+
+    Example:
+        >>> s = channel_sparsity(0.5, 0.5)
+        >>> s(0, 100), s(25, 100), s(50, 100), s(80, 100)
+        (0.0, 0.4375, 0.5, 0.5)
+    """
+    if curve not in CURVES:
+        raise unknown_choice("channel curve", curve, CURVES)
+
+    def schedule(step: int, total: int) -> float:
+        x = min(1.0, step / max(1.0, end * total))
+        return target * (1.0 - (1.0 - x) ** 3 if curve == "cubic" else (1.0 - math.cos(math.pi * x)) / 2.0)
+    return schedule
+
+
+def channel_cadence(interval: int, offset: int, end: float) -> Callable[[int, int], bool]:
+    """Channel events while 0 < t < end * total and (t + offset) % interval == 0 (the seed's +500).
+
+    Example:
+        >>> due = channel_cadence(1000, 500, 0.5)
+        >>> [t for t in range(1, 4001) if due(t, 4000)]
+        [500, 1500]
+    """
+    def due(step: int, total: int) -> bool:
+        return 0 < step < end * total and (step + offset) % interval == 0
+    return due
+
+
+def min_width(size: int, target: float, beta: float) -> int:
+    """Channels a layer keeps at least: floor(C_l (1 - S_c) beta), and never fewer than one.
+
+    Example:
+        >>> min_width(64, 0.5, 0.2), min_width(6, 0.5, 0.2)
+        (6, 1)
+    """
+    return max(1, math.floor(size * (1.0 - target) * beta + 1e-9))
+
+
+# --------------------------------------------------------------------------- the plan (5.1)
+def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: Iterable[str] = ()) -> Op:
+    """Trace the model (``ctx.example_input``) and store its removable channel groups.
+
+    Only groups whose producer and consumer weights are all sparsified are kept (a
+    channel can only be removed through masks). Producer biases become coupled
+    parameters of the engine: held at exactly 0 while their channel has no active weight.
+    """
+    from sparsetrain.structured.graph import channel_groups
+
+    def run(ctx: SparseContext) -> dict:
+        if ctx.model is None or ctx.example_input is None:
+            raise SparsetrainError("chase removes channels found by tracing the model: attach it with "
+                                   "example_input=<an input batch> (the trainer does this).")
+        plan: dict = {"alive": {}, "min": {}, "producers": {}, "consumers": {}}
+        params = dict(ctx.model.named_parameters())
+        for g in channel_groups(ctx.model, ctx.example_input, prune_skip=prune_skip, ignore=ignore):
+            weights = [s for s in g.producers if s.param.endswith("weight")]
+            if not all(s.param in ctx.params for s in weights + list(g.consumers)):
+                continue
+            plan["alive"][g.name] = torch.ones(g.size, dtype=torch.bool)
+            plan["min"][g.name] = min_width(g.size, target, beta)
+            plan["producers"][g.name] = [[s.param, s.dim, s.positions()] for s in weights]
+            plan["consumers"][g.name] = [[s.param, s.dim, s.positions()] for s in g.consumers]
+            for s in g.producers:
+                if s.param.endswith("bias") and s.dim == 0 and weights[0].dim == 0:
+                    ctx.coupled[s.param] = (params[s.param], s.param[: -len("bias")] + "weight")
+        plan["total"] = sum(int(a.numel()) for a in plan["alive"].values())
+        ctx.state[KEY] = plan
+        return {"channel_groups": len(plan["alive"]), "channels": plan["total"]}
+    return Op(run, name="channel_plan")
+
+
+def _rows(t: Tensor, dim: int, pos: Tensor) -> Tensor:
+    """``[channels, -1]`` view of the positions of ``t`` that belong to each channel."""
+    picked = t.index_select(dim, pos.to(t.device).flatten()).movedim(dim, 0)
+    return picked.reshape(pos.shape[0], -1)
+
+
+# --------------------------------------------------------------------------- scores (5.2)
+def channel_scores(ctx: SparseContext, how: str = "umm") -> dict[str, Tensor]:
+    """Per group, a score per channel (low = removed first), over its producers' output slices.
+
+    ``umm`` (``--mag_wise``): unmasked mean magnitude, sum |w| / fan-in with inactive
+    weights counted as zeros; ``mask_wise``: mean |w| over active weights only;
+    ``kernel_wise``: share of kernels with an active weight; ``connection_wise``: share of
+    active weights. Residual groups (several producers) pool all their producers' slices.
+    """
+    if how not in SCORES:
+        raise unknown_choice("channel score", how, SCORES)
+    out = {}
+    for name, slices in ctx.state[KEY]["producers"].items():
+        num = den = None
+        for param, dim, pos in slices:
+            mask = ctx.masks[param]
+            w = ctx.params[param].detach().abs().float() * mask
+            if how == "kernel_wise":
+                kernels = mask.flatten(2).any(2) if mask.dim() > 2 else mask
+                a, b = _rows(kernels.float(), dim, pos).sum(1), _rows(kernels, dim, pos).shape[1]
+            elif how == "connection_wise":
+                a, b = _rows(mask.float(), dim, pos).sum(1), _rows(mask, dim, pos).shape[1]
+            elif how == "mask_wise":
+                a, b = _rows(w, dim, pos).sum(1), _rows(mask.float(), dim, pos).sum(1)
+            else:
+                rows = _rows(w, dim, pos)
+                a, b = rows.sum(1), rows.shape[1]
+            num = a if num is None else num + a
+            den = b if den is None else den + b
+        out[name] = (num / den if how != "mask_wise" else num / den.clamp(min=1)).cpu()
+    return out
+
+
+# --------------------------------------------------------------------------- selection and removal (5.3)
+def _lowest(scores: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """Bool mask of exactly k lowest scores; ties at the threshold drawn at random (exact count)."""
+    if k >= scores.numel():
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores, k).values
+    below = scores < threshold
+    ties = torch.nonzero(scores == threshold).flatten()
+    extra = ties[torch.randperm(ties.numel(), generator=generator)[: k - int(below.sum())]]
+    below[extra] = True
+    return below
+
+
+def select_channels(scores: dict[str, Tensor], alive: dict[str, Tensor], minimum: dict[str, int], k: int,
+                    generator: torch.Generator, rounds: int = 1000) -> dict[str, Tensor]:
+    """Which channels to remove: exactly k (or as many as the minimum widths allow).
+
+    Rounds (``del_layer`` / ``prune_score``): take the k lowest scores among the alive
+    channels of the uncapped groups; a group that would fall below its minimum only gives
+    its (alive - minimum) lowest channels (ties: lower index) and is capped; repeat with the
+    rest. Fixed on purpose: the seed marks every score <= the (k+1)-th and subsamples each
+    layer's list at random (inexact counts); here ties at the threshold are drawn with the
+    sparsifier's generator so exactly k go.
+
+    Example:
+        >>> s = {"a": torch.tensor([0.1, 0.2, 0.9]), "b": torch.tensor([0.3, 0.05])}
+        >>> alive = {"a": torch.ones(3, dtype=torch.bool), "b": torch.ones(2, dtype=torch.bool)}
+        >>> out = select_channels(s, alive, {"a": 1, "b": 1}, 3, torch.Generator())
+        >>> out["a"].tolist(), out["b"].tolist()
+        ([True, True, False], [False, True])
+    """
+    chosen = {n: torch.zeros_like(a) for n, a in alive.items()}
+    capped: set[str] = set()
+    for _ in range(rounds):
+        open_ = [n for n in alive if n not in capped and bool(alive[n].any())]
+        if k <= 0 or not open_:
+            break
+        idx = [torch.nonzero(alive[n]).flatten() for n in open_]
+        flat = torch.cat([scores[n][i] for n, i in zip(open_, idx, strict=True)])
+        picks = torch.split(_lowest(flat, k, generator), [i.numel() for i in idx])
+        over = [n for n, p, i in zip(open_, picks, idx, strict=True)
+                if int(p.sum()) > i.numel() - minimum[n]]
+        if not over:
+            for n, p, i in zip(open_, picks, idx, strict=True):
+                chosen[n][i[p]] = True
+            break
+        for n in over:
+            i = torch.nonzero(alive[n]).flatten()
+            allowance = max(0, i.numel() - minimum[n])
+            order = torch.sort(scores[n][i], stable=True).indices[:allowance]
+            chosen[n][i[order]] = True
+            k -= allowance
+            capped.add(n)
+    return chosen
+
+
+def remove_channels(ctx: SparseContext, chosen: dict[str, Tensor]) -> int:
+    """Clear the producer output slices and consumer input slices of the chosen channels."""
+    plan, removed = ctx.state[KEY], 0
+    for name, pick in chosen.items():
+        idx = torch.nonzero(pick).flatten()
+        if idx.numel() == 0:
+            continue
+        plan["alive"][name] = plan["alive"][name] & ~pick
+        removed += idx.numel()
+        for param, dim, pos in plan["producers"][name] + plan["consumers"][name]:
+            cols = pos[idx].flatten().to(ctx.masks[param].device)
+            ctx.masks[param] = ctx.masks[param].index_fill(dim, cols, False)  # replaced, never edited in place
+    return removed
+
+
+def surviving(ctx: SparseContext) -> dict[str, Tensor]:
+    """``{param: bool}``: False on the slices of removed channels (where nothing may grow)."""
+    plan = ctx.state.get(KEY)
+    out: dict[str, Tensor] = {}
+    if not plan:
+        return out
+    for name, alive in plan["alive"].items():
+        dead = torch.nonzero(~alive).flatten()
+        if dead.numel() == 0:
+            continue
+        for param, dim, pos in plan["producers"][name] + plan["consumers"][name]:
+            base = out.get(param, torch.ones_like(ctx.masks[param]))
+            out[param] = base.index_fill(dim, pos[dead].flatten().to(base.device), False)
+    return out
+
+
+def prune_channels(sparsity: Schedule, score: str = "umm") -> Op:
+    """One channel-removal event: bring the removed share of the plan's channels up to S(t)."""
+    if score not in SCORES:
+        raise unknown_choice("channel score", score, SCORES)
+
+    def run(ctx: SparseContext) -> dict:
+        plan = ctx.state[KEY]
+        if not plan["alive"]:
+            return {}
+        s = sparsity(ctx.step, ctx.total_steps)
+        done = plan["total"] - sum(int(a.sum()) for a in plan["alive"].values())
+        k = math.floor(s * plan["total"] + 1e-9) - done
+        before = ctx.total_active()
+        n = remove_channels(ctx, select_channels(channel_scores(ctx, score), plan["alive"], plan["min"], k,
+                                                 ctx.generator)) if k > 0 else 0
+        return {"channel_sparsity": round((done + n) / plan["total"], 6), "channels_removed": n,
+                "weights_freed": before - ctx.total_active()}
+    return Op(run, name="prune_channels")
+
+
+# --------------------------------------------------------------------------- global DST in surviving channels (5.4)
+def grow_global_to(density: Schedule, criterion: str | Criterion = "gradient") -> Op:
+    """Grow to exact_count(d(t), N_total) active weights (of the ORIGINAL size) by a global
+    top-k of ``criterion`` over inactive positions of surviving channels (Chase's
+    ``global_gradients``, fixed on purpose to exactly k: the seed keeps |g| > threshold)."""
+    crit = get_criterion(criterion)
+
+    def run(ctx: SparseContext) -> dict:
+        k = exact_count(density(ctx.step, ctx.total_steps), ctx.total_numel()) - ctx.total_active()
+        if k <= 0:
+            return {"grown": 0}
+        allowed = surviving(ctx)
+        flat = torch.cat([crit(ctx, n).float().flatten() for n in ctx.params])
+        taken = torch.cat([(ctx.masks[n] | ~allowed[n] if n in allowed else ctx.masks[n]).flatten()
+                           for n in ctx.params])
+        new = split_global(topk_mask(flat, k, exclude=taken), ctx.shapes)
+        for n in ctx.params:
+            ctx.masks[n] = ctx.masks[n] | new[n]
+        return {"grown": int(torch.count_nonzero(torch.cat([m.flatten() for m in new.values()])))}
+    return Op(run, needs_grad=needs_grad(crit), name="grow_global_to")
+
+
+def drop_global(fraction: Schedule, criterion: str | Criterion = "magnitude") -> Op:
+    """Remove ceil(r(t) * active) weights with the lowest scores across all layers (global magnitude)."""
+    from sparsetrain.ops.prune import drop_lowest
+
+    dropper = drop_lowest(fraction, criterion, scope="global")
+
+    def run(ctx: SparseContext) -> dict:
+        return {"dropped": sum(dropper(ctx).values())}
+    return Op(run, needs_grad=getattr(dropper, "needs_grad", False), name="drop_global")
+
+
+__all__ = ["CURVES", "SCORES", "channel_cadence", "channel_plan", "channel_scores", "channel_sparsity",
+           "drop_global", "grow_global_to", "min_width", "prune_channels", "remove_channels", "select_channels",
+           "surviving"]
