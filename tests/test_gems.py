@@ -175,6 +175,18 @@ def test_rounding_semantics():
     assert not prob["0.weight"][3]  # flagged-off weights stay off under every rounding
 
 
+def test_plain_hc_always_fine_tunes_the_rounded_mask():
+    s = _hand_search()
+    s.algo = "hc"
+    assert finetune_masks(s, {"unflag_before_finetune": True})["0.weight"].tolist() == [False, True, False, False]
+
+
+def test_loading_a_resolved_config_again_changes_nothing():
+    for raw in ({"target_sparsity": 5}, {"density": 0.005}, {"target_sparsity": 0.59, "allow_sub_percent": True}):
+        cfg = load_gems_config(raw)
+        assert load_gems_config(cfg) == cfg
+
+
 def test_unflag_before_finetune_restores_the_flags():
     s = _hand_search()
     unflagged = finetune_masks(s, {"unflag_before_finetune": True})
@@ -256,7 +268,7 @@ def test_original_sample_config_maps_onto_ours():
     ({"target_sparsity": 0.95}, "target_sparsity: 5"),
     ({"target_sparsity": 150}, r"in \(0, 100\]"),
     ({"density": 5}, "looks like a percentage"),
-    ({"density": 0.1, "target_sparsity": 10}, "not both"),
+    ({"density": 0.1, "target_sparsity": 5}, "not both"),
     ({}, "target_sparsity"),
     ({"target_sparsity": 5, "epochs": 5, "iter_period": 5}, "cannot be reached"),
     ({"target_sparsity": 5, "lmbd": 1}, "Did you mean: lmbda"),
@@ -315,3 +327,13 @@ def test_zero_remaining_safety_and_edge_popup(tmp_path, one_thread):
     assert e["sanity"] == {} and e["gem_acc_before_finetune"] > 0
     masks = torch.load(e["mask_path"], weights_only=True)
     assert all(int(m.sum()) == exact_count(0.1, m.numel()) for m in masks.values())
+
+
+def test_bundled_gems_recipes_load():
+    from sparsetrain.procedures.gems_config import GEMS_RECIPES_DIR
+    names = sorted(p.stem for p in GEMS_RECIPES_DIR.glob("gems_*.yaml"))
+    assert {"gems_mnist1d", "gems_ep_mnist1d", "gems_digits", "gems_resnet20_cifar10"} <= set(names)
+    for name in names:
+        cfg = load_gems_config(name)
+        assert 0 < cfg["density"] <= 1 and cfg["algo"] in ("hc_iter", "ep")
+    assert load_gems_config("gems_resnet20_cifar10")["density"] == pytest.approx(0.0059)

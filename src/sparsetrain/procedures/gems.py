@@ -171,10 +171,15 @@ def search_phase(search: ScoreSearch, cfg: dict, loaders, log: _Log, generator: 
 
 def finetune_masks(search: ScoreSearch, cfg: dict) -> dict[str, Tensor]:
     """The mask the weights are trained under: the flags (``unflag_before_finetune``: scores
-    reset to 1, so exactly the target survives) or flag * 1[p > 0.5]; edge-popup's top-k."""
+    reset to 1, so exactly the target survives) or flag * 1[p > 0.5]; edge-popup's top-k.
+
+    Plain ``hc`` has no thresholding rounds (every flag is on), so unflagging would
+    train the dense network: it always fine-tunes the rounded mask.
+    """
     if search.algo in ("ep", "global_ep"):
         return search.hard_masks()
-    return search.hard_masks("all_ones" if cfg["unflag_before_finetune"] else "naive")
+    unflag = cfg["unflag_before_finetune"] and search.algo == "hc_iter"
+    return search.hard_masks("all_ones" if unflag else "naive")
 
 
 def sanity_masks(kind: str, masks: dict[str, Tensor], search: ScoreSearch,

@@ -116,6 +116,8 @@ def _rename(raw: dict) -> dict:
 def _density(cfg: dict) -> float:
     """The fraction kept, from ``target_sparsity`` (percent remaining) or ``density`` (fraction)."""
     target, density = cfg["target_sparsity"], cfg["density"]
+    if target is not None and density is not None and math.isclose(target, 100.0 * density, rel_tol=1e-9):
+        return check_density(density)  # a config this function already resolved
     if target is not None and density is not None:
         raise SparsetrainError("give target_sparsity (percent of weights remaining, Rare Gems) or density "
                                "(fraction kept), not both.")
