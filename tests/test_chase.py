@@ -262,3 +262,36 @@ def test_bad_input():
                           ({"end": 0.0}, "0 <= start < end")]:
         with pytest.raises(sparsetrain.SparsetrainError, match=match):
             sparsetrain.create_method("chase", **kwargs)
+
+
+# --------------------------------------------------------------------------- per-channel statistics, trainer
+def test_channel_stats_by_hand():
+    from sparsetrain.metrics.channels import channel_densities, channel_stats
+    masks = {"a": torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool),  # rows 1.0, 0.25
+             "b": torch.zeros(3, 2, 1, dtype=torch.bool), "bias": torch.ones(3, dtype=torch.bool)}
+    masks["b"][0] = True  # rows 1.0, 0.0, 0.0
+    assert [d.tolist() for d in channel_densities(masks).values()] == [[1.0, 0.25], [1.0, 0.0, 0.0]]
+    s = channel_stats(masks)  # overall 7 / 14 = 0.5: rows 0.25, 0, 0 are below
+    assert (s["channels"], s["amenable"], s["empty"]) == (5, 3 / 5, 2 / 5)
+    assert s["amenable[a]"] == 0.5 and s["amenable[b]"] == 2 / 3
+    layer = channel_stats(masks, reference="layer")  # a: 5/8, b: 2/6
+    assert layer["amenable[a]"] == 0.5 and layer["amenable[b]"] == 2 / 3
+    assert channel_stats(masks, ratio=0.1)["amenable"] == 2 / 5
+    with pytest.raises(sparsetrain.SparsetrainError, match="unknown reference"):
+        channel_stats(masks, reference="global")
+
+
+def test_trainer_logs_channel_events_and_statistics(tmp_path, capsys):
+    import json
+
+    from sparsetrain.cli import main
+    rc = main(["train", "--config", "chase_mnist1d", "--epochs", "2", "--data.num_samples", "600", "--batch_size",
+               "50", "--model.width", "8", "--threads", "1", "--run.plots", "false", "--method.update_every", "3",
+               "--method.channel_every", "4", "--method.channel_offset", "1", "--run.dir", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    (run_dir,) = tmp_path.iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    channel_events = [r for r in records if r.get("event") == "update" and "channels_removed" in r]
+    assert channel_events and channel_events[-1]["channel_sparsity"] > 0
+    assert all(0.0 <= r["amenable_channels"] <= 1.0 for r in records if "amenable_channels" in r)
+    assert any("amenable_channels" in r for r in records)

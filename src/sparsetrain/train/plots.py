@@ -58,8 +58,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if points:
         points.sort()
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.step([p[0] for p in points], [p[1] for p in points], where="post")
-        ax.set(xlabel="step", ylabel="density", title="Density over training", ylim=(0, 1.05))
+        ax.step([p[0] for p in points], [p[1] for p in points], where="post", label="density")
+        shares = [(r["step"], r["amenable_channels"]) for r in updates if "amenable_channels" in r]
+        if shares:  # Chase's biased reallocation, on the same 0-1 scale
+            ax.plot([p[0] for p in shares], [p[1] for p in shares], label="channels sparser than the model")
+            ax.legend()
+        ax.set(xlabel="step", ylabel="density / share", title="Density over training", ylim=(0, 1.05))
         written.append(_save(fig, run_dir / "density.png", plt))
 
     layers = [r["layer_density"] for r in updates if "layer_density" in r]

@@ -17,6 +17,7 @@ import torch
 
 import sparsetrain
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.metrics.channels import channel_stats
 from sparsetrain.metrics.flops import sparse_flops
 from sparsetrain.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sparsetrain.train.config import dump_config
@@ -85,6 +86,8 @@ class RunLogger:
             record = {"event": "update", **{k: v for k, v in event.items() if _is_jsonable(v)}}
             if self.updates_logged % self.cfg["run"]["layer_density_every"] == 0:
                 record["layer_density"] = {r["name"]: r["density"] for r in sparsifier.report().rows}
+                stats = channel_stats(sparsifier.masks)  # Chase's biased reallocation, for any method
+                record.update(amenable_channels=stats["amenable"], empty_channels=stats["empty"])
             self.updates_logged += 1
             self._append(record)
         self.history_seen = len(sparsifier.history)
