@@ -88,6 +88,23 @@ def build(cfg: dict) -> tuple[nn.Module, Any, Any]:
     return model.to(cfg["device"]), loaders, splits
 
 
+def make_bn_nonaffine_(model: nn.Module) -> nn.Module:
+    """Drop every BatchNorm's weight and bias (``affine=False``; the classes stay the same).
+
+    Rare Gems' ``NonAffineBatchNorm``. Call it on a fresh model before loading a
+    ``model.pt`` written with ``nonaffine_bn: true``.
+
+    Example:
+        >>> bn = make_bn_nonaffine_(nn.Sequential(nn.BatchNorm1d(3)))[0]
+        >>> bn.affine, bn.weight is None, sorted(bn.state_dict())[:2]
+        (False, True, ['num_batches_tracked', 'running_mean'])
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            m.affine, m.weight, m.bias = False, None, None
+    return model
+
+
 def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> list[str]:
     """Rare Gems' network: non-affine BatchNorm, signed-constant weights, bias-free prunable layers.
 
@@ -95,9 +112,7 @@ def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> li
     """
     names = list(select_parameters(model, exclude=tuple(cfg["exclude"])))
     if cfg["nonaffine_bn"]:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
-                m.affine, m.weight, m.bias = False, None, None
+        make_bn_nonaffine_(model)
     modules = dict(model.named_modules())
     for name in names:
         layer = modules[name.rsplit(".", 1)[0] if "." in name else ""]
@@ -286,5 +301,5 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
     return summary
 
 
-__all__ = ["build", "finetune_masks", "load_gems_config", "prepare_model", "run_gems", "sanity_masks",
-           "search_phase"]
+__all__ = ["build", "finetune_masks", "load_gems_config", "make_bn_nonaffine_", "prepare_model", "run_gems",
+           "sanity_masks", "search_phase"]
