@@ -66,13 +66,14 @@ def _imp(args, overrides: list[str]) -> int:
     from sparsetrain.procedures.lottery import load_saved, load_tickets_config, run_imp, summary_markdown
     if args.resume and not args.out:
         raise SparsetrainError("--resume needs --out FOLDER (the IMP folder to continue).")
-    if args.config is None and args.resume and not overrides:
-        cfg, imp = load_saved(args.out)
-    elif args.config is None and not overrides:
+    base = args.config
+    if base is None and args.resume:  # continue with the saved configuration (overrides on top)
+        load_saved(args.out)
+        base = Path(args.out) / "imp.yaml"
+    elif base is None:
         raise SparsetrainError("tickets imp needs --config (e.g. --config imp_mnist1d_mlp, or a training recipe "
                                "plus imp.target_density=0.1).")
-    else:
-        cfg, imp = load_tickets_config(args.config, overrides)
+    cfg, imp = load_tickets_config(base, overrides)
     out = Path(args.out or Path(cfg["run"]["dir"]) / f"imp-{cfg['model']['name']}-{cfg['data']['name']}-s{cfg['seed']}")
     result = run_imp(cfg, imp, out, resume=args.resume, overwrite=args.overwrite)
     print(f"\nIMP in {out} ({imp.scope}, rewind {imp.rewind}, prune {imp.prune_fraction:g} per round)")
@@ -90,14 +91,14 @@ def _gems(args, overrides: list[str]) -> int:
         from sparsetrain.procedures.gems import load_gems_config, run_gems
     except ImportError as exc:
         raise SparsetrainError(f"Gem-Miner is not available in this installation ({exc}).") from None
-    config = load_gems_config(args.config)
+    load_gems_config(args.config)  # bad input fails here, before any folder is made
     out = Path(args.out or Path("runs") / f"gems-{Path(args.config).stem}")
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise SparsetrainError(f"{out} already exists; pass --overwrite or another --out.")
         import shutil
         shutil.rmtree(out)
-    summary = run_gems(config, out, progress=True)
+    summary = run_gems(args.config, out, progress=True)  # it resolves the file itself
     print(f"\nGem-Miner in {out}")
     for key in ("density", "gem_acc_before_finetune", "acc_after_finetune", "sanity"):
         print(f"{key:<24} {_fmt(summary.get(key))}")

@@ -243,7 +243,7 @@ RESUMABLE_CHANGES = {"run", "threads", "device"}
 
 
 def find_tickets_config(name: str | Path) -> Path:
-    """A YAML file as given, else a bundled tickets config (``recipes/tickets/*.yaml``) by name.
+    """A YAML file as given, else a bundled IMP config (``recipes/tickets/imp_*.yaml``) by name.
 
     Example:
         >>> find_tickets_config("imp_mnist1d_mlp").name
@@ -252,7 +252,7 @@ def find_tickets_config(name: str | Path) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    bundled = {p.stem: p for p in sorted(TICKETS_DIR.glob("*.yaml"))}
+    bundled = {p.stem: p for p in sorted(TICKETS_DIR.glob("imp_*.yaml"))}
     key = path.stem if path.suffix in (".yaml", ".yml") else str(name)
     if key in bundled:
         return bundled[key]
@@ -337,7 +337,9 @@ def _prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: 
             raise SparsetrainError(f"{out} already holds an IMP procedure. Pass --resume to continue after its "
                                    "last complete round, --overwrite to start again, or another --out.")
     from sparsetrain.train.checkpoint import atomic_write_text
-    text = yaml.safe_dump({**cfg, "method": {"name": "dense"}, "imp": asdict(imp)}, sort_keys=False)
+    # with a target the rounds follow from it: save none, so a resume may move the target further
+    section = {**asdict(imp), "rounds": None if imp.target_density is not None else imp.rounds}
+    text = yaml.safe_dump({**cfg, "method": {"name": "dense"}, "imp": section}, sort_keys=False)
     atomic_write_text(out / "imp.yaml", text)
 
 
