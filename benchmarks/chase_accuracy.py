@@ -3,11 +3,13 @@ and the compact model's accuracy next to the uncompacted one.
 
 Runs the bundled recipes ``chase_mnist1d`` (S_c = 0.3, 90 % sparsity) and ``dst_mnist1d`` (90 %),
 identical except for the method, for ``--seeds`` seeds each, one thread per run, one run at a
-time (budget: about 12 runs-minutes on 2 shared cores at the defaults). After each Chase run the
+time (budget on 2 shared cores: about 5 minutes at width 24, 15 at width 64; finished runs with
+the same configuration are reused). After each Chase run the
 trained model is compacted with ``sparsetrain.compact`` (if present) and evaluated on the test set.
 Writes ``benchmarks/results_chase.md``.
 
-    python benchmarks/chase_accuracy.py              # 3 seeds, 30 epochs (the recipes)
+    python benchmarks/chase_accuracy.py              # 3 seeds, 30 epochs (the recipes, width 24)
+    python benchmarks/chase_accuracy.py --widths 24,64   # also the cnn1d builder's default width
     python benchmarks/chase_accuracy.py --quick      # 1 seed, 3 epochs: a smoke run
 """
 
@@ -29,14 +31,25 @@ import common  # noqa: E402
 OUT = HERE / "results_chase.md"
 
 
-def _config(recipe: str, seed: int, epochs: int | None, threads: int) -> dict:
+def _config(recipe: str, seed: int, epochs: int | None, threads: int, width: int) -> dict:
     from sparsetrain.train.config import load_config
     cfg = load_config(recipe)
     cfg.update(seed=seed, threads=threads)
     cfg["run"] = {**cfg["run"], "plots": False}
+    cfg["model"] = {**cfg["model"], "width": width}
     if epochs:
         cfg["epochs"] = epochs
     return cfg
+
+
+def _train(cfg: dict, run_dir: Path) -> dict:
+    """Train, or reuse a finished run of the very same configuration."""
+    from sparsetrain.train.config import dump_config
+    from sparsetrain.train.loop import train
+    summary, config = run_dir / "summary.json", run_dir / "config.yaml"
+    if summary.is_file() and config.is_file() and config.read_text() == dump_config(cfg):
+        return json.loads(summary.read_text())
+    return train(cfg, run_dir)
 
 
 def _rebuild(cfg: dict, run_dir: Path):
@@ -76,21 +89,19 @@ def _compact_row(cfg: dict, run_dir: Path) -> dict:
     return row
 
 
-def run(args) -> dict:
-    from sparsetrain.train.loop import train
+def run(args, width: int) -> dict:
     results: dict[str, list[dict]] = {"chase_mnist1d": [], "dst_mnist1d": []}
     for seed in range(args.seeds):
         for recipe in results:
-            cfg = _config(recipe, seed, args.epochs, args.threads)
-            run_dir = Path(args.out) / f"{recipe}-s{seed}"
-            started = time.perf_counter()
-            summary = train(cfg, run_dir)
+            cfg = _config(recipe, seed, args.epochs, args.threads, width)
+            run_dir = Path(args.out) / (f"{recipe}-s{seed}" if width == 24 else f"{recipe}-w{width}-s{seed}")
+            summary = _train(cfg, run_dir)
             row = {"seed": seed, "acc": summary["final_test_acc"], "density": summary["density"],
-                   "time": time.perf_counter() - started}
+                   "time": summary["wall_time_s"]}
             if recipe.startswith("chase"):
                 row.update(_compact_row(cfg, run_dir))
             results[recipe].append(row)
-            print(json.dumps({"recipe": recipe, **row}), flush=True)
+            print(json.dumps({"recipe": recipe, "width": width, **row}), flush=True)
     return results
 
 
@@ -99,7 +110,20 @@ def _mean(rows: list[dict], key: str) -> str:
     return common.mean_std(values) if values else "n/a"
 
 
-def report(results: dict, args, seconds: float) -> str:
+def report(by_width: dict[int, dict], args, seconds: float) -> str:
+    lines = ["# Chase vs DST on MNIST-1D (issue 4)", "", *common.machine_info(), "",
+             f"Command: `python benchmarks/chase_accuracy.py {' '.join(sys.argv[1:])}` ({seconds / 60:.1f} min "
+             f"including reused runs, {args.seeds} seeds, one thread per run, runs one after the other on a "
+             "shared 2-core machine).",
+             "Recipes `chase_mnist1d` and `dst_mnist1d` (identical but for the method): cnn1d, 30 epochs, SGD 0.1 "
+             "cosine, batch 128, 90 % sparsity; final test accuracy (%), mean ± std over seeds. Width 24 is the "
+             "recipes' (and the trainer's default) model; width 64 is the cnn1d builder's default.", ""]
+    for width, results in by_width.items():
+        lines += [f"## cnn1d width {width}", "", *_width_report(results), ""]
+    return "\n".join(lines)
+
+
+def _width_report(results: dict) -> list[str]:
     chase, dst = results["chase_mnist1d"], results["dst_mnist1d"]
     gap = (statistics.mean(r["acc"] for r in dst) - statistics.mean(r["acc"] for r in chase)) * 100
     rows = [["dst (RigL-ITOP), 90 %", _mean(dst, "acc"), f"{statistics.mean(r['density'] for r in dst):.4f}",
@@ -109,17 +133,12 @@ def report(results: dict, args, seconds: float) -> str:
              f"{statistics.mean(r['params'] for r in chase):.0f} -> "
              + (f"{statistics.mean(r['params_compact'] for r in chase):.0f}" if "params_compact" in chase[0] else "?")]]
     exact = all(r.get("acc_compact") == r["acc_masked"] for r in chase)
-    lines = ["# Chase vs DST on MNIST-1D (issue 4)", "", *common.machine_info(), "",
-             f"Command: `python benchmarks/chase_accuracy.py {' '.join(sys.argv[1:])}` ({seconds / 60:.1f} min, "
-             f"{args.seeds} seeds, one thread per run, runs one after the other on a shared 2-core machine).",
-             "Recipes `chase_mnist1d` and `dst_mnist1d`: cnn1d width 24, 30 epochs, SGD 0.1 cosine, batch 128; "
-             "final test accuracy (%), mean ± std over seeds.", "",
-             common.table(["method", "test acc", "density", "channel sparsity", "compact test acc",
-                           "parameters (all) -> compact"], rows), "",
-             f"Gap dst - chase: {gap:.2f} points (target: within 1.5). "
-             f"Compact model accuracy equal to the uncompacted one on every seed: {exact}.", "",
-             "Per run: " + "; ".join(f"{k} s{r['seed']} {r['acc'] * 100:.2f}%" for k, v in results.items() for r in v)]
-    return "\n".join(lines) + "\n"
+    return [common.table(["method", "test acc", "density", "channel sparsity", "compact test acc",
+                          "parameters (all) -> compact"], rows), "",
+            f"Gap dst - chase: {gap:.2f} points (target: within 1.5). "
+            f"Compact model accuracy equal to the uncompacted one on every seed: {exact}.", "",
+            "Per run (test accuracy, training seconds): " + "; ".join(
+                f"{k} s{r['seed']} {r['acc'] * 100:.2f}% {r['time']:.0f}s" for k, v in results.items() for r in v)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,14 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' 30 epochs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--widths", default="24", help="comma-separated cnn1d widths (24: the recipes)")
     parser.add_argument("--out", default="/tmp/sparsetrain-chase-bench")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs (smoke run, not written)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs = 1, 3
     started = time.perf_counter()
-    results = run(args)
-    text = report(results, args, time.perf_counter() - started)
+    by_width = {int(w): run(args, int(w)) for w in args.widths.split(",")}
+    text = report(by_width, args, time.perf_counter() - started)
     print(text)
     if not args.quick:
         OUT.write_text(text)

@@ -206,10 +206,11 @@ def remove_channels(ctx: SparseContext, chosen: dict[str, Tensor]) -> int:
         idx = torch.nonzero(pick).flatten()
         if idx.numel() == 0:
             continue
-        plan["alive"][name] = plan["alive"][name] & ~pick
+        alive = plan["alive"][name]
+        plan["alive"][name] = alive & ~pick.to(alive.device)
         removed += idx.numel()
         for param, dim, pos in plan["producers"][name] + plan["consumers"][name]:
-            cols = pos[idx].flatten().to(ctx.masks[param].device)
+            cols = pos[idx.to(pos.device)].flatten().to(ctx.masks[param].device)
             ctx.masks[param] = ctx.masks[param].index_fill(dim, cols, False)  # replaced, never edited in place
     return removed
 
@@ -226,7 +227,7 @@ def surviving(ctx: SparseContext) -> dict[str, Tensor]:
             continue
         for param, dim, pos in plan["producers"][name] + plan["consumers"][name]:
             base = out.get(param, torch.ones_like(ctx.masks[param]))
-            out[param] = base.index_fill(dim, pos[dead].flatten().to(base.device), False)
+            out[param] = base.index_fill(dim, pos[dead.to(pos.device)].flatten().to(base.device), False)
     return out
 
 
@@ -243,7 +244,8 @@ def prune_channels(sparsity: Schedule, score: str = "umm") -> Op:
         done = plan["total"] - sum(int(a.sum()) for a in plan["alive"].values())
         k = math.floor(s * plan["total"] + 1e-9) - done
         before = ctx.total_active()
-        n = remove_channels(ctx, select_channels(channel_scores(ctx, score), plan["alive"], plan["min"], k,
+        alive = {g: a.cpu() for g, a in plan["alive"].items()}  # the plan may live on the GPU after a resume
+        n = remove_channels(ctx, select_channels(channel_scores(ctx, score), alive, plan["min"], k,
                                                  ctx.generator)) if k > 0 else 0
         return {"channel_sparsity": round((done + n) / plan["total"], 6), "channels_removed": n,
                 "weights_freed": before - ctx.total_active()}
