@@ -198,6 +198,19 @@ COMMANDS = {
                 "  sparsetrain tickets imp --config imp_mnist1d_mlp --set epochs=20 imp.rounds=3 imp.scope=global\n"
                 "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
                 "  sparsetrain tickets gems --config gems.yaml\n"),
+    "compact": (lambda args, extra: __import__("sparsetrain.cli.export", fromlist=["_"]).cmd_compact(args, extra),
+                "physically remove empty channels of a run's model (compact.safetensors + width_spec.json)",
+                lambda p: __import__("sparsetrain.cli.export", fromlist=["_"]).configure_compact(p),
+                "  sparsetrain compact runs/chase-cnn1d-mnist1d-s0\n"),
+    "export": (lambda args, extra: __import__("sparsetrain.cli.export", fromlist=["_"]).cmd_export(args, extra),
+               "export a run's compact model as ONNX and/or a sparse safetensors checkpoint",
+               lambda p: __import__("sparsetrain.cli.export", fromlist=["_"]).configure_export(p),
+               "  sparsetrain export runs/chase-cnn1d-mnist1d-s0 --onnx model.onnx --sparse model.safetensors\n"),
+    "bench": (lambda args, extra: __import__("sparsetrain.cli.export", fromlist=["_"]).cmd_bench(args, extra),
+              "latency, throughput, params and FLOPs: dense vs compact vs CSR",
+              lambda p: __import__("sparsetrain.cli.export", fromlist=["_"]).configure_bench(p),
+              "  sparsetrain bench vgg19 --channel-sparsity 0.5 --threads 2\n"
+              "  sparsetrain bench runs/chase-cnn1d-mnist1d-s0 --batch-sizes 1,64\n"),
 }
 
 __all__ = ["COMMANDS", "json"]

@@ -185,4 +185,24 @@ def load_sparse(path: str | Path, model: nn.Module) -> dict[str, Tensor]:
     return masks
 
 
-__all__ = ["load_sparse", "load_state", "pack_bits", "read_metadata", "save_sparse", "unpack_bits"]
+def save_compact(model: nn.Module, width_spec: dict, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """A compact model as a sparse checkpoint with its width spec in the header (rebuild with :func:`load_compact`)."""
+    save_sparse(model, path, metadata={"width_spec": json.dumps(width_spec), **(metadata or {})})
+
+
+def load_compact(path: str | Path, model_or_factory) -> tuple[nn.Module, dict[str, Tensor]]:
+    """Rebuild the compact model saved by :func:`save_compact` from the original architecture.
+
+    ``model_or_factory``: the uncompacted architecture (a module or a zero-argument builder).
+    Returns ``(model, masks)``; a width spec that does not match the weights is refused.
+    """
+    from sparsetrain.structured.widths import rebuild
+    meta = read_metadata(path)
+    if "width_spec" not in meta:
+        raise SparsetrainError(f"{path} holds no width spec: it is a plain sparse checkpoint; use load_sparse.")
+    state, masks = load_state(path)
+    return rebuild(model_or_factory, json.loads(meta["width_spec"]), state), masks
+
+
+__all__ = ["load_compact", "load_sparse", "load_state", "pack_bits", "read_metadata", "save_compact", "save_sparse",
+           "unpack_bits"]

@@ -1,0 +1,144 @@
+"""Inference speed of Chase's compact models on CPU: dense vs compact (vs CSR), batch 1 and 64.
+
+ISSUE 4 targets (CPU, batch 64, throughput vs the dense model): Chase at
+S_c = 0.5 on the CIFAR VGG-19 shape >= 2.0x; on the CIFAR ResNet-50 shape
+>= 1.4x. The channel masks come from the real ``chase`` method: it is attached
+to the model and trained for a few steps on random data with a compressed
+schedule (channel removal every 4 steps, done at 80 % of the run), which drives
+its channel-removal schedule to S_c = 0.5 (ALGORITHMS.md 5.3; seed settings:
+beta = 0.2 and the last conv kept for VGG-19, beta = 0.5 and internal
+bottleneck widths only for ResNet-50). Random data says nothing about accuracy,
+only about which widths Chase's UMM rule leaves, hence about speed. A second
+row per model removes half of EVERY layer's channels (lowest UMM per layer),
+the issue's "VGG with half of every layer's channels removed" reference.
+
+The machine is shared: timings are interleaved (dense, compact, dense, ...),
+medians of repeated runs, one thread by default; the load average is recorded.
+
+    python benchmarks/inference.py                      # writes benchmarks/results_inference.md
+    python benchmarks/inference.py --models vgg19 --reps 5 --out /tmp/r.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import sparsetrain
+from sparsetrain.structured.bench import bench, channel_sparse_masks, format_table, prepare
+from sparsetrain.train.models import create_model
+
+#: model -> (Chase keyword arguments from the seed's scripts, ALGORITHMS.md 5.1 / 5.3)
+SETUPS = {
+    "vgg19": {"min_ratio": 0.2},
+    "resnet50": {"min_ratio": 0.5},
+}
+
+
+def chase_masks(name: str, steps: int, seed: int = 0) -> nn.Module:
+    """Train ``name`` with Chase (S_c = 0.5) for ``steps`` steps on random 16x16 data; returns the sparse model."""
+    torch.manual_seed(seed)
+    model = create_model(name)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    example = torch.randn(2, 3, 16, 16)
+    kwargs = dict(SETUPS[name])
+    if name == "vgg19":  # the seed never prunes VGG-19's last conv (its outputs feed the classifier)
+        kwargs["ignore"] = ([n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1],)
+    every = max(1, steps // 10)
+    sparsetrain.attach(model, opt, "chase", total_steps=steps, example_input=example, density=0.1,
+                       channel_sparsity=0.5, channel_every=every, channel_offset=every // 2, update_every=every,
+                       end=0.8, soft_end=0.8, **kwargs)
+    for _ in range(steps):
+        x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def channel_share(model: nn.Module, small: nn.Module) -> float:
+    """Fraction of conv output channels removed."""
+    def total(m):
+        return sum(c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d))
+    return 1 - total(small) / total(model)
+
+
+def run_model(name: str, args) -> list[str]:
+    lines = [f"### {name} (CIFAR shape 3x32x32)", ""]
+    x = torch.randn(2, 3, 32, 32)
+    started = time.perf_counter()
+    chased = chase_masks(name, args.steps)
+    train_s = time.perf_counter() - started
+    cases = {"Chase S_c=0.5": (chased, None)}
+    if name == "vgg19":
+        uniform = create_model(name).eval()
+        cases["half of every layer (reference)"] = (uniform, channel_sparse_masks(uniform, x, 0.5, min_ratio=1.0,
+                                                                                  density=0.1))
+    for label, (model, masks) in cases.items():
+        models, counts, info = prepare(model, x, masks=masks, csr=False)
+        load_before = os.getloadavg()
+        rows = bench(models, (3, 32, 32), batch_sizes=(1, 64), threads=args.threads, reps=args.reps,
+                     warmup=args.warmup, counts=counts)
+        load_after = os.getloadavg()
+        b64 = {r["variant"]: r for r in rows if r["batch"] == 64}
+        lines += [f"**{label}**: {channel_share(models['dense'], models['compact']) * 100:.0f} % of conv channels "
+                  f"removed; batch-64 throughput speedup **{b64['compact']['speedup']:.2f}x** "
+                  f"(FLOP ratio {b64['compact']['flop_ratio']:.2f}x); load average "
+                  f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.", ""]
+        lines += [format_table(rows), ""]
+        if label.startswith("Chase"):
+            widths = [c.out_channels for c in models["compact"].modules() if isinstance(c, nn.Conv2d)]
+            lines += [f"Chase's conv widths after {args.steps} steps ({train_s:.0f} s of training): {widths}", ""]
+        print("\n".join(lines[-6:]), flush=True)
+    return lines
+
+
+def run_mlp(args) -> list[str]:
+    """CSR where it can pay off: LeNet-300-100 (MNIST shape) at 98 % unstructured sparsity."""
+    torch.manual_seed(0)
+    model = create_model("mlp").eval()
+    x = torch.randn(2, 1, 28, 28)
+    gen = torch.Generator().manual_seed(0)
+    masks = {n: torch.rand(p.shape, generator=gen) < 0.02 for n, p in model.named_parameters() if p.dim() == 2}
+    models, counts, info = prepare(model, x, masks=masks, csr=True)
+    rows = bench(models, (1, 28, 28), batch_sizes=(1, 64), threads=args.threads, reps=args.reps * 10,
+                 warmup=args.warmup, counts=counts)
+    choices = {n: d["choice"] for n, d in info["csr"].items()}
+    return ["### LeNet-300-100 at 98 % unstructured sparsity (CSR per layer, measured at batch 64)", "",
+            format_table(rows), "", f"Per-layer choice (measured): {choices}", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vgg19,resnet50")
+    parser.add_argument("--steps", type=int, default=40, help="Chase training steps on random data")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results_inference.md")))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    lines = ["# Inference speed: dense vs compact (Chase) vs CSR, CPU", "",
+             f"`python benchmarks/inference.py --models {args.models} --steps {args.steps} --threads {args.threads} "
+             f"--reps {args.reps}` on {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared "
+             f"with other work, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+             "Latency: median (min, max) ms per forward of the whole batch, interleaved repetitions after "
+             "warm-up; throughput = batch / median; FLOPs per sample (dense FlopCounterMode; CSR rows: "
+             "density-scaled). GPU: not measured (no GPU in this session; `sparsetrain bench --device cuda`).", ""]
+    for name in args.models.split(","):
+        lines += run_model(name, args)
+    lines += run_mlp(args)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

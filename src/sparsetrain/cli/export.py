@@ -1,0 +1,213 @@
+"""``sparsetrain compact | export | bench``: from a sparse run to a model that is really smaller and faster.
+
+ALGORITHMS.md 5.5. A run folder (or its ``checkpoint.pt``) is rebuilt from its
+``config.yaml``; its masks come from the sparsifier state in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sparsetrain.errors import SparsetrainError
+
+
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from a run folder."""
+
+    model: nn.Module
+    masks: dict[str, Tensor]
+    input_shape: tuple[int, ...]
+    factory: Any
+    folder: Path
+    cfg: dict
+
+
+def load_run(run: str | Path) -> LoadedRun:
+    """Rebuild the model of a run folder (or a checkpoint file inside one) with its weights and masks."""
+    from sparsetrain.train.checkpoint import load_checkpoint
+    from sparsetrain.train.config import builder_kwargs, load_config
+    from sparsetrain.train.loop import _input_kwargs
+    from sparsetrain.train.models import create_model
+    from sparsetrain.train.report import _locate
+    ckpt, config = _locate(run)
+    cfg = load_config(config)
+    state = load_checkpoint(ckpt)
+    info = state.get("data_info") or {}
+    shape = tuple(info.get("input_shape", ()))
+    name, kwargs = cfg["model"]["name"], builder_kwargs(cfg, "model")
+    all_kwargs = {"num_classes": info.get("num_classes", 10), **_input_kwargs(name, shape, kwargs), **kwargs}
+
+    def factory() -> nn.Module:
+        return create_model(name, **all_kwargs)
+    model = factory()
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise SparsetrainError(f"{ckpt} does not match the model of {config}: {str(exc).splitlines()[0]}") from None
+    masks = (state.get("sparsifier") or {}).get("masks") or {}
+    return LoadedRun(model.eval(), masks, shape, factory, ckpt.parent, cfg)
+
+
+def example_batch(loaded: LoadedRun, n: int = 32) -> Tensor:
+    """``n`` real test (else validation / training) inputs of the run's data set."""
+    from sparsetrain.train.config import builder_kwargs
+    from sparsetrain.train.data import create_dataset
+    cfg = loaded.cfg
+    splits = create_dataset(cfg["data"]["name"], root=cfg["data"]["root"], seed=cfg["seed"],
+                            val_fraction=cfg["data"]["val_fraction"], augment=False, **builder_kwargs(cfg, "data"))
+    data = next(d for d in (splits.test, splits.val, splits.train) if d is not None and len(d))
+    return torch.stack([data[i][0] for i in range(min(n, len(data)))])
+
+
+def _calibration_loader(loaded: LoadedRun, batches: int):
+    from sparsetrain.train.config import builder_kwargs
+    from sparsetrain.train.data import create_dataset
+    cfg = loaded.cfg
+    splits = create_dataset(cfg["data"]["name"], root=cfg["data"]["root"], seed=cfg["seed"],
+                            val_fraction=cfg["data"]["val_fraction"], augment=False, **builder_kwargs(cfg, "data"))
+    loader = torch.utils.data.DataLoader(splits.train, batch_size=cfg["batch_size"], shuffle=False)
+    return [b for _, b in zip(range(batches), loader, strict=False)]
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def compact_run(run: str | Path, *, calibrate: int = 0,
+                out: str | Path | None = None) -> tuple[LoadedRun, nn.Module, dict, Path]:
+    """Compact a run's model; writes ``compact.safetensors`` (sparse, with the width spec) and ``width_spec.json``."""
+    from sparsetrain.structured.checkpoint import save_compact
+    from sparsetrain.structured.compact import compact
+    loaded = load_run(run)
+    x = example_batch(loaded)
+    calibration = _calibration_loader(loaded, calibrate) if calibrate else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small, spec = compact(loaded.model, x, masks=loaded.masks, calibration=calibration)
+    for w in caught:
+        print(f"note: {w.message}")
+    folder = Path(out) if out else loaded.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "compact.safetensors"
+    save_compact(small, spec, path, metadata={"model": loaded.cfg["model"]["name"]})
+    (folder / "width_spec.json").write_text(json.dumps(spec, indent=1))
+    return loaded, small, spec, path
+
+
+# ---------------------------------------------------------------- compact
+def configure_compact(p) -> None:
+    p.add_argument("run", help="a run folder or a checkpoint.pt inside one")
+    p.add_argument("--out", help="folder for compact.safetensors and width_spec.json (default: the run folder)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="BATCHES",
+                   help="also remove channels whose constant cannot be folded exactly and recompute BatchNorm "
+                        "statistics on this many training batches (outputs then differ slightly)")
+
+
+def cmd_compact(args, extra) -> int:
+    loaded, small, spec, path = compact_run(args.run, calibrate=args.calibrate, out=args.out)
+    removed = sum(len(v) for v in spec["removed"].values())
+    print(f"removed    {removed} channels in {len(spec['removed'])} groups")
+    print(f"params     {_params(loaded.model):,} -> {_params(small):,}")
+    print(f"wrote      {path} ({path.stat().st_size / 1e6:.2f} MB) and {path.parent / 'width_spec.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------- export
+def configure_export(p) -> None:
+    p.add_argument("run", help="a run folder or a checkpoint.pt inside one")
+    p.add_argument("--onnx", metavar="FILE", help="write the compact model as ONNX")
+    p.add_argument("--sparse", metavar="FILE", help="write the compact model as a sparse safetensors checkpoint")
+    p.add_argument("--legacy-onnx", action="store_true", help="use the TorchScript ONNX exporter (no onnxscript)")
+
+
+def cmd_export(args, extra) -> int:
+    from sparsetrain.structured.checkpoint import save_compact
+    from sparsetrain.structured.onnx import export_onnx, onnx_max_error
+    if not args.onnx and not args.sparse:
+        raise SparsetrainError("export needs --onnx FILE and/or --sparse FILE.")
+    loaded = load_run(args.run)
+    x = example_batch(loaded)
+    from sparsetrain.structured.compact import compact
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nothing removable: export the masked model as it is
+        small, spec = compact(loaded.model, x, masks=loaded.masks)
+    if args.sparse:
+        save_compact(small, spec, args.sparse, metadata={"model": loaded.cfg["model"]["name"]})
+        print(f"wrote      {args.sparse}")
+    if args.onnx:
+        export_onnx(small, x[:1], args.onnx, legacy=args.legacy_onnx)
+        err = onnx_max_error(args.onnx, small, x)
+        check = "onnxruntime not installed: outputs not compared" if err is None else \
+            f"onnxruntime max |diff| vs torch {err:.2e} on {len(x)} inputs"
+        print(f"wrote      {args.onnx} (onnx.checker passed; {check})")
+    return 0
+
+
+# ---------------------------------------------------------------- bench
+def configure_bench(p) -> None:
+    p.add_argument("target", metavar="MODEL_OR_RUN", help="a run folder, or a bundled model name (sparsetrain "
+                   "models) made channel-sparse with --channel-sparsity")
+    p.add_argument("--channel-sparsity", type=float, default=0.5, help="bundled model: fraction of channels removed "
+                   "(Chase's UMM rule, one shot; default 0.5)")
+    p.add_argument("--density", type=float, default=0.1, help="bundled model: unstructured density (default 0.1)")
+    p.add_argument("--min-ratio", type=float, default=0.2, help="bundled model: Chase's minimum width beta")
+    p.add_argument("--input-shape", default="3,32,32", help="bundled model: one sample's shape (default 3,32,32)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes (default 1,64)")
+    p.add_argument("--reps", type=int, default=20, help="timed repetitions per variant (median reported)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the timing")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--no-csr", action="store_true", help="skip the CSR variant")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+
+
+def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
+    from sparsetrain.structured.bench import channel_sparse_masks
+    from sparsetrain.train.models import create_model, list_models
+    if Path(args.target).exists():
+        loaded = load_run(args.target)
+        return loaded.model, torch.randn(2, *loaded.input_shape), loaded.masks
+    if args.target not in list_models():
+        from sparsetrain.errors import unknown_choice
+        raise unknown_choice("model (or run folder)", args.target, list_models())
+    shape = tuple(int(s) for s in args.input_shape.split(","))
+    model = create_model(args.target, num_classes=args.num_classes, in_channels=shape[0]).eval()
+    x = torch.randn(2, *shape)
+    masks = channel_sparse_masks(model, x, args.channel_sparsity, min_ratio=args.min_ratio, density=args.density)
+    return model, x, masks
+
+
+def cmd_bench(args, extra) -> int:
+    from sparsetrain.structured.bench import bench, format_table, prepare
+    try:
+        batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    except ValueError:
+        raise SparsetrainError(f"--batch-sizes must be integers like 1,64, got {args.batch_sizes!r}.") from None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, x, masks = _bench_target(args)
+    models, counts, info = prepare(model, x, masks=masks, csr=not args.no_csr, csr_batch=max(batches))
+    for note in info["notes"]:
+        print(f"note: {note}")
+    rows = bench(models, tuple(x.shape[1:]), batch_sizes=batches, device=args.device, threads=args.threads,
+                 reps=args.reps, warmup=args.warmup, counts=counts)
+    print(format_table(rows))
+    if "csr" in info:
+        chosen = {n: d["choice"] for n, d in info["csr"].items()}
+        print(f"csr layers: {chosen or 'no sparse linear layer'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "info": info}, indent=1, default=str))
+    return 0
+
+
+__all__ = ["LoadedRun", "cmd_bench", "cmd_compact", "cmd_export", "compact_run", "configure_bench",
+           "configure_compact", "configure_export", "example_batch", "load_run"]

@@ -1,0 +1,112 @@
+"""``sparsetrain compact | export | bench`` end to end on a tiny Chase run (ISSUE 4 export; ALGORITHMS.md 5.5)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from _kit import torch_state
+from sparsetrain.cli import main
+from sparsetrain.cli.export import example_batch, load_run
+from sparsetrain.structured.checkpoint import load_compact, read_metadata
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: MNIST-1D, 600 samples, a 16-wide 1D CNN, Chase removing half of the channels within 2 epochs
+CHASE_RUN = ["train", "--epochs", "2", "--data.num_samples", "600", "--batch_size", "50", "--model.width", "16",
+             "--threads", "1", "--run.plots", "false", "--method.name", "chase", "--method.update_every", "3",
+             "--method.channel_every", "3", "--method.channel_sparsity", "0.5", "--method.density", "0.3",
+             "--method.end", "0.8"]
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.fixture(scope="module")
+def chase_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_runs")
+    with torch_state():
+        assert main([*CHASE_RUN, "--run.dir", str(root)]) == 0
+    return root / "chase-cnn1d-mnist1d-s0"
+
+
+def test_compact_writes_a_rebuildable_smaller_model(capsys, chase_run, tmp_path):
+    rc, out, err = cli(capsys, "compact", str(chase_run), "--out", str(tmp_path))
+    assert rc == 0, err
+    assert "removed" in out and "params" in out
+    loaded = load_run(chase_run)
+    small, masks = load_compact(tmp_path / "compact.safetensors", loaded.factory)
+    spec = json.loads((tmp_path / "width_spec.json").read_text())
+    assert json.loads(read_metadata(tmp_path / "compact.safetensors")["width_spec"]) == spec
+    assert sum(len(v) for v in spec["removed"].values()) > 0
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in loaded.model.parameters())
+    x = example_batch(loaded)  # real MNIST-1D test inputs
+    masked = loaded.model
+    with torch.no_grad():
+        for n, p in masked.named_parameters():
+            if n in loaded.masks:
+                p.mul_(loaded.masks[n])
+        ref = masked(x)
+        torch.testing.assert_close(small.eval()(x), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_export_onnx_and_sparse(capsys, chase_run, tmp_path):
+    onnx_path, sparse_path = tmp_path / "m.onnx", tmp_path / "m.safetensors"
+    rc, out, err = cli(capsys, "export", str(chase_run), "--onnx", str(onnx_path), "--sparse", str(sparse_path),
+                       "--legacy-onnx")
+    assert rc == 0, err
+    assert onnx_path.is_file() and sparse_path.is_file() and "onnx.checker passed" in out
+    pytest.importorskip("onnxruntime")
+    err_value = float(out.split("max |diff| vs torch ")[1].split()[0])
+    assert err_value < 1e-4
+
+
+@pytest.mark.slow
+def test_export_onnx_with_the_default_dynamo_exporter(capsys, chase_run, tmp_path):
+    rc, out, err = cli(capsys, "export", str(chase_run), "--onnx", str(tmp_path / "m.onnx"))
+    assert rc == 0, err
+    assert "onnx.checker passed" in out
+
+
+def test_bench_a_run(capsys, chase_run, tmp_path):
+    rc, out, err = cli(capsys, "bench", str(chase_run), "--reps", "2", "--warmup", "1", "--batch-sizes", "1,4",
+                       "--json", str(tmp_path / "b.json"))
+    assert rc == 0, err
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["variant"], r["batch"]) for r in rows] == [(v, b) for b in (1, 4) for v in ("dense", "compact", "csr")]
+    dense, compact = rows[0], rows[1]
+    assert compact["params"] < dense["params"] and compact["flops"] < dense["flops"]
+    assert all(r["min_ms"] <= r["median_ms"] <= r["max_ms"] for r in rows)
+    assert "| compact | 4 |" in out
+
+
+def test_bench_a_bundled_model_with_one_shot_chase_masks(capsys, tmp_path):
+    rc, out, err = cli(capsys, "bench", "lenet5", "--input-shape", "1,28,28", "--channel-sparsity", "0.5",
+                       "--reps", "2", "--warmup", "1", "--batch-sizes", "2", "--no-csr", "--json",
+                       str(tmp_path / "b.json"))
+    assert rc == 0, err
+    dense, compact = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert compact["params"] < dense["params"] and compact["flop_ratio"] > 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "vgg91"], "unknown model"),
+    (["bench", "lenet5", "--batch-sizes", "1,x"], "--batch-sizes"),
+    (["export", "RUN"], "--onnx"),
+    (["compact", "no/such/run"], "no checkpoint"),
+])
+def test_bad_input_is_one_clear_message(capsys, tmp_path, argv, message):
+    rc, _, err = cli(capsys, *argv)
+    assert rc == 2 and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+def test_bench_on_cuda_without_cuda_is_refused(capsys):
+    rc, _, err = cli(capsys, "bench", "lenet5", "--input-shape", "1,28,28", "--device", "cuda", "--reps", "1")
+    assert rc == 2 and "no CUDA device" in err
