@@ -108,6 +108,7 @@ def test_rounds_follow_the_target():
     ({"rounds": 2, "rewind": "weight"}, r"Did you mean: weights"),
     ({"rounds": 2, "rewind_iter": -1}, r"optimizer step"),
     ({"rounds": 2, "prune_rate": 0.2}, r"unknown key imp.prune_rate"),
+    ({"rounds": 2, "rewind_non_prunable": "no"}, r"true or false"),
 ])
 def test_bad_imp_config_gets_a_clear_message(raw, match):
     with pytest.raises(SparsetrainError, match=match):
@@ -120,6 +121,10 @@ def test_config_file_and_overrides():
     assert (imp.scope, imp.target_density, imp.rounds) == ("global", 0.1, 11)
     with pytest.raises(SparsetrainError, match="method 'rigl' would be ignored"):
         load_tickets_config(None, ["--method.name", "rigl", "--imp.rounds", "1"])
+    with pytest.raises(SparsetrainError, match="override it with method.name=dense"):
+        load_tickets_config("rigl_mnist1d", ["--imp.rounds", "1"])
+    cfg, imp = load_tickets_config("rigl_mnist1d", ["--imp.rounds", "1", "--method.name", "dense"])
+    assert cfg["model"]["name"] == "cnn1d" and cfg["method"] == {"name": "dense"} and imp.rounds == 1
 
 
 # --------------------------------------------------------------------------- rewinding

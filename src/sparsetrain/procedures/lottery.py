@@ -118,6 +118,8 @@ def make_imp_config(raw: dict[str, Any] | None) -> ImpConfig:
     k = raw.get("rewind_iter", 0)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise SparsetrainError(f"imp.rewind_iter is an optimizer step (0 = initialisation), got {k!r}.")
+    if not isinstance(raw.get("rewind_non_prunable", True), bool):
+        raise SparsetrainError(f"imp.rewind_non_prunable must be true or false, got {raw['rewind_non_prunable']!r}.")
     return ImpConfig(**{**raw, "rounds": int(rounds), "prune_fraction": float(p), "target_density": target})
 
 
@@ -231,11 +233,6 @@ def train_round(cfg: dict, run_dir: Path, resume: bool = False, **method: Any) -
         return train(cfg, run_dir, resume=resume)
 
 
-def imp_config_dict(cfg: ImpConfig) -> dict[str, Any]:
-    """The ``imp:`` section as plain data (for the saved ``imp.yaml``)."""
-    return asdict(cfg)
-
-
 # ------------------------------------------------------------------------ configuration files
 TICKETS_DIR = Path(__file__).resolve().parent.parent / "recipes" / "tickets"
 #: keys that may change when a procedure is resumed (they do not change what is trained)
@@ -257,7 +254,7 @@ def find_tickets_config(name: str | Path) -> Path:
     if key in bundled:
         return bundled[key]
     from sparsetrain.train.recipes import find_recipe
-    try:  # an ordinary training recipe is a valid base (its method is replaced by IMP's rounds)
+    try:  # a training recipe is a base too, with method.name=dense (IMP trains its own rounds)
         return find_recipe(name)
     except SparsetrainError:
         raise unknown_choice("tickets config (a YAML file or a bundled name)", str(name), bundled) from None
@@ -302,7 +299,7 @@ def load_tickets_config(config: str | Path | None = None,
     if cfg["method"]["name"] != "dense":
         raise SparsetrainError(f"IMP trains its own rounds (dense, then fixed masks); the config's method "
                                f"{cfg['method']['name']!r} would be ignored. Remove the method section or "
-                               "set method.name to dense.")
+                               "override it with method.name=dense.")
     return validate(cfg), make_imp_config(imp_raw)
 
 
