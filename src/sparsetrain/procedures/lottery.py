@@ -21,6 +21,14 @@ Non-prunable parameters (biases, norms) and buffers: the canonical lottery
 ticket rewinds the whole network (``rewind_non_prunable=True``, default);
 Rare Gems keeps their trained values (``False``).
 
+How a round gets its mask: the trainer takes a method *name* from the config,
+so each round trains with ``_imp_round`` (:func:`imp_round`), whose init op
+loads the round's ``masks.pt`` and ``weights.pt`` and whose only update saves
+the rewind point in round 0. It is registered only while a round trains
+(:func:`round_method`), so ``sparsetrain methods`` and the every-method tests
+never see it; the trainer and the engine stay untouched. Single process
+(no DDP) for now.
+
 Example:
     >>> cfg = make_imp_config({"prune_fraction": 0.2, "target_density": 0.1})
     >>> cfg.rounds, round(cfg.density(cfg.rounds), 3)
