@@ -222,6 +222,9 @@ def test_signed_constant_weights():
     w = signed_constant_(torch.empty(50, 8), torch.Generator().manual_seed(0))
     assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / 8)))
     assert 0.3 < (w > 0).float().mean() < 0.7
+    # scale_fan: fan_in times the kept fraction, sqrt(2 / (8 * 0.25)) = 1
+    assert signed_constant_(torch.empty(4, 8), torch.Generator(), 0.25).abs().eq(1.0).all()
+    assert load_gems_config({"target_sparsity": 5, "scale_fan": True})["scale_fan"] is True
 
 
 def test_score_init_options():

@@ -117,7 +117,7 @@ def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> li
     for name in names:
         layer = modules[name.rsplit(".", 1)[0] if "." in name else ""]
         if cfg["weight_init"] == "signed_constant":
-            signed_constant_(layer.weight, generator)
+            signed_constant_(layer.weight, generator, cfg["density"] if cfg["scale_fan"] else 1.0)
         elif cfg["weight_init"] == "kaiming_normal":
             kaiming_normal_(layer.weight, generator)
         if cfg["zero_bias"] and getattr(layer, "bias", None) is not None:

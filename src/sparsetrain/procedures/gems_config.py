@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "lr_gamma": 0.1, "milestones": None,
     "weight_init": "signed_constant", "score_init": None, "quantized": True, "quantize_threshold": 0.5,
     "regularization": "L2", "lmbda": 1e-4, "alpha": 1.0, "alpha_prime": 1.0,
-    "nonaffine_bn": True, "zero_bias": True, "exclude": [], "rounding": "naive",
+    "nonaffine_bn": True, "zero_bias": True, "scale_fan": False, "exclude": [], "rounding": "naive",
     "finetune": True, "finetune_epochs": None, "finetune_lr": 0.01, "finetune_momentum": 0.9,
     "finetune_weight_decay": 1e-4, "finetune_lr_policy": "multistep", "finetune_milestones": None,
     "unflag_before_finetune": True, "sanity_checks": True, "invert_sanity_check": False,
@@ -62,8 +62,8 @@ _LR_POLICIES = {"cosine_lr": "cosine", "multistep_lr": "multistep", "constant_lr
 IGNORED_KEYS = ("subfolder", "workers", "gpu", "checkpoint_at_prune", "noise", "trial_num", "results_filename",
                 "config", "log_dir", "save_every", "print_freq", "description", "num_test")
 #: keys whose only implemented value is the one shown
-FIXED_KEYS = {"conv_type": "SubnetConv", "freeze_weights": True, "prune_type": "BottomK", "scale_fan": False,
-              "noise_ratio": 0, "bias": False, "project_freq": 1, "bottom_k_on_forward": False}
+FIXED_KEYS = {"conv_type": "SubnetConv", "freeze_weights": True, "prune_type": "BottomK", "noise_ratio": 0,
+              "bias": False, "project_freq": 1, "bottom_k_on_forward": False}
 WEIGHT_INITS = ("signed_constant", "kaiming_normal", "default")
 LR_POLICIES = ("cosine", "multistep", "constant")
 

@@ -50,8 +50,11 @@ def fan_in(weight: Tensor) -> int:
     return int(weight[0].numel()) if weight.dim() > 1 else 1
 
 
-def signed_constant_(weight: Tensor, generator: torch.Generator) -> Tensor:
-    """Rare Gems' frozen weights: ``sign(w_kaiming) * sqrt(2) / sqrt(fan_in)`` (ALGORITHMS.md 6).
+def signed_constant_(weight: Tensor, generator: torch.Generator, fan_scale: float = 1.0) -> Tensor:
+    """Rare Gems' frozen weights: ``sign(w_kaiming) * sqrt(2) / sqrt(fan_in * fan_scale)`` (ALGORITHMS.md 6).
+
+    ``fan_scale`` is 1 by default; ``scale_fan`` passes the kept fraction, so
+    that a layer that keeps d of its inputs has the variance of a dense one.
 
     Example:
         >>> w = signed_constant_(torch.empty(3, 8), torch.Generator().manual_seed(0))
@@ -61,7 +64,7 @@ def signed_constant_(weight: Tensor, generator: torch.Generator) -> Tensor:
     signs = torch.randn(weight.shape, generator=generator).sign()
     signs[signs == 0] = 1.0  # a sign is never 0 (probability ~0, but keep the constant exact)
     with torch.no_grad():
-        weight.copy_(signs * (RELU_GAIN / math.sqrt(fan_in(weight))))
+        weight.copy_(signs * (RELU_GAIN / math.sqrt(fan_in(weight) * fan_scale)))
     return weight
 
 
