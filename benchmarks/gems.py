@@ -54,8 +54,8 @@ def job(spec: tuple) -> dict:
         model, loaders, _ = build(cfg)
         masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
         out.mkdir(parents=True, exist_ok=True)
-        from sparsetrain.procedures.gems import _Log
-        MaskedTrainer(cfg, loaders, _Log(out / "metrics.jsonl", False)).run(model, masks, "dense")
+        from sparsetrain.procedures.gems import RunLog
+        MaskedTrainer(cfg, loaders, RunLog(out / "metrics.jsonl", False)).run(model, masks, "dense")
         return {"dataset": dataset, "sparsity": 0, "seed": seed, "kind": kind,
                 "dense": accuracy(model, loaders.test, "cpu"), "time": time.perf_counter() - started}
     from sparsetrain.procedures.gems import run_gems

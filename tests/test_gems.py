@@ -340,3 +340,15 @@ def test_bundled_gems_recipes_load():
         cfg = load_gems_config(name)
         assert 0 < cfg["density"] <= 1 and cfg["algo"] in ("hc_iter", "ep")
     assert load_gems_config("gems_resnet20_cifar10")["density"] == pytest.approx(0.0059)
+
+
+@pytest.mark.slow
+def test_benchmark_script_quick(tmp_path):
+    import subprocess
+    import sys
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gems.py"
+    out = tmp_path / "results.md"
+    subprocess.run([sys.executable, str(script), "--quick", "--workers", "1", "--out", str(out)], check=True,
+                   capture_output=True, timeout=600)
+    text = out.read_text()
+    assert "| 90 % |" in text and "mnist1d (dense" in text

@@ -58,7 +58,7 @@ from sparsetrain.train.data import create_dataset, make_loaders
 from sparsetrain.train.models import create_model, model_signature
 
 
-class _Log:
+class RunLog:
     """metrics.jsonl writer and the one-line-per-epoch printout."""
 
     def __init__(self, path: Path, progress: bool) -> None:
@@ -145,7 +145,7 @@ def _search_epoch(search: ScoreSearch, optimizer, loader, cfg: dict, device) -> 
     return loss_sum / max(1, seen), correct / max(1, seen)
 
 
-def search_phase(search: ScoreSearch, cfg: dict, loaders, log: _Log, generator: torch.Generator) -> dict:
+def search_phase(search: ScoreSearch, cfg: dict, loaders, log: RunLog, generator: torch.Generator) -> dict:
     """Train the scores for ``epochs``, thresholding every ``iter_period`` epochs (``hc_iter``)."""
     device = cfg["device"]
     params = search.score_list()
@@ -256,7 +256,7 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
         torch.set_num_threads(int(cfg["threads"]))
     generator = torch.Generator().manual_seed(cfg["seed"])
     model, loaders, splits = build(cfg)
-    log = _Log(out / "metrics.jsonl", progress)
+    log = RunLog(out / "metrics.jsonl", progress)
     prepare_model(model, cfg, generator)
     search = ScoreSearch.create(model, cfg["algo"], cfg["density"], score_init=cfg["score_init"],
                                 generator=generator, quantized=cfg["quantized"],
@@ -301,5 +301,5 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
     return summary
 
 
-__all__ = ["build", "finetune_masks", "load_gems_config", "make_bn_nonaffine_", "prepare_model", "run_gems",
+__all__ = ["RunLog", "build", "finetune_masks", "load_gems_config", "make_bn_nonaffine_", "prepare_model", "run_gems",
            "sanity_masks", "search_phase"]
