@@ -21,6 +21,8 @@ from sparsetrain.structured.checkpoint import (
 )
 from sparsetrain.train.models import create_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _sparsify(model: nn.Module, density: float, seed: int = 0) -> dict[str, torch.Tensor]:
     """Exact-count random masks on every conv/linear weight, applied in place."""
