@@ -165,6 +165,9 @@ def run_sweep(dataset: str, methods: list[str], densities: list[float], seeds: i
                 run_dir = out_dir / f"{label}-s{seed}"
                 try:
                     summary = _cached(run_dir, run_cfg) if not args.fresh else None
+                    if summary is None and args.report_only:
+                        error = "not run"
+                        break
                     if summary is None:
                         print(f"== {dataset} {label} seed {seed}", flush=True)
                         summary = train(run_cfg, run_dir)
@@ -180,7 +183,7 @@ def run_sweep(dataset: str, methods: list[str], densities: list[float], seeds: i
                 continue
             row = summarise(label, summaries)
             row.update(method=method, target=cfg["method"].get("density", 1.0),
-                       times=[s["wall_time_s"] for s in summaries],
+                       times=[s["wall_time_s"] for s in summaries], commits=[s.get("git") for s in summaries],
                        train_flops=None if None in train_flops else statistics.mean(train_flops))
             rows.append(row)
     return rows
@@ -210,7 +213,7 @@ def density_table(rows: list[dict], densities: list[float]) -> str:
             if r is None:
                 line.append("")
             elif "error" in r:
-                line.append(f"failed: {r['error'][:80]}")
+                line.append("not run" if r["error"] == "not run" else f"failed: {r['error'][:80]}")
             else:
                 line.append(f"{r['acc_mean'] * 100:.2f} ± {r['acc_std'] * 100:.2f}")
                 times += r["times"]
@@ -280,7 +283,22 @@ def plot(results: dict[str, list[dict]], density: float, path: Path) -> Path | N
 def report(results: dict[str, list[dict]], args, densities: list[float], command: str, seconds: float) -> str:
     lines = [f"```\n{command}\n```", ""]
     lines += [f"- {line}" for line in machine_info(args.device)]
-    lines += [f"- seeds 0..{args.seeds - 1} per configuration (the repeats); {seconds / 60:.1f} min in all",
+    done = [r for rows in results.values() for r in rows if "error" not in r]
+    runs = sum(len(r["times"]) for r in done)
+    train_s = sum(sum(r["times"]) for r in done)
+    commits = sorted({(c or "?")[:7] for r in done for c in r.get("commits", [])})
+    failed = sorted({f"{r['method']}: {r['error'][:100]}" for rows in results.values() for r in rows
+                     if "error" in r and r["error"] != "not run"})
+    missing = [f"{dataset} {r['label']}" for dataset, rows in results.items() for r in rows
+               if r.get("error") == "not run"]
+    lines += [f"- seeds 0..{args.seeds - 1} per configuration (the repeats); {runs} training runs, "
+              f"{train_s / 60:.1f} min of training wall time in all ({seconds / 60:.1f} min for this command; "
+              "finished runs are reused)",
+              f"- git commits the runs were trained at: {', '.join(commits)} (other work was committed during the "
+              "sweep)" if len(commits) > 1 else f"- git commit of the runs: {', '.join(commits)}",
+              *([f"- failed: {'; '.join(failed)}"] if failed else []),
+              *([f"- not run (no finished run for every seed; --report-only): {len(missing)} configurations: "
+                 f"{', '.join(missing)}"] if missing else []),
               "- accuracy: final-epoch test accuracy, mean ± std over seeds; time/run: median (min-max) wall "
               "seconds of one training run", ""]
     for dataset, rows in results.items():
@@ -311,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks/RESULTS.md; with --quick: none)")
     parser.add_argument("--plot", default=None, help="PNG path (default benchmarks/accuracy.png; --quick: in --out)")
     parser.add_argument("--fresh", action="store_true", help="re-run finished runs instead of reusing them")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs "
+                        "and list the configurations that have not run for every seed")
     args = parser.parse_args(argv)
     methods = select_methods(args.methods or (QUICK["methods"] if args.quick else "*"))
     densities = ([float(x) for x in args.densities.split(",")] if args.densities else

@@ -326,7 +326,9 @@ def _overhead_rows(res: dict, summ: dict, target: float, with_updates: bool) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one round of everything (under a minute)")
-    parser.add_argument("--methods", default="*", help="glob over sparsetrain.list_methods() (default: all)")
+    parser.add_argument("--methods", default="*", help="comma-separated globs over sparsetrain.list_methods() "
+                        "(default: all)")
+    parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end MLP cross-check")
     parser.add_argument("--models", default=None, help="comma-separated subset of the models (default: "
                         f"{', '.join(m[0] for m in OVERHEAD_MODELS)} for (a), {', '.join(UPDATE_MODELS)} for (b))")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -360,7 +362,8 @@ def run(args) -> None:
     for line in machine_info(args.device):
         print(f"- {line}")
     methods, skipped = {}, {}
-    for name in sparsetrain.list_methods(args.methods):
+    names = sorted({n for pattern in args.methods.split(",") for n in sparsetrain.list_methods(pattern.strip())})
+    for name in names:
         kwargs, why = method_kwargs(name)
         if kwargs is None:
             skipped[name] = why
@@ -398,7 +401,7 @@ def run(args) -> None:
         print(table(*_overhead_rows(res, summ, target, with_updates=True)))
         sys.stdout.flush()
 
-    if cfg["e2e_rounds"][1] and "mlp" in chosen:
+    if cfg["e2e_rounds"][1] and "mlp" in chosen and not args.skip_e2e:
         model_name, bs, shape, target = OVERHEAD_MODELS[1]
         res, _ = overhead(model_name, bs, shape, methods, cfg["e2e_rounds"], 0, cfg["budget"]["e2e"],
                           end_to_end=True)

@@ -30,11 +30,18 @@ Measured per variant: final test accuracy (mean ± std over seeds), final
 density over the conv / linear weights (counted nonzeros), the step time
 (zero_grad + forward + backward + sparsity work + optimizer step; median over
 all steps and seeds, with min and max of the per-seed medians) and its ratio to
-dense, the time of one topology update (schedulers / torch prune: the call that
-updates; ``attach``: an update step minus the median ordinary step), and the
-bytes of ``torch.save`` of what resuming needs (the model's ``state_dict`` plus
-the sparsifier's or scheduler's; torch prune keeps ``weight_orig`` and
-``weight_mask`` in the model's).
+dense, the time of one topology update (schedulers: the ``pruner()`` call that
+updates; torch prune: the pruning call; ``attach``: the engine's update inside
+``optimizer.step()``, timed by wrapping ``Sparsifier._run``), and the bytes of
+``torch.save`` of what resuming needs (the model's ``state_dict`` plus the
+sparsifier's or scheduler's; torch prune keeps ``weight_orig`` and
+``weight_mask`` in the model's), also for ResNet-20 and ResNet-18 right after
+set-up, where pickling overheads no longer dominate.
+
+rigl-torch sparsifies the weight of every module but ``BatchNorm2d``, so on
+this 1D CNN it also prunes the ``BatchNorm1d`` scales to 10 %: the variant
+``rigl-torch`` is what its users get; ``rigl-torch, BatchNorm1d excluded``
+patches its exclusion list for the set-up only, to compare the algorithms.
 """
 
 from __future__ import annotations
@@ -57,17 +64,16 @@ from torch.nn.utils import prune
 
 import sparsetrain
 
-# rigl-torch's loop skips optimizer.step() at its updates; torch then warns at the LR step (harmless here)
-warnings.filterwarnings("ignore", message="Seems like `optimizer.step\\(\\)` has been overridden")
-
 DENSITY = 0.1
 UPDATE_EVERY = 20
 RIGL_END = 0.75
 FULL = {"epochs": 30, "seeds": 3, "num_samples": 5000}
 QUICK = {"epochs": 2, "seeds": 1, "num_samples": 600}
 #: (ours, theirs) pairs of the summary table
-PAIRS = [("ours: rigl", "rigl-torch"), ("ours: RigLScheduler", "rigl-torch"), ("ours: gmp", "torch prune global"),
-         ("ours: gmp_uniform", "torch prune local")]
+PAIRS = [("ours: rigl", "rigl-torch"), ("ours: RigLScheduler", "rigl-torch"),
+         ("ours: rigl", "rigl-torch, BatchNorm1d excluded"),
+         ("ours: RigLScheduler", "rigl-torch, BatchNorm1d excluded"),
+         ("ours: gmp", "torch prune global"), ("ours: gmp_uniform", "torch prune local")]
 
 
 def import_rigl_torch():
@@ -111,7 +117,9 @@ class Variant:
         F.cross_entropy(self.model(x), y).backward()
         updated, spent = self.sparse_step()
         elapsed = time.perf_counter() - t0
-        self.lr.step()
+        with warnings.catch_warnings():  # rigl-torch's loop skips optimizer.step() at updates: torch warns
+            warnings.simplefilter("ignore", UserWarning)
+            self.lr.step()
         self.t += 1
         self.steps.append(elapsed)
         if updated:
@@ -135,16 +143,19 @@ class Attached(Variant):
     def __init__(self, name, model, cfg, total, spe, method: str, **kwargs) -> None:
         super().__init__(name, model, cfg, total, spe)
         self.sp = sparsetrain.attach(model, self.opt, method, total_steps=total, seed=cfg["seed"], **kwargs)
+        self.spent = 0.0
+        run = self.sp._run  # the engine's update (ops, re-masking, bookkeeping): timed in place
+
+        def timed_run(updates) -> None:
+            t0 = time.perf_counter()
+            run(updates)
+            self.spent = time.perf_counter() - t0
+        self.sp._run = timed_run
 
     def sparse_step(self):
         n = len(self.sp.history)
         self.opt.step()
-        return len(self.sp.history) > n, None
-
-    def update_times(self):
-        """Update steps minus the median ordinary step (the update's own cost)."""
-        ordinary = statistics.median(self.steps) if self.steps else 0.0
-        return [u - ordinary for u in self.updates]
+        return len(self.sp.history) > n, self.spent
 
     def state(self):
         return {"model": self.model.state_dict(), "sparsifier": self.sp.state_dict()}
@@ -153,10 +164,19 @@ class Attached(Variant):
 class Scheduler(Variant):
     """rigl-torch's loop: ``if pruner(): optimizer.step()``; the update replaces the step."""
 
-    def __init__(self, name, model, cfg, total, spe, cls) -> None:
+    def __init__(self, name, model, cfg, total, spe, cls, exclude_bn1d: bool = False) -> None:
         super().__init__(name, model, cfg, total, spe)
-        self.pruner = cls(model, self.opt, dense_allocation=DENSITY, T_end=int(RIGL_END * total), delta=UPDATE_EVERY,
-                          alpha=0.3, sparsity_distribution="uniform", ignore_linear_layers=False)
+        util = sys.modules.get("rigl_torch.util")
+        excluded = getattr(util, "EXCLUDED_TYPES", None)
+        if exclude_bn1d:  # rigl-torch sparsifies every module with a weight but BatchNorm2d
+            util.EXCLUDED_TYPES = (*excluded, nn.BatchNorm1d)
+        try:
+            self.pruner = cls(model, self.opt, dense_allocation=DENSITY, T_end=int(RIGL_END * total),
+                              delta=UPDATE_EVERY, alpha=0.3, sparsity_distribution="uniform",
+                              ignore_linear_layers=False)
+        finally:
+            if exclude_bn1d:
+                util.EXCLUDED_TYPES = excluded
 
     def sparse_step(self):
         before = self.pruner.rigl_steps
@@ -229,6 +249,8 @@ def build_variants(cfg: dict, total: int, spe: int, num_classes: int, rigl_torch
         "ours: RigLScheduler": lambda: Scheduler("ours: RigLScheduler", model(), cfg, total, spe,
                                                  sparsetrain.RigLScheduler),
         "rigl-torch": lambda: Scheduler("rigl-torch", model(), cfg, total, spe, rigl_torch),
+        "rigl-torch, BatchNorm1d excluded": lambda: Scheduler("rigl-torch, BatchNorm1d excluded", model(), cfg,
+                                                              total, spe, rigl_torch, exclude_bn1d=True),
         "ours: gmp": lambda: Attached("ours: gmp", model(), cfg, total, spe, "gmp", **gmp_kwargs),
         "torch prune global": lambda: TorchPrune("torch prune global", model(), cfg, total, spe, "global"),
         "ours: gmp_uniform": lambda: Attached("ours: gmp_uniform", model(), cfg, total, spe, "gmp_uniform",
@@ -236,7 +258,7 @@ def build_variants(cfg: dict, total: int, spe: int, num_classes: int, rigl_torch
         "torch prune local": lambda: TorchPrune("torch prune local", model(), cfg, total, spe, "local"),
     }
     if rigl_torch is None:
-        del makers["rigl-torch"]
+        del makers["rigl-torch"], makers["rigl-torch, BatchNorm1d excluded"]
     import fnmatch
     return [make() for name, make in makers.items() if name == "dense" or any(
         fnmatch.fnmatchcase(name, p.strip()) for p in only.split(","))]
@@ -271,6 +293,42 @@ def train_seed(seed: int, epochs: int, num_samples: int, device: str, rigl_torch
         out[v.name] = {"acc": acc, "density": weight_density(v.model), "step": statistics.median(v.steps),
                        "updates": v.update_times(), "ckpt": ckpt_bytes(v.state())}
     return out
+
+
+def checkpoint_sizes(model_names: list[str], rigl_torch) -> str:
+    """Bytes of what resuming needs, right after set-up at density 0.1 (no training), per approach."""
+    from sparsetrain.train.models import create_model
+    rows = []
+    for name in model_names:
+        def fresh(name: str = name) -> tuple[nn.Module, torch.optim.Optimizer]:
+            torch.manual_seed(0)
+            model = create_model(name, **({"width": 24} if name == "cnn1d" else {}))
+            return model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model, _ = fresh()
+        dense = ckpt_bytes({"model": model.state_dict()})
+        sizes = {}
+        model, opt = fresh()
+        sp = sparsetrain.attach(model, opt, "rigl", density=DENSITY, total_steps=1000, distribution="uniform",
+                                dense_first=True)
+        sizes["ours: attach (rigl)"] = ckpt_bytes({"model": model.state_dict(), "sparsifier": sp.state_dict()})
+        sp.detach()
+        for label, cls in (("ours: RigLScheduler", sparsetrain.RigLScheduler), ("rigl-torch", rigl_torch)):
+            if cls is None:
+                continue
+            model, opt = fresh()
+            pruner = cls(model, opt, dense_allocation=DENSITY, T_end=750, ignore_linear_layers=False)
+            sizes[label] = ckpt_bytes({"model": model.state_dict(), "pruner": pruner.state_dict()})
+        model, _ = fresh()
+        mods = sparse_weights(model)
+        prune.global_unstructured([(m, "weight") for _, m in mods], prune.L1Unstructured, amount=1 - DENSITY)
+        sizes["torch prune (weight_orig + weight_mask)"] = ckpt_bytes({"model": model.state_dict()})
+        for _, m in mods:
+            prune.remove(m, "weight")
+        sizes["torch prune after prune.remove (cannot resume)"] = ckpt_bytes({"model": model.state_dict()})
+        weights = sum(m.weight.numel() for _, m in mods)
+        rows += [[name, f"{weights / 1e6:.3f}M", label, f"{b / 2**20:.3f}", f"{b / dense:.3f}"]
+                 for label, b in [("dense", dense), *sizes.items()]]
+    return table(["model", "conv/linear weights", "what is saved", "MiB", "x dense"], rows)
 
 
 # ---------------------------------------------------------------------------- report
@@ -369,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/peers.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     body = "\n".join([f"```\n{command.strip()}\n```", "", *[f"- {line}" for line in header],
                       f"- {(time.perf_counter() - start) / 60:.1f} min in all", "", variant_table(res), "",
-                      pair_table(res), ""])
+                      pair_table(res), "", "Checkpoint bytes at density 0.1 right after set-up, by model size "
+                      "(model state_dict plus the sparsifier's / scheduler's state; dense = the model alone):", "",
+                      checkpoint_sizes(["cnn1d", "resnet20", "resnet18"] if not args.quick else ["cnn1d"], rigl_torch),
+                      ""])
     print("\n" + body)
     png = Path(args.plot) if args.plot else (None if args.quick else HERE / "peers.png")
     written = plot(res, png) if png else None
