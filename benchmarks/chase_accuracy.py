@@ -89,19 +89,26 @@ def _compact_row(cfg: dict, run_dir: Path) -> dict:
     return row
 
 
+#: what is compared: label -> (recipe, method overrides); S_c = 0 is the DST underneath Chase alone
+RUNS = {"chase_mnist1d": ("chase_mnist1d", {}), "chase_mnist1d[S_c=0]": ("chase_mnist1d", {"channel_sparsity": 0.0}),
+        "dst_mnist1d": ("dst_mnist1d", {})}
+
+
 def run(args, width: int) -> dict:
-    results: dict[str, list[dict]] = {"chase_mnist1d": [], "dst_mnist1d": []}
+    results: dict[str, list[dict]] = {label: [] for label in RUNS}
     for seed in range(args.seeds):
-        for recipe in results:
+        for label, (recipe, overrides) in RUNS.items():
             cfg = _config(recipe, seed, args.epochs, args.threads, width)
-            run_dir = Path(args.out) / (f"{recipe}-s{seed}" if width == 24 else f"{recipe}-w{width}-s{seed}")
+            cfg["method"] = {**cfg["method"], **overrides}
+            name = label.replace("[S_c=0]", "-sc0")
+            run_dir = Path(args.out) / (f"{name}-s{seed}" if width == 24 else f"{name}-w{width}-s{seed}")
             summary = _train(cfg, run_dir)
             row = {"seed": seed, "acc": summary["final_test_acc"], "density": summary["density"],
                    "time": summary["wall_time_s"]}
-            if recipe.startswith("chase"):
+            if label == "chase_mnist1d":
                 row.update(_compact_row(cfg, run_dir))
-            results[recipe].append(row)
-            print(json.dumps({"recipe": recipe, "width": width, **row}), flush=True)
+            results[label].append(row)
+            print(json.dumps({"run": label, "width": width, **row}), flush=True)
     return results
 
 
@@ -111,27 +118,32 @@ def _mean(rows: list[dict], key: str) -> str:
 
 
 def report(by_width: dict[int, dict], args, seconds: float) -> str:
+    train_min = sum(r["time"] for res in by_width.values() for rows in res.values() for r in rows) / 60
     lines = ["# Chase vs DST on MNIST-1D (issue 4)", "", *common.machine_info(), "",
              f"Command: `python benchmarks/chase_accuracy.py {' '.join(sys.argv[1:])}` ({seconds / 60:.1f} min "
-             f"including reused runs, {args.seeds} seeds, one thread per run, runs one after the other on a "
-             "shared 2-core machine).",
+             f"this call, reusing finished runs; the runs' training time adds up to {train_min:.1f} min; "
+             f"{args.seeds} seeds, one thread per run, runs one after the other on a shared 2-core machine).",
              "Recipes `chase_mnist1d` and `dst_mnist1d` (identical but for the method): cnn1d, 30 epochs, SGD 0.1 "
              "cosine, batch 128, 90 % sparsity; final test accuracy (%), mean ± std over seeds. Width 24 is the "
-             "recipes' (and the trainer's default) model; width 64 is the cnn1d builder's default.", ""]
+             "recipes' (and the trainer's default) model; width 64 is the cnn1d builder's default. The S_c = 0 row "
+             "is Chase's own unstructured DST (global MEST soft bound, then global DST) without channel removal: "
+             "it separates the effect of removing channels from that of the DST underneath.", ""]
     for width, results in by_width.items():
         lines += [f"## cnn1d width {width}", "", *_width_report(results), ""]
     return "\n".join(lines)
 
 
 def _width_report(results: dict) -> list[str]:
-    chase, dst = results["chase_mnist1d"], results["dst_mnist1d"]
+    chase, dst, sc0 = results["chase_mnist1d"], results["dst_mnist1d"], results["chase_mnist1d[S_c=0]"]
     gap = (statistics.mean(r["acc"] for r in dst) - statistics.mean(r["acc"] for r in chase)) * 100
     rows = [["dst (RigL-ITOP), 90 %", _mean(dst, "acc"), f"{statistics.mean(r['density'] for r in dst):.4f}",
              "0", "-", "-"],
             ["chase S_c = 0.3, 90 %", _mean(chase, "acc"), f"{statistics.mean(r['density'] for r in chase):.4f}",
              f"{statistics.mean(r['channel_sparsity'] for r in chase):.3f}", _mean(chase, "acc_compact"),
              f"{statistics.mean(r['params'] for r in chase):.0f} -> "
-             + (f"{statistics.mean(r['params_compact'] for r in chase):.0f}" if "params_compact" in chase[0] else "?")]]
+             + (f"{statistics.mean(r['params_compact'] for r in chase):.0f}" if "params_compact" in chase[0] else "?")],
+            ["chase S_c = 0 (its global MEST/DST alone), 90 %", _mean(sc0, "acc"),
+             f"{statistics.mean(r['density'] for r in sc0):.4f}", "0", "-", "-"]]
     exact = all(r.get("acc_compact") == r["acc_masked"] for r in chase)
     return [common.table(["method", "test acc", "density", "channel sparsity", "compact test acc",
                           "parameters (all) -> compact"], rows), "",
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.epochs = 1, 3
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     by_width = {int(w): run(args, int(w)) for w in args.widths.split(",")}
     text = report(by_width, args, time.perf_counter() - started)
