@@ -438,7 +438,8 @@ def run(args) -> None:
             cells += ["n/a"] * 5
         rows.append(cells)
         sys.stdout.flush()
-    print(f"{cfg['update_reps']} repetitions; median (min-max); best = minimum (ours: best update step "
+    reps = ", ".join(f"{m} {cfg['update_reps'][m]}" for m in UPDATE_MODELS if m in chosen)
+    print(f"repetitions: {reps}; median (min-max); best = minimum (ours: best update step "
           "minus best ordinary step)")
     print()
     print(table(["model", "weights / layers", "ordinary step ms", "ours: update ms", "ours: best",
