@@ -195,6 +195,11 @@ def cmd_bench(args, extra) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, x, masks = _bench_target(args)
+    if args.device != "cpu":  # compact and decide CSR / 2:4 on the device that will run the model
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SparsetrainError("--device cuda asked for, but torch sees no CUDA device; use --device cpu.")
+        model, x = model.to(args.device), x.to(args.device)
+        masks = {k: v.to(args.device) for k, v in masks.items()}
     models, counts, info = prepare(model, x, masks=masks, csr=not args.no_csr, csr_batch=max(batches))
     for note in info["notes"]:
         print(f"note: {note}")

@@ -88,7 +88,7 @@ def _empty_channels(group, params: dict[str, Tensor]) -> list[int]:
     for s in group.producers:
         if s.param.endswith(".weight"):
             w = params[s.param].detach().movedim(s.dim, 0)
-            nz = w.reshape(w.shape[0], -1).ne(0).any(1)
+            nz = w.reshape(w.shape[0], -1).ne(0).any(1).cpu()
             empty &= ~nz[s.positions()].any(1)
     return empty.nonzero().flatten().tolist()
 
@@ -98,7 +98,7 @@ def _constant(x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
     v = x.movedim(1, 0)[positions.flatten()].reshape(positions.numel(), -1)
     k = v[:, :1]
     same = ((v - k).abs() <= 1e-6 * (1.0 + v.abs().amax(1, keepdim=True))).all(1)
-    return k.flatten().view(positions.shape), same.view(positions.shape)
+    return k.flatten().view(positions.shape).cpu(), same.view(positions.shape).cpu()
 
 
 def _exact_fold(module: nn.Module) -> bool:
@@ -120,7 +120,7 @@ def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -
         name = s.param.rsplit(".", 1)[0]
         pos = s.positions()[empty]
         w = params[s.param].detach().movedim(s.dim, 0)
-        reads = w.reshape(w.shape[0], -1).ne(0).any(1)[pos]  # a zero consumer column ignores the value
+        reads = w.reshape(w.shape[0], -1).ne(0).any(1).cpu()[pos]  # a zero consumer column ignores the value
         k, same = _constant(inputs[name], pos)
         k = torch.where(reads, k, torch.zeros_like(k))
         keep_mask[torch.tensor(empty)[(reads & ~same).any(1)]] = True  # varies: e.g. an unmasked skip path
@@ -138,7 +138,7 @@ def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -
         if not bool(k.any()):
             continue
         w = params[param].detach().index_select(dim, pos).movedim(dim, 1)  # [out, removed inputs, kernel...]
-        shift = (w * k.view(1, -1, *([1] * (w.dim() - 2)))).sum(dim=tuple(range(1, w.dim())))
+        shift = (w * k.to(w).view(1, -1, *([1] * (w.dim() - 2)))).sum(dim=tuple(range(1, w.dim())))
         plan.shifts[param.rsplit(".", 1)[0]] = shift
         if not _exact_fold(modules[param.rsplit(".", 1)[0]]):
             plan.approximate.append(param.rsplit(".", 1)[0])
@@ -166,7 +166,7 @@ def _remove(model: nn.Module, groups, plans: list[_Plan]) -> None:
             module = modules[name]
             if module.bias is None:
                 module.bias = nn.Parameter(torch.zeros(module.weight.shape[int(_transposed(module))],
-                                                       dtype=module.weight.dtype))
+                                                       dtype=module.weight.dtype, device=module.weight.device))
             with torch.no_grad():
                 module.bias.add_(shift.to(module.bias))
     for name, dims in drops.items():
