@@ -295,3 +295,14 @@ def test_trainer_logs_channel_events_and_statistics(tmp_path, capsys):
     assert channel_events and channel_events[-1]["channel_sparsity"] > 0
     assert all(0.0 <= r["amenable_channels"] <= 1.0 for r in records if "amenable_channels" in r)
     assert any("amenable_channels" in r for r in records)
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_quick_run(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import chase_accuracy
+    assert chase_accuracy.main(["--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "chase S_c = 0.3" in out and "Compact model accuracy equal to the uncompacted one on every seed: True" in out
