@@ -102,7 +102,7 @@ def _torch_pruning():
     try:
         import torch_pruning as tp
     except ImportError:  # pragma: no cover - exercised only without the extra
-        raise SparsetrainError("finding removable channels needs torch-pruning: pip install 'sparsetrain[structured]' "
+        raise SparsetrainError("finding removable channels needs torch-pruning: pip install 'sparsetrain[export]' "
                                "(or pip install torch-pruning).") from None
     return tp
 
