@@ -110,9 +110,15 @@ def grasp(density: float = 0.1, n_batches: int = 1, temperature: float = 200.0, 
     """GraSP: remove the weights with the highest S = -w * (H g), i.e. keep the lowest S.
 
     Algorithm (paper, Algorithm 1): g = dL/dw on the batches; Hg by a second backward; S = -w * Hg;
-    remove the top (1 - density) of S globally. Logits are divided by ``temperature`` (the original
-    code's T = 200). Needs ``data=`` in attach; ``n_batches`` training batches (the original uses
-    one batch of 10 samples per class; the trainer's batch of 128 on 10 classes is close to it).
+    remove the top (1 - density) of S globally. Logits are divided by ``temperature`` in both
+    passes, as in the original ``pruner/GraSP.py`` (T = 200). Needs ``data=`` in attach.
+
+    Differences from the original code, on purpose: it draws one class-balanced batch
+    (``samples_per_class`` per class) and splits it in two halves; we take the first ``n_batches``
+    batches as given (the trainer's batch of 128 on 10 classes is about as many samples). Its
+    ``reinit=True`` re-draws the linear layers with Xavier-normal in the scoring copy only, so the
+    scores belong to other weights than those trained; we score the weights that are trained. Its
+    ``<=`` threshold keeps every tie; we keep exact counts (ties to the lower index).
     """
     _check(density, scope, distribution, on_collapse)
     check_positive_int(n_batches, "n_batches")
