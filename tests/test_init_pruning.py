@@ -321,3 +321,18 @@ def test_trainer_runs_pruning_at_init_end_to_end(method, tmp_path):
     first = json.loads((tmp_path / method / "metrics.jsonl").read_text().splitlines()[0])
     assert first["init"] == method and first["step"] == 0 and first["n_collapsed"] == 0
     assert math.isfinite(summary["final_test_acc"])
+
+
+@pytest.mark.slow
+def test_benchmark_script_quick_run(tmp_path):
+    """benchmarks/init_pruning.py --quick on digits for one epoch: every method gets a table row."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "init_pruning.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--epochs", "1", "--data", "digits", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ["random[erk]", "random[smart_ratio]", "snip", "grasp", "synflow", "lottery_ticket", "rigl", "granet"]:
+        assert f"| {label} | " in proc.stdout, label
+    assert json.loads((tmp_path / "e1" / "init_pruning.json").read_text())["rows"]
