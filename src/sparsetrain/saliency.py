@@ -169,21 +169,25 @@ def synflow_scores(model: nn.Module, params: dict[str, Tensor], example_input: T
     pass runs in float64 (the original left it in float32, which can overflow
     or underflow on deep nets). The model is put back exactly afterwards.
     """
-    names, tensors = list(params), list(params.values())
     dtype = torch.float64 if double else None
-    with preserved(model), torch.no_grad():
+    # |w| in float64 goes in through functional_call: the module's own tensors are never
+    # swapped (swapping .data would detach DDP's gradient hooks from the parameters)
+    state: dict[str, Tensor] = {}
+    for n, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        t = t.detach()
+        state[n] = t.abs().to(dtype or t.dtype) if t.is_floating_point() else t
+    key = {id(p): n for n, p in model.named_parameters()}
+    scored = {}
+    for name, p in params.items():
+        k = key[id(p)]
+        w = state[k] if masks is None else state[k] * masks[name].to(state[k].dtype)
+        state[k] = scored[name] = w.requires_grad_()
+    ones = torch.ones((1, *example_input.shape[1:]), dtype=dtype or example_input.dtype,
+                      device=example_input.device)
+    with preserved(model), torch.enable_grad():
         model.eval()
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            if t.is_floating_point():
-                t.data = t.data.abs().to(dtype or t.dtype)
-        if masks is not None:
-            for n, p in params.items():
-                p.data = p.data * masks[n].to(p.dtype)
-        ones = torch.ones((1, *example_input.shape[1:]), dtype=dtype or example_input.dtype,
-                          device=example_input.device)
-        with torch.enable_grad():
-            grads = _grads(model(ones).sum(), tensors)
-        scores = {n: (g * p.detach()).abs().to(torch.float64) for n, g, p in zip(names, grads, tensors, strict=True)}
+        grads = _grads(torch.func.functional_call(model, state, (ones,)).sum(), list(scored.values()))
+    scores = {n: (g * w.detach()).abs().to(torch.float64) for (n, w), g in zip(scored.items(), grads, strict=True)}
     return scores
 
 
