@@ -21,6 +21,8 @@ from sparsetrain.ops.channels import (
     channel_scores,
     channel_sparsity,
     min_width,
+    normalize_scores,
+    prune_channels,
     select_channels,
 )
 from sparsetrain.schedules import cosine_decay
@@ -107,6 +109,41 @@ def test_ties_are_drawn_with_the_generator_and_counts_stay_exact():
         assert sum(int(v.sum()) for v in out.values()) == 7
         picks.append(torch.cat([out["a"], out["b"]]))
     assert torch.equal(picks[0], picks[1]) and not torch.equal(picks[0], picks[2])
+
+
+# --------------------------------------------------------------------------- score_norm="layer" (our extension)
+def test_layer_normalisation_by_hand():
+    late, early = torch.tensor([0.01, 0.02, 0.03, 0.04]), torch.tensor([1.0, 3.0, 3.0, 5.0])
+    alive = {"late": torch.ones(4, dtype=torch.bool), "early": torch.ones(4, dtype=torch.bool)}
+    out = normalize_scores({"late": late, "early": early}, alive, "layer")
+    # means over all 4 channels: 0.025 and 3.0
+    torch.testing.assert_close(out["late"], torch.tensor([0.4, 0.8, 1.2, 1.6]))
+    torch.testing.assert_close(out["early"], torch.tensor([1 / 3, 1.0, 1.0, 5 / 3]))
+    assert normalize_scores({"late": late}, alive, "none")["late"] is late
+    # a removed channel counts as 0 in the mean: (0.02 + 0.03 + 0.04) / 4 = 0.0225
+    gone = {"late": torch.tensor([False, True, True, True])}
+    torch.testing.assert_close(normalize_scores({"late": late}, gone, "layer")["late"][1:],
+                               torch.tensor([0.02, 0.03, 0.04]) / 0.0225)
+    # all-zero group: stays zero (empty channels, free to remove), no division by zero
+    zero = normalize_scores({"z": torch.zeros(3)}, {"z": torch.ones(3, dtype=torch.bool)}, "layer")["z"]
+    assert zero.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(sparsetrain.SparsetrainError, match="normalisation"):
+        normalize_scores({}, {}, "flops")
+
+
+@pytest.mark.parametrize(("norm", "removed"), [("none", {"0": [], "2": [0, 1]}), ("layer", {"0": [0], "2": [0]})])
+def test_prune_channels_seed_ranking_vs_layer_normalised(norm, removed):
+    """Raw UMM takes both channels from the small-scale layer; normalised, each layer's weakest goes."""
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, 3.0, 3.0, 5.0])[:, None].expand(4, 4))   # UMM 1, 3, 3, 5
+        net[2].weight.copy_(torch.tensor([0.01, 0.02, 0.03, 0.04])[:, None].expand(4, 4))
+    masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in net.named_parameters() if n.endswith("weight")}
+    ctx = _ctx(net, masks, torch.randn(2, 4))
+    out = prune_channels(lambda t, total: 0.25, "umm", norm)(ctx)  # k = floor(0.25 * 8) = 2
+    assert out["channels_removed"] == 2
+    for group, idx in removed.items():
+        assert torch.nonzero(~ctx.state[KEY]["alive"][group]).flatten().tolist() == idx
 
 
 # --------------------------------------------------------------------------- the method end to end
@@ -223,12 +260,14 @@ def conv_nets(draw):
 @settings(max_examples=12, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(net=conv_nets(), density=st.floats(0.05, 0.6), target=st.floats(0.1, 0.8), beta=st.floats(0.0, 1.0),
-       score=st.sampled_from(["umm", "mask_wise", "kernel_wise", "connection_wise"]), seed=st.integers(0, 1000))
-def test_property_channels_and_budget_are_exact(net, density, target, beta, score, seed):
+       score=st.sampled_from(["umm", "mask_wise", "kernel_wise", "connection_wise"]), seed=st.integers(0, 1000),
+       norm=st.sampled_from(["none", "layer"]))
+def test_property_channels_and_budget_are_exact(net, density, target, beta, score, seed, norm):
     model, widths = net
     torch.manual_seed(seed)
     x, y = torch.randn(6, 2, 4, 4), torch.randint(0, 3, (6,))
-    sp, opt = _attach(model, x, density=density, channel_sparsity=target, min_ratio=beta, score=score)
+    sp, opt = _attach(model, x, density=density, channel_sparsity=target, min_ratio=beta, score=score,
+                     score_norm=norm)
     plan = sp.ctx.state[KEY]
     assert plan["total"] == sum(widths)
     capacity = sum(w - min_width(w, target, beta) for w in widths)
@@ -259,7 +298,7 @@ def test_bad_input():
     for kwargs, match in [({"channel_sparsity": 1.0}, "below 1"), ({"channel_sparsity": 1.5}, "channel_sparsity"),
                           ({"score": "l2"}, "unknown channel score"), ({"curve": "linear"}, "unknown curve"),
                           ({"min_ratio": -0.1}, "min_ratio"), ({"channel_every": 0}, "channel_every"),
-                          ({"end": 0.0}, "0 <= start < end")]:
+                          ({"end": 0.0}, "0 <= start < end"), ({"score_norm": "flops"}, "unknown score_norm")]:
         with pytest.raises(sparsetrain.SparsetrainError, match=match):
             sparsetrain.create_method("chase", **kwargs)
 

@@ -8,6 +8,7 @@ from sparsetrain.methods.common import check_density, check_positive_int, check_
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.channels import (
     CURVES,
+    SCORE_NORMS,
     SCORES,
     channel_cadence,
     channel_plan,
@@ -25,7 +26,8 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
           channel_offset: int | None = None, end: float = 130 / 160, min_ratio: float = 0.5,
           curve: str = "cubic", score: str = "umm", update_every: int = 1000, bound: float = 0.05,
           soft_end: float = 130 / 160, drop_fraction: float = 0.5, distribution: str = "erk",
-          mest: bool = True, prune_skip: bool = False, ignore: tuple[str, ...] = ()) -> Method:
+          mest: bool = True, prune_skip: bool = False, ignore: tuple[str, ...] = (),
+          score_norm: str = "none") -> Method:
     """Chase: unstructured DST whose sparsest channels are removed during training.
 
     Algorithm (ALGORITHMS.md 5.3, 5.4), t = optimizer steps done, N = size of all
@@ -62,6 +64,14 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
     the seed's VGG-19 never prunes its last conv, its ResNet-50 never its stem.
     ``channel_sparsity=0`` is Chase with S_c = 0 (no tracing, no example input needed).
 
+    ``score_norm`` is OUR EXTENSION, not in the paper or the released code:
+    ``"none"`` (default, the seed) ranks raw channel scores across all layers;
+    ``"layer"`` divides each score by its layer's mean score over all its original
+    channels (removed ones count as 0) before the global ranking, so layers compete on relative weakness
+    instead of on their weight scale (raw UMM favours removing the wide late
+    layers, whose Kaiming-init weights are small, and keeps the FLOP-heavy early
+    ones). See ``docs/methods/chase.md`` and ``benchmarks/results_inference.md``.
+
     Example:
         >>> m = chase(density=0.1, channel_sparsity=0.0)
         >>> [u.op.name for u in m.updates]
@@ -79,6 +89,8 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
         raise unknown_choice("curve", curve, CURVES)
     if score not in SCORES:
         raise unknown_choice("channel score", score, SCORES)
+    if score_norm not in SCORE_NORMS:
+        raise unknown_choice("score_norm", score_norm, SCORE_NORMS)
     if channel_sparsity >= 1.0:
         raise SparsetrainError("channel_sparsity (S_c) must be below 1: some channels must stay.")
     offset = update_every // 2 if channel_offset is None else int(channel_offset)
@@ -90,7 +102,7 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
     init = ops.init_random(distribution, density)
     if channel_sparsity > 0:
         init = ops.chain(init, channel_plan(channel_sparsity, min_ratio, prune_skip, ignore))
-        removal = prune_channels(sparsity_curve(channel_sparsity, end, curve), score)
+        removal = prune_channels(sparsity_curve(channel_sparsity, end, curve), score, score_norm)
         updates.append(ops.when(channel_cadence(channel_every, offset, end), removal))
     switch = soft_end if mest else 0.0
     if mest:

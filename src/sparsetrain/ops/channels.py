@@ -23,6 +23,7 @@ from sparsetrain.ops.base import Op
 from sparsetrain.schedules import Schedule
 
 SCORES = ("umm", "mask_wise", "kernel_wise", "connection_wise")
+SCORE_NORMS = ("none", "layer")
 CURVES = ("cubic", "cosine")
 KEY = "chase"
 
@@ -143,6 +144,38 @@ def channel_scores(ctx: SparseContext, how: str = "umm") -> dict[str, Tensor]:
     return out
 
 
+def normalize_scores(scores: dict[str, Tensor], alive: dict[str, Tensor], how: str = "none") -> dict[str, Tensor]:
+    """Make channel scores comparable across groups before the global ranking (our extension).
+
+    ``none`` (the seed, ALGORITHMS.md 5.2): scores as they are, ranked globally. UMM then
+    carries each layer's weight scale (Kaiming init: std ~ 1/sqrt(fan-in)), so wide,
+    large-fan-in layers lose most channels whatever their cost. ``layer`` (NOT in the
+    paper or the released code): each score divided by its group's mean score over ALL
+    its original channels, removed ones counting as 0 (UMM's own "unmasked" convention),
+    so groups compete on relative weakness. Counting removed channels as 0 makes the
+    rule self-limiting: a group that lost channels has a lower mean, so its survivors
+    look stronger at the next event. (Dividing by the survivors' mean does the opposite
+    and, measured on VGG-19, piles removal onto a few layers again.) A group whose
+    scores are all 0 keeps zeros: its channels are empty and free to remove.
+
+    Example:
+        >>> s = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([0.1, 0.2, 9.0])}
+        >>> alive = {"a": torch.ones(2, dtype=torch.bool), "b": torch.tensor([True, True, False])}
+        >>> out = normalize_scores(s, alive, "layer")
+        >>> [round(v, 4) for v in out["a"].tolist()], [round(v, 4) for v in out["b"].tolist()]
+        ([0.5, 1.5], [1.0, 2.0, 90.0])
+    """
+    if how not in SCORE_NORMS:
+        raise unknown_choice("channel score normalisation", how, SCORE_NORMS)
+    if how == "none":
+        return scores
+    out = {}
+    for name, score in scores.items():
+        mean = score[alive[name].to(score.device)].sum() / score.numel()
+        out[name] = score / mean if float(mean) > 0 else torch.zeros_like(score)
+    return out
+
+
 # --------------------------------------------------------------------------- selection and removal (5.3)
 def _lowest(scores: Tensor, k: int, generator: torch.Generator) -> Tensor:
     """Bool mask of exactly k lowest scores; ties at the threshold drawn at random (exact count)."""
@@ -231,10 +264,16 @@ def surviving(ctx: SparseContext) -> dict[str, Tensor]:
     return out
 
 
-def prune_channels(sparsity: Schedule, score: str = "umm") -> Op:
-    """One channel-removal event: bring the removed share of the plan's channels up to S(t)."""
+def prune_channels(sparsity: Schedule, score: str = "umm", norm: str = "none") -> Op:
+    """One channel-removal event: bring the removed share of the plan's channels up to S(t).
+
+    ``norm`` (:func:`normalize_scores`): ``"none"`` ranks raw scores globally (the seed);
+    ``"layer"`` ranks each score relative to its group's surviving mean (our extension).
+    """
     if score not in SCORES:
         raise unknown_choice("channel score", score, SCORES)
+    if norm not in SCORE_NORMS:
+        raise unknown_choice("channel score normalisation", norm, SCORE_NORMS)
 
     def run(ctx: SparseContext) -> dict:
         plan = ctx.state[KEY]
@@ -245,8 +284,8 @@ def prune_channels(sparsity: Schedule, score: str = "umm") -> Op:
         k = math.floor(s * plan["total"] + 1e-9) - done
         before = ctx.total_active()
         alive = {g: a.cpu() for g, a in plan["alive"].items()}  # the plan may live on the GPU after a resume
-        n = remove_channels(ctx, select_channels(channel_scores(ctx, score), alive, plan["min"], k,
-                                                 ctx.generator)) if k > 0 else 0
+        scores = normalize_scores(channel_scores(ctx, score), alive, norm) if k > 0 else {}
+        n = remove_channels(ctx, select_channels(scores, alive, plan["min"], k, ctx.generator)) if k > 0 else 0
         return {"channel_sparsity": round((done + n) / plan["total"], 6), "channels_removed": n,
                 "weights_freed": before - ctx.total_active()}
     return Op(run, name="prune_channels")
@@ -285,6 +324,6 @@ def drop_global(fraction: Schedule, criterion: str | Criterion = "magnitude") ->
     return Op(run, needs_grad=getattr(dropper, "needs_grad", False), name="drop_global")
 
 
-__all__ = ["CURVES", "SCORES", "channel_cadence", "channel_plan", "channel_scores", "channel_sparsity",
-           "drop_global", "grow_global_to", "min_width", "prune_channels", "remove_channels", "select_channels",
-           "surviving"]
+__all__ = ["CURVES", "SCORES", "SCORE_NORMS", "channel_cadence", "channel_plan", "channel_scores",
+           "channel_sparsity", "drop_global", "grow_global_to", "min_width", "normalize_scores", "prune_channels",
+           "remove_channels", "select_channels", "surviving"]
