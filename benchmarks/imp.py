@@ -150,7 +150,7 @@ def report(results: list[dict], quick: bool, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, title: str) -> None:
     """Mean final accuracy vs density: the IMP chain, with the controls at the marked sparsities."""
     from sparsetrain.train.plots import _pyplot
     plt = _pyplot()
@@ -167,7 +167,7 @@ def plot(results: list[dict], path: Path) -> None:
     ax.axhline(statistics.mean(_acc(r["dense"], "final") for r in results), color="gray", ls="--", label="dense")
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set(xlabel="density", ylabel="test accuracy %", title="MNIST-1D MLP 40-100-100-10: lottery tickets")
+    ax.set(xlabel="density", ylabel="test accuracy %", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         text = report(results, args.quick, title)
         key = f"imp-{args.variant}{'-quick' if args.quick else ''}"
         png = HERE / f"{key}.png"
-        plot(results, png)
+        plot(results, png, title.split(",")[0] + ": lottery tickets")
         out = HERE / "results_imp.md"
         if not out.is_file():
             out.write_text("# IMP lottery tickets on MNIST-1D (`python benchmarks/imp.py`)\n")
