@@ -31,8 +31,8 @@ def configure(p) -> None:
                    help="config overrides right after the procedure, e.g. epochs=1 imp.rounds=2 imp.scope=layer")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides anywhere on the line (same as the positional ones)")
-    p.add_argument("--config", "-c", help="a tickets config (bundled name or YAML file); for imp also any "
-                                          "training recipe plus imp.* overrides")
+    p.add_argument("--config", "-c", help="a tickets config (bundled name or YAML file); for imp also a "
+                                          "training recipe with method.name=dense and imp.* overrides")
     p.add_argument("--out", help="output folder (imp default: runs/imp-{model}-{dataset}-s{seed})")
     p.add_argument("--resume", action="store_true", help="continue the procedure in --out after its last "
                                                          "complete round")
