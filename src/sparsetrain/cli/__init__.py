@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if extra and args.command not in ("train", "compare"):
+    if extra and args.command not in ("train", "compare", "tickets"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args, extra) or 0)

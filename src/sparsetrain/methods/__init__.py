@@ -8,6 +8,8 @@ from sparsetrain.methods.registry import (
                                           method_info,
                                           method_signature,
                                           register_method,
+                                          unregister_method,
 )
 
-__all__ = ["Method", "create_method", "list_methods", "method_info", "method_signature", "register_method"]
+__all__ = ["Method", "create_method", "list_methods", "method_info", "method_signature", "register_method",
+           "unregister_method"]

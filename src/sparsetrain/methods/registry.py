@@ -65,6 +65,18 @@ def register_method(name: str, *, family: str = "", paper: str = ""):
     return register
 
 
+def unregister_method(name: str) -> None:
+    """Remove a registered method (a procedure's temporary method, a test's own).
+
+    Example:
+        >>> _ = register_method("tmp_static")(lambda density=0.1: None)
+        >>> unregister_method("tmp_static"); "tmp_static" in list_methods()
+        False
+    """
+    _BUILDERS.pop(name, None)
+    _INFO.pop(name, None)
+
+
 def list_methods(pattern: str = "*") -> list[str]:
     """Registered method names matching a glob ``pattern`` (e.g. ``"*rig*"``)."""
     return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))

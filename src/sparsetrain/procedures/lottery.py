@@ -228,8 +228,7 @@ def round_method():
     try:
         yield
     finally:
-        registry._BUILDERS.pop(ROUND_METHOD, None)
-        registry._INFO.pop(ROUND_METHOD, None)
+        registry.unregister_method(ROUND_METHOD)
 
 
 def train_round(cfg: dict, run_dir: Path, resume: bool = False, **method: Any) -> dict:
