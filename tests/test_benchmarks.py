@@ -172,3 +172,16 @@ def test_overhead_quick_on_the_mlp(tmp_path):
     assert overhead.main(["--quick", "--methods", "static", "--models", "mlp", "--results", str(results)]) == 0
     text = results.read_text()
     assert "<!-- begin overhead-latest -->" in text and "| static |" in text
+
+
+def test_collect_results_copies_each_file_between_its_markers(tmp_path):
+    collect_results = importlib.import_module("collect_results")
+    (tmp_path / "results_gems.md").write_text("# Gems\n\n| a |\n|---|\n| 1 |\n")
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n<!-- begin file:results_gems -->\nold\n<!-- end file:results_gems -->\n"
+                       "\n## GPU figures\n")
+    assert collect_results.collect(tmp_path, results) == ["results_gems"]
+    text = results.read_text()
+    assert "old" not in text and "## Gems" in text and text.index("## Gems") < text.index("## GPU figures")
+    collect_results.collect(tmp_path, results)  # idempotent
+    assert results.read_text() == text
