@@ -110,9 +110,14 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
     """Sparse momentum: magnitude death, momentum redistribution and growth (ALGORITHMS.md 1.3, 1.4, 4).
 
     Updates at the end of every epoch but the last (pass ``steps_per_epoch``;
-    the trainer does) or every ``update_every`` steps. Momentum is a dense EMA
-    of gradients, so growth sees inactive positions (the faithful SNFS;
-    ITOP/GraNet masked the buffer and broke it, ALGORITHMS.md 0).
+    the trainer does) or every ``update_every`` steps. Growth ranks a dense EMA
+    of gradients, so it sees inactive positions (the faithful SNFS;
+    ITOP/GraNet masked the buffer and broke it, ALGORITHMS.md 0). The
+    redistribution statistic is sparse_learning's: mean |optimizer momentum|
+    (weight decay included) over the weights active *before* death, each
+    layer's share rounded up to at least one weight (``ops.regrow``); a
+    weight-decay-free EMA gave BatchNorm'd stems a statistic ~0 and emptied
+    them (issue 2).
     """
     check_density(density)
     if update_every is None and steps_per_epoch is None:

@@ -16,18 +16,31 @@ from sparsetrain.ops.prune import Dropper
 REDISTRIBUTIONS = ("none", "magnitude", "nonzeros", "momentum", "global")
 
 
-def allocate(total: int, weights: dict[str, float], caps: dict[str, int]) -> dict[str, int]:
+def allocate(total: int, weights: dict[str, float], caps: dict[str, int],
+             at_least_one: bool = False) -> dict[str, int]:
     """Split ``total`` into integers proportional to ``weights``, each <= its cap, summing exactly.
 
     Water-filling: layers that hit their cap keep it and the rest is shared
     again among the others; the remainder after flooring goes to the largest
     fractional parts (ties by name order). If the caps cannot hold ``total``,
-    every layer gets its cap.
+    every layer gets its cap. ``at_least_one`` first gives one unit to every
+    layer with a positive weight and room (in name order while ``total``
+    lasts): sparse_learning rounds each share *up* (ALGORITHMS.md 1.4), so a
+    layer with any statistic at all regrows at least one weight there.
 
     Example:
         >>> allocate(10, {"a": 1.0, "b": 1.0, "c": 2.0}, {"a": 1, "b": 9, "c": 9})
         {'a': 1, 'b': 3, 'c': 6}
+        >>> allocate(10, {"a": 1e-6, "b": 1.0}, {"a": 9, "b": 9}, at_least_one=True)
+        {'a': 1, 'b': 9}
     """
+    if at_least_one:
+        base = {n: 0 for n in weights}
+        for n in weights:
+            if weights[n] > 0 and caps[n] > 0 and sum(base.values()) < total:
+                base[n] = 1
+        rest = allocate(total - sum(base.values()), weights, {n: caps[n] - base[n] for n in weights})
+        return {n: base[n] + rest[n] for n in weights}
     out = {n: 0 for n in weights}
     free = {n for n in weights if caps[n] > 0}
     left = min(total, sum(caps.values()))
@@ -52,16 +65,37 @@ def allocate(total: int, weights: dict[str, float], caps: dict[str, int]) -> dic
     return out
 
 
-def _layer_statistic(ctx: SparseContext, how: str, name: str) -> float:
-    mask = ctx.masks[name]
+def _layer_statistic(ctx: SparseContext, how: str, name: str, mask: torch.Tensor | None = None) -> float:
+    """sparse_learning's redistribution statistic of one layer over the active weights ``mask``.
+
+    ``momentum`` reads what sparse_learning reads, the optimizer's momentum
+    buffer (SGD: m <- mu m + g + wd w, weight decay included; Adam: m / (sqrt(v)
+    + 1e-8)), because over *active* weights it is exact here too. Only without
+    such a buffer does it fall back to the dense gradient EMA. The EMA has no
+    weight-decay term: behind BatchNorm the gradient of a channel's weights is
+    orthogonal to them (scale invariance), so a channel with one active weight
+    has gradient 0 and its EMA statistic is ~0, while the buffer keeps
+    wd w / (1 - mu) there. That difference emptied the small layers (issue 2).
+    """
+    mask = ctx.masks[name] if mask is None else mask
+    n = int(torch.count_nonzero(mask))
     if how == "nonzeros":
-        return float(ctx.active(name))
+        return float(n)
     if how == "magnitude":
         values = ctx.params[name].detach().abs()
     else:  # momentum
-        values = get_criterion("momentum")(ctx, name)
-    n = ctx.active(name)
+        values = _momentum_buffer(ctx, name)
     return float(values[mask].sum() / n) if n else 0.0
+
+
+def _momentum_buffer(ctx: SparseContext, name: str) -> torch.Tensor:
+    """|optimizer momentum| (sparse_learning ``get_momentum_for_weight``), else |dense gradient EMA|."""
+    opt_state = ctx.optimizer.state.get(ctx.params[name], {}) if ctx.optimizer else {}
+    if "exp_avg" in opt_state and "exp_avg_sq" in opt_state:
+        return (opt_state["exp_avg"] / (opt_state["exp_avg_sq"].sqrt() + 1e-8)).abs()
+    if opt_state.get("momentum_buffer") is not None:
+        return opt_state["momentum_buffer"].abs()
+    return get_criterion("momentum")(ctx, name)
 
 
 def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"):
@@ -76,12 +110,22 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
     all inactive positions of all layers together (Chase's global growth).
     Candidates include the positions just dropped; a weight dropped and
     regrown in the same update keeps its value (all official code does).
+
+    As in sparse_learning's ``truncate_weights`` the statistic is gathered
+    *before* death (over the masks ``before``, when the caller passes them),
+    and every layer with a positive statistic and room regrows at least one
+    weight (its ``ceil``). Differences kept on purpose: the shares sum exactly
+    to the total removed (sparse_learning over-grows through the ceil and
+    feeds the error back as ``adjusted_growth``), the cap is the exact room
+    left (not 0.99 of it), and the excess over a cap is shared in proportion
+    to the statistic rather than evenly.
     """
     crit = get_criterion(criterion)
     if redistribution not in REDISTRIBUTIONS:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTIONS)
 
-    def grow(ctx: SparseContext, removed: dict[str, int]) -> dict[str, int]:
+    def grow(ctx: SparseContext, removed: dict[str, int],
+             before: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
         total = sum(removed.values())
         if redistribution == "global":
             flat = torch.cat([crit(ctx, n).float().flatten() for n in ctx.params])
@@ -95,15 +139,17 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
         if redistribution == "none":
             counts = dict(removed)
         else:
-            stats = {n: _layer_statistic(ctx, redistribution, n) for n in ctx.params}
+            masks = before if before is not None else ctx.masks
+            stats = {n: _layer_statistic(ctx, redistribution, n, masks[n]) for n in ctx.params}
             caps = {n: ctx.numel(n) - ctx.active(n) for n in ctx.params}
-            counts = allocate(total, stats, caps)
+            counts = allocate(total, stats, caps, at_least_one=True)
         for n, k in counts.items():
             if k > 0:
                 ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, exclude=ctx.masks[n])
         return counts
 
     grow.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
+    grow.takes_before = True  # type: ignore[attr-defined]
     return grow
 
 
@@ -112,7 +158,7 @@ def prune_and_regrow(dropper: Dropper, grower) -> Op:
     def run(ctx: SparseContext) -> dict:
         before = dict(ctx.masks)  # ops replace masks, never edit them in place
         removed = dropper(ctx)
-        grown = grower(ctx, removed)
+        grown = grower(ctx, removed, before) if getattr(grower, "takes_before", False) else grower(ctx, removed)
         old = torch.cat([before[n].reshape(-1) for n in ctx.params])
         new = torch.cat([ctx.masks[n].reshape(-1) for n in ctx.params])
         changed = int(torch.count_nonzero(old > new))  # active before, inactive now

@@ -1,0 +1,122 @@
+"""SNFS momentum redistribution (ALGORITHMS.md 1.4, 4): no layer drains to zero (issue 2).
+
+sparse_learning gathers the statistic before death from the optimizer's
+momentum buffer (weight decay included) and rounds each layer's share up.
+Our first version read a weight-decay-free gradient EMA after death and
+floored the shares: behind BatchNorm a channel with one active weight has
+gradient 0, so the small first conv got statistic ~0 and emptied for good.
+"""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import sparsetrain
+from sparsetrain.ops.regrow import _layer_statistic, allocate
+
+STEPS_PER_EPOCH = 6
+EPOCHS = 8
+
+
+def bn_net() -> nn.Sequential:
+    """A tiny cnn1d: a 24-weight stem behind BatchNorm (its lone weights get gradient 0)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, 8, 3, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.Conv1d(8, 8, 3, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 12, 4))
+
+
+def train_snfs(density: float = 0.1, weight_decay: float = 5e-4):
+    model = bn_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    sp = sparsetrain.attach(model, opt, "snfs", density=density, steps_per_epoch=STEPS_PER_EPOCH,
+                            total_steps=STEPS_PER_EPOCH * EPOCHS)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 1, 16, generator=g)
+    y = (x[:, 0, :8].sum(1) > 0).long() + 2 * (x[:, 0, 8:].sum(1) > 0).long()
+    for _ in range(STEPS_PER_EPOCH * EPOCHS):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, opt, sp
+
+
+def test_small_bn_stem_is_not_drained():
+    _, _, sp = train_snfs()
+    counts = {n: int(torch.count_nonzero(m)) for n, m in sp.masks.items()}
+    assert len(sp.history) == EPOCHS  # init + one update per epoch but the last
+    assert all(c > 0 for c in counts.values()), counts
+    assert sp.density() == sp.history[0]["density"]  # redistribution keeps the total exact
+    assert all(h["dropped"] == h["grown"] for h in sp.history[1:])  # zero-cost, exact totals
+
+
+def test_statistic_reads_the_optimizer_buffer_with_weight_decay():
+    """A lone weight behind BN: gradient (and its EMA) 0, SGD buffer ~ wd w / (1 - mu) (ALGORITHMS.md 1.4)."""
+    model, opt, sp = train_snfs()
+    name = "0.weight"
+    buf = opt.state[sp.ctx.params[name]]["momentum_buffer"]
+    mask = sp.masks[name]
+    expected = float(buf.abs()[mask].mean())
+    assert _layer_statistic(sp.ctx, "momentum", name) == pytest.approx(expected)
+    assert expected > 0
+
+
+def test_statistic_falls_back_to_the_ema_without_a_buffer():
+    model, opt, sp = train_snfs()
+    opt.state.clear()
+    name = "3.weight"
+    mask = sp.masks[name]
+    expected = float(sp.ctx.state["grad_ema"][name].abs()[mask].mean())
+    assert _layer_statistic(sp.ctx, "momentum", name) == pytest.approx(expected)
+
+
+def test_statistic_over_the_masks_before_death():
+    _, _, sp = train_snfs()
+    name = "3.weight"
+    empty = torch.zeros_like(sp.masks[name])
+    assert _layer_statistic(sp.ctx, "magnitude", name, empty) == 0.0
+    full = torch.ones_like(sp.masks[name])
+    w = sp.ctx.params[name].detach().abs()
+    assert _layer_statistic(sp.ctx, "magnitude", name, full) == pytest.approx(float(w.mean()))
+
+
+def test_layer_with_one_weight_killed_by_death_regrows():
+    """ceil(r * 1) = 1 removes a layer's only weight; its pre-death statistic still earns it >= 1 back."""
+    model = nn.Sequential(nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sp = sparsetrain.attach(model, opt, "dst", density=0.5, update_every=1, redistribution="magnitude",
+                            growth="random", total_steps=4)
+    sp.ctx.masks["0.weight"] = torch.zeros(2, 4, dtype=torch.bool)
+    sp.ctx.masks["0.weight"][0, 0] = True
+    sp.apply_masks()
+    with torch.no_grad():
+        model[0].weight[0, 0] = 0.5
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    total = sum(int(m.sum()) for m in sp.masks.values())
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert int(sp.masks["0.weight"].sum()) >= 1
+    assert sum(int(m.sum()) for m in sp.masks.values()) == total
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 10.0), st.integers(0, 20)), min_size=1, max_size=6),
+       st.integers(0, 80))
+def test_allocate_at_least_one_is_exact_and_capped(layers, total):
+    weights = {f"l{i}": w for i, (w, _) in enumerate(layers)}
+    caps = {f"l{i}": c for i, (_, c) in enumerate(layers)}
+    out = allocate(total, weights, caps, at_least_one=True)
+    assert sum(out.values()) == min(total, sum(caps.values()))
+    assert all(0 <= out[n] <= caps[n] for n in out)
+    eligible = [n for n in weights if weights[n] > 0 and caps[n] > 0]
+    if total >= len(eligible):
+        assert all(out[n] >= 1 for n in eligible)
+
+
+def test_allocate_without_floor_keeps_old_shares():
+    assert allocate(10, {"a": 1e-6, "b": 1.0}, {"a": 9, "b": 20}) == {"a": 0, "b": 10}
+    assert allocate(10, {"a": 1e-6, "b": 1.0}, {"a": 9, "b": 20}, at_least_one=True) == {"a": 1, "b": 9}
+    assert allocate(10, {"a": 0.0, "b": 1.0}, {"a": 9, "b": 20}, at_least_one=True) == {"a": 0, "b": 10}
