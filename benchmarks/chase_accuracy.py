@@ -91,7 +91,10 @@ def _compact_row(cfg: dict, run_dir: Path) -> dict:
 
 #: what is compared: label -> (recipe, method overrides); S_c = 0 is the DST underneath Chase alone
 RUNS = {"chase_mnist1d": ("chase_mnist1d", {}), "chase_mnist1d[S_c=0]": ("chase_mnist1d", {"channel_sparsity": 0.0}),
+        "chase_mnist1d[norm=layer]": ("chase_mnist1d", {"score_norm": "layer"}),
         "dst_mnist1d": ("dst_mnist1d", {})}
+#: run-folder suffix of each variant label
+FOLDER = {"[S_c=0]": "-sc0", "[norm=layer]": "-layer"}
 
 
 def run(args, width: int) -> dict:
@@ -100,12 +103,14 @@ def run(args, width: int) -> dict:
         for label, (recipe, overrides) in RUNS.items():
             cfg = _config(recipe, seed, args.epochs, args.threads, width)
             cfg["method"] = {**cfg["method"], **overrides}
-            name = label.replace("[S_c=0]", "-sc0")
+            name = label
+            for tag, suffix in FOLDER.items():
+                name = name.replace(tag, suffix)
             run_dir = Path(args.out) / (f"{name}-s{seed}" if width == 24 else f"{name}-w{width}-s{seed}")
             summary = _train(cfg, run_dir)
             row = {"seed": seed, "acc": summary["final_test_acc"], "density": summary["density"],
                    "time": summary["wall_time_s"]}
-            if label == "chase_mnist1d":
+            if label in ("chase_mnist1d", "chase_mnist1d[norm=layer]"):  # runs that remove channels
                 row.update(_compact_row(cfg, run_dir))
             results[label].append(row)
             print(json.dumps({"run": label, "width": width, **row}), flush=True)
@@ -144,7 +149,15 @@ def _width_report(results: dict) -> list[str]:
              + (f"{statistics.mean(r['params_compact'] for r in chase):.0f}" if "params_compact" in chase[0] else "?")],
             ["chase S_c = 0 (its global MEST/DST alone), 90 %", _mean(sc0, "acc"),
              f"{statistics.mean(r['density'] for r in sc0):.4f}", "0", "-", "-"]]
-    exact = all(r.get("acc_compact") == r["acc_masked"] for r in chase)
+    layer = results.get("chase_mnist1d[norm=layer]")
+    if layer:  # our extension (score_norm="layer"), not the paper's ranking
+        rows.append(["chase S_c = 0.3, score_norm=layer (ours), 90 %", _mean(layer, "acc"),
+                     f"{statistics.mean(r['density'] for r in layer):.4f}",
+                     f"{statistics.mean(r['channel_sparsity'] for r in layer):.3f}", _mean(layer, "acc_compact"),
+                     f"{statistics.mean(r['params'] for r in layer):.0f} -> "
+                     + (f"{statistics.mean(r['params_compact'] for r in layer):.0f}"
+                        if "params_compact" in layer[0] else "?")])
+    exact = all(r.get("acc_compact") == r["acc_masked"] for r in chase + (layer or []))
     return [common.table(["method", "test acc", "density", "channel sparsity", "compact test acc",
                           "parameters (all) -> compact"], rows), "",
             f"Gap dst - chase: {gap:.2f} points (target: within 1.5). "
