@@ -120,3 +120,24 @@ def test_allocate_without_floor_keeps_old_shares():
     assert allocate(10, {"a": 1e-6, "b": 1.0}, {"a": 9, "b": 20}) == {"a": 0, "b": 10}
     assert allocate(10, {"a": 1e-6, "b": 1.0}, {"a": 9, "b": 20}, at_least_one=True) == {"a": 1, "b": 9}
     assert allocate(10, {"a": 0.0, "b": 1.0}, {"a": 9, "b": 20}, at_least_one=True) == {"a": 0, "b": 10}
+
+
+def test_adjusted_death_spares_a_dense_growing_layer():
+    """adjust_prune_rate (ALGORITHMS.md 1.4): sparsity < 0.2 and share > 1/L gives r_l = min(s_l, r)."""
+    from sparsetrain.ops.regrow import adjusted_death
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 10, bias=False), nn.Linear(10, 4, bias=False), nn.Linear(4, 10, bias=False))
+    sp = sparsetrain.attach(model, None, "static", density=0.5, total_steps=1)
+    masks = sp.ctx.masks
+    masks["0.weight"] = torch.ones(10, 20, dtype=torch.bool)  # sparsity 0, share 200/269 > 1/3: spared
+    masks["1.weight"] = torch.ones(4, 10, dtype=torch.bool)
+    masks["1.weight"][:, :1] = False                           # 36 active, sparsity 0.1, share 36/275 < 1/3
+    masks["2.weight"] = torch.ones(10, 4, dtype=torch.bool)
+    masks["2.weight"][:, 0] = False                            # 30 active, sparsity 0.25: ordinary rate
+    old = dict(masks)
+    removed = adjusted_death(lambda step, total: 0.5, "nonzeros")(sp.ctx)
+    assert removed == {"0.weight": 0, "1.weight": 18, "2.weight": 15}  # ceil(.5 * 36), ceil(.5 * 30)
+    assert [int(m.sum()) for m in masks.values()] == [200, 18, 15]
+    w = model[2].weight.detach().abs()
+    assert w[masks["2.weight"]].min() > w[old["2.weight"] & ~masks["2.weight"]].max()  # smallest |w| went

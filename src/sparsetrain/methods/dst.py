@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from sparsetrain import cadence, ops
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
     PRUNE_MODES,
+    REDISTRIBUTION_MODES,
     check_density,
     check_positive_int,
     check_window,
@@ -14,6 +15,7 @@ from sparsetrain.methods.common import (
     regeneration,
 )
 from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops.regrow import adjusted_death
 from sparsetrain.pruning_criteria import remember_weights
 from sparsetrain.schedules import constant, cosine_decay
 
@@ -112,7 +114,9 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
     Updates at the end of every epoch but the last (pass ``steps_per_epoch``;
     the trainer does) or every ``update_every`` steps. Growth ranks a dense EMA
     of gradients, so it sees inactive positions (the faithful SNFS;
-    ITOP/GraNet masked the buffer and broke it, ALGORITHMS.md 0). The
+    ITOP/GraNet masked the buffer and broke it, ALGORITHMS.md 0). Death is
+    magnitude with sparse_learning's ``adjust_prune_rate`` (a nearly dense,
+    still growing layer is pruned less, ``ops.regrow.adjusted_death``). The
     redistribution statistic is sparse_learning's: mean |optimizer momentum|
     (weight decay included) over the weights active *before* death, each
     layer's share rounded up to at least one weight (``ops.regrow``); a
@@ -125,9 +129,12 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
                                "(or update_every=N steps).")
     due = (cadence.every(check_positive_int(update_every, "update_every")) if update_every
            else cadence.epoch_end(check_positive_int(steps_per_epoch, "steps_per_epoch")))
+    if redistribution not in REDISTRIBUTION_MODES:
+        raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
+    rate = cosine_decay(drop_fraction, 0.005)
     return Method(
         init=ops.init_random(distribution, density),
-        updates=(ops.when(due, regeneration("magnitude", "momentum", cosine_decay(drop_fraction, 0.005),
-                                            redistribution)),),
+        updates=(ops.when(due, ops.prune_and_regrow(adjusted_death(rate, redistribution),
+                                                    ops.regrow("momentum", redistribution))),),
         observers=(grad_ema(momentum),),
     )

@@ -11,7 +11,8 @@ from sparsetrain.core.topk import split_global, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Op
-from sparsetrain.ops.prune import Dropper
+from sparsetrain.ops.prune import ROUNDING, Dropper
+from sparsetrain.schedules import Schedule
 
 REDISTRIBUTIONS = ("none", "magnitude", "nonzeros", "momentum", "global")
 
@@ -96,6 +97,41 @@ def _momentum_buffer(ctx: SparseContext, name: str) -> torch.Tensor:
     if opt_state.get("momentum_buffer") is not None:
         return opt_state["momentum_buffer"].abs()
     return get_criterion("momentum")(ctx, name)
+
+
+def adjusted_death(fraction: Schedule, redistribution: str = "momentum") -> Dropper:
+    """sparse_learning's magnitude death with ``adjust_prune_rate`` (ALGORITHMS.md 1.2, 1.4).
+
+    Each layer loses ceil(r_l n_l) of its n_l active weights, smallest |w|
+    first, with r_l = r except for a nearly dense layer (sparsity s_l < 0.2)
+    whose normalised statistic exceeds 1/L: it is still growing, so r_l =
+    min(s_l, r) (a full layer is then not pruned at all). The statistic is the
+    redistribution's (``none``: the layer size). Ties go as in ``drop_lowest``.
+
+    Example:
+        >>> callable(adjusted_death(lambda step, total: 0.5))
+        True
+    """
+    def drop(ctx: SparseContext) -> dict[str, int]:
+        r = fraction(ctx.step, ctx.total_steps)
+        how = redistribution if redistribution in ("magnitude", "nonzeros", "momentum") else None
+        stats = {n: _layer_statistic(ctx, how, n) if how else float(ctx.numel(n)) for n in ctx.params}
+        mass = sum(stats.values())
+        removed = {}
+        for n in ctx.params:
+            active, numel = ctx.active(n), ctx.numel(n)
+            sparsity = 1.0 - active / numel
+            rate = r
+            if sparsity < 0.2 and mass > 0 and stats[n] / mass > 1.0 / len(stats):
+                rate = min(sparsity, r)
+            k = min(active, ROUNDING["ceil"](rate * active))
+            if k > 0:
+                keep = topk_mask(ctx.params[n].detach().abs().float(), active - k, ctx.masks[n]) \
+                    if active > k else torch.zeros_like(ctx.masks[n], dtype=torch.bool)
+                ctx.masks[n] = keep
+            removed[n] = k
+        return removed
+    return drop
 
 
 def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"):
