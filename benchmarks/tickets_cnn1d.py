@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import platform
@@ -78,13 +79,22 @@ def gems_run(sparsity: float, seed: int, out: Path, quick: bool) -> dict:
     return run_gems(cfg, run, progress=False)
 
 
-def mean_std(values: list[float]) -> str:
-    """``mean ± std (n)`` in % (population std over 1 value is 0)."""
+def mean_std(values: list[float], collapsed: int = 0) -> str:
+    """``mean ± std`` in % (std 0 for one value), with the seed count if not 3 and layer collapses."""
     if not values:
         return "not run"
     m = 100 * statistics.mean(values)
     s = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.2f} ± {s:.2f}" + ("" if len(values) == 3 else f" (n={len(values)})")
+    note = [f"n={len(values)}"] if len(values) != 3 else []
+    if collapsed:
+        note.append(f"collapse in {collapsed}/{len(values)} seeds")
+    return f"{m:.2f} ± {s:.2f}" + (f" ({', '.join(note)})" if note else "")
+
+
+def cell(runs: list[tuple[float | None, dict]]) -> str:
+    """A table cell from (accuracy, layer densities) per seed; a layer left empty counts as a collapse."""
+    runs = [(acc, dens) for acc, dens in runs if acc is not None]
+    return mean_std([acc for acc, _ in runs], sum(any(v == 0 for v in dens.values()) for _, dens in runs))
 
 
 def init_rows(root: Path) -> list[tuple[str, list[str]]]:
@@ -93,10 +103,10 @@ def init_rows(root: Path) -> list[tuple[str, list[str]]]:
     for label, key in INIT_ROWS:
         cells = []
         for sp in SPARSITIES:
-            pattern = f"mnist1d-{key}-s*" if key == "dense-dense" else f"mnist1d-{key}-{sp}-s*"
-            accs = [json.loads((d / "summary.json").read_text())["final_test_acc"]
-                    for d in sorted(root.glob(pattern)) if (d / "summary.json").is_file()]
-            cells.append(mean_std(accs))
+            stem = f"mnist1d-{key}" if key == "dense-dense" else f"mnist1d-{key}-{sp}"
+            sums = [json.loads((d / "summary.json").read_text())
+                    for d in sorted(root.glob(glob.escape(stem) + "-s*")) if (d / "summary.json").is_file()]
+            cells.append(cell([(s["final_test_acc"], s["layer_density"]) for s in sums]))
         rows.append((label, cells))
     return rows
 
@@ -112,7 +122,7 @@ def gems_rows(out: Path) -> list[tuple[str, list[str]]]:
         cells = []
         for sp in SPARSITIES:
             sums = [json.loads(p.read_text()) for p in sorted(out.glob(f"gems-{sp}-s*/summary.json"))]
-            cells.append(mean_std([get(s) for s in sums if get(s) is not None]))
+            cells.append(cell([(get(s), s["layer_densities"]) for s in sums]))
         rows.append((label, cells))
     return rows
 
@@ -124,9 +134,8 @@ def imp_rows(out: Path) -> list[tuple[str, list[str]]]:
     for k in ks:
         cells = []
         for r in MARKS.values():
-            accs = [json.loads(p.read_text())["final_test_acc"]
-                    for p in sorted(out.glob(f"imp-k{k}-s*/round_{r:02d}/summary.json"))]
-            cells.append(mean_std(accs))
+            sums = [json.loads(p.read_text()) for p in sorted(out.glob(f"imp-k{k}-s*/round_{r:02d}/summary.json"))]
+            cells.append(cell([(s["final_test_acc"], s["layer_density"]) for s in sums]))
         label = ("IMP, rewind to init (k = 0)" if k == 0 else f"IMP, weight rewinding to step k = {k}")
         rows.append((label + ", global magnitude", cells))
     return rows
@@ -185,7 +194,7 @@ def main() -> None:
     parser.add_argument("--sparsities", type=float, nargs="+", default=list(SPARSITIES))
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "tickets_cnn1d")
     parser.add_argument("--init-runs", type=Path, default=ROOT / "runs" / "init_pruning" / "e30")
-    parser.add_argument("--rewind-iter", type=int, default=0, help="IMP rewind step k (0 = init; 32 = 1 epoch)")
+    parser.add_argument("--rewind-iter", type=int, default=0, help="IMP rewind step k (0 = init; an epoch is 31 steps)")
     parser.add_argument("--quick", action="store_true", help="2 epochs, 2 IMP rounds (smoke run, not a result)")
     args = parser.parse_args()
     torch.set_num_threads(1)
