@@ -24,6 +24,7 @@ SOURCES = [
     ("results_init_pruning", "python benchmarks/init_pruning.py"),
     ("results_gems", "python benchmarks/gems.py"),
     ("results_imp", "python benchmarks/imp.py"),
+    ("results_tickets", "python benchmarks/tickets_cnn1d.py"),
 ]
 
 
