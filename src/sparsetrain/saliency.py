@@ -44,8 +44,10 @@ def preserved(model: nn.Module) -> Iterator[None]:
     """Run a block that may change the model, then put everything back exactly.
 
     Restored on exit: every parameter's and buffer's tensor (``.data`` is set
-    back to the original storage, so a block may swap in ``|w|`` in float64,
-    as SynFlow does), buffer values (BatchNorm running statistics and counters
+    back to the original storage, so a block may swap in another tensor;
+    SynFlow does not, it passes its ``|w|`` in float64 through
+    ``torch.func.functional_call``, because a swap would detach DDP's gradient
+    hooks), buffer values (BatchNorm running statistics and counters
     updated by a forward in train mode), each module's train/eval mode, and
     the global CPU and CUDA RNG states (a DataLoader iterator or dropout
     draws from them).
