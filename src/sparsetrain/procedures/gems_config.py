@@ -30,6 +30,7 @@ import yaml
 from sparsetrain.core.topk import exact_count
 from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
 from sparsetrain.procedures.scores import ALGOS, REGULARIZERS, ROUNDINGS, SCORE_INITS
+from sparsetrain.train.recipes import find_yaml
 
 GEMS_RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes" / "tickets"
 
@@ -71,13 +72,7 @@ LR_POLICIES = ("cosine", "multistep", "constant")
 def _read(source: str | Path | dict) -> dict:
     if isinstance(source, dict):
         return copy.deepcopy(source)
-    path = Path(source)
-    if not path.is_file():
-        bundled = {p.stem: p for p in GEMS_RECIPES_DIR.glob("gems_*.yaml")}
-        key = path.stem if path.suffix in (".yaml", ".yml") else str(source)
-        if key not in bundled:
-            raise unknown_choice("Gem-Miner config (a YAML file or a bundled name)", str(source), bundled)
-        path = bundled[key]
+    path = find_yaml(source, GEMS_RECIPES_DIR, "gems_*.yaml", "Gem-Miner config")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise SparsetrainError(f"{path} must hold a YAML mapping of keys to values, got {type(data).__name__}.")

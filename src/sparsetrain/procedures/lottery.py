@@ -253,18 +253,14 @@ def find_tickets_config(name: str | Path) -> Path:
         >>> find_tickets_config("imp_mnist1d_mlp").name
         'imp_mnist1d_mlp.yaml'
     """
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = {p.stem: p for p in sorted(TICKETS_DIR.glob("imp_*.yaml"))}
-    key = path.stem if path.suffix in (".yaml", ".yml") else str(name)
-    if key in bundled:
-        return bundled[key]
-    from sparsetrain.train.recipes import find_recipe
-    try:  # a training recipe is a base too, with method.name=dense (IMP trains its own rounds)
-        return find_recipe(name)
-    except SparsetrainError:
-        raise unknown_choice("tickets config (a YAML file or a bundled name)", str(name), bundled) from None
+    from sparsetrain.train.recipes import find_recipe, find_yaml
+    try:
+        return find_yaml(name, TICKETS_DIR, "imp_*.yaml", "tickets config")
+    except SparsetrainError as not_imp:
+        try:  # a training recipe is a base too, with method.name=dense (IMP trains its own rounds)
+            return find_recipe(name)
+        except SparsetrainError:
+            raise not_imp from None
 
 
 def load_tickets_config(config: str | Path | None = None,

@@ -15,6 +15,26 @@ def _bundled() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
 
 
+def find_yaml(name: str | Path, folder: Path, pattern: str, kind: str) -> Path:
+    """A YAML file path as given, else the file in ``folder`` matching ``pattern`` named ``name``.
+
+    ``name`` may carry the ``.yaml`` suffix; an unknown name gets one clear
+    error listing the bundled ones (``kind`` says what was looked for).
+
+    Example:
+        >>> find_yaml("granet_mnist1d", RECIPES_DIR, "*.yaml", "recipe").name
+        'granet_mnist1d.yaml'
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = {p.stem: p for p in sorted(folder.glob(pattern))}
+    key = path.stem if path.suffix in (".yaml", ".yml") else str(name)
+    if key in bundled:
+        return bundled[key]
+    raise unknown_choice(f"{kind} (a YAML file or a bundled name)", str(name), bundled)
+
+
 def find_recipe(name: str | Path) -> Path:
     """A YAML file path as given, else a bundled recipe by name.
 
@@ -22,14 +42,7 @@ def find_recipe(name: str | Path) -> Path:
         >>> find_recipe("granet_mnist1d").name
         'granet_mnist1d.yaml'
     """
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = _bundled()
-    key = path.stem if path.suffix in (".yaml", ".yml") else str(name)
-    if key in bundled:
-        return bundled[key]
-    raise unknown_choice("recipe (a YAML file or a bundled name)", str(name), bundled)
+    return find_yaml(name, RECIPES_DIR, "*.yaml", "recipe")
 
 
 def list_recipes() -> dict[str, str]:
