@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sparsetrain.core.kernels import count_true
 from sparsetrain.core.topk import random_scores
 
 
@@ -70,7 +71,7 @@ class SparseContext:
 
     def active(self, name: str) -> int:
         """Number of active weights of ``name`` (counted, never summed from floats)."""
-        return int(torch.count_nonzero(self.masks[name]))
+        return count_true(self.masks[name])
 
     def total_active(self) -> int:
         """Active weights over all sparsified parameters."""

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from sparsetrain import distributed
 from sparsetrain.context import SparseContext
+from sparsetrain.core.kernels import count_true
 from sparsetrain.core.selection import select_parameters, unwrap
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.registry import Method, create_method
@@ -99,8 +100,8 @@ class Sparsifier:
 
     def density(self) -> float:
         """Overall density over the sparsified parameters (active / total)."""
-        flat = torch.cat([m.reshape(-1) for m in self.ctx.masks.values()])
-        return int(torch.count_nonzero(flat)) / flat.numel()
+        masks = self.ctx.masks.values()
+        return sum(count_true(m) for m in masks) / sum(m.numel() for m in masks)
 
     def report(self) -> DensityReport:
         """Per-layer table: shape, numel, active, density (``print`` it)."""
@@ -108,7 +109,7 @@ class Sparsifier:
 
     def itop_rate(self) -> float:
         """Fraction of weights ever active (ITOP's R_s, ALGORITHMS.md 1.6)."""
-        fired = sum(int(torch.count_nonzero(m)) for m in self.fired.values())
+        fired = sum(count_true(m) for m in self.fired.values())
         return fired / self.ctx.total_numel()
 
     def __repr__(self) -> str:

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import Tensor
 
+from sparsetrain.core.kernels import between, count_greater, count_true, greater_equal, nonzero
+
 
 def exact_count(density: float, numel: int) -> int:
     """Number of active weights for ``density`` over ``numel`` weights.
@@ -78,8 +80,8 @@ def kth_largest(flat: Tensor, k: int) -> Tensor:
     # the r-th largest of the sample is its (m - r + 1)-th smallest
     hi = _kthvalue(sample, m - max(1, math.floor(expected - margin)) + 1)
     lo = _kthvalue(sample, m - min(m, math.ceil(expected + margin)) + 1)
-    above = int(torch.count_nonzero(flat > hi))
-    band = flat[(flat >= lo) & (flat <= hi)]
+    above = count_greater(flat, hi)
+    band = between(flat, lo, hi)
     rank = k - above
     if 1 <= rank <= band.numel():
         return _kthvalue(band, band.numel() - rank + 1)
@@ -92,8 +94,8 @@ def _select(flat: Tensor, k: int) -> tuple[Tensor, float]:
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=flat.device), -math.inf
     threshold = kth_largest(flat, k)
-    out = flat >= threshold
-    surplus = int(torch.count_nonzero(out)) - k
+    out = greater_equal(flat, threshold)
+    surplus = count_true(out) - k
     if surplus > 0:  # only with ties at the threshold: the highest indices give way
         ties = torch.nonzero(flat == threshold).flatten()
         out[ties[ties.numel() - surplus:]] = False
@@ -111,13 +113,13 @@ def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Si
         return (_select(flat, k)[0] if k > 0 else torch.zeros(n, dtype=torch.bool, device=flat.device)).view(shape)
     cand = candidates.flatten()
     if n_cand is None:
-        n_cand = int(torch.count_nonzero(cand))
+        n_cand = count_true(cand)
     k = min(int(k), n_cand)
     if k <= 0:
         return torch.zeros(shape, dtype=torch.bool, device=flat.device)
     if n_cand <= n // 2:
         # few candidates (e.g. the active weights at low density): rank only them
-        idx = torch.nonzero(cand).flatten()
+        idx = nonzero(cand).to(flat.device)
         out = torch.zeros(n, dtype=torch.bool, device=flat.device)
         out[idx[_select(flat[idx], k)[0]]] = True
         return out.view(shape)
@@ -145,7 +147,7 @@ def _topk_excluded(flat: Tensor, k: int, excl: Tensor, shape: torch.Size) -> Ten
         return torch.zeros(shape, dtype=torch.bool, device=flat.device)
     out, threshold = _select(flat.masked_fill(excl, -math.inf), min(k, n))
     if threshold == -math.inf:  # rare: do exactly what the candidates form does
-        return _topk_clean(flat, k, ~excl, shape, n_cand=n - int(torch.count_nonzero(excl)))
+        return _topk_clean(flat, k, ~excl, shape, n_cand=n - count_true(excl))
     return out.view(shape)
 
 
@@ -209,7 +211,7 @@ def topk_masks(scores: list[Tensor], ks: list[int], candidates: list[Tensor] | N
     if candidates is not None:
         # rank only the candidates (their flat indices, in order, grouped by tensor)
         cand = torch.cat([candidates[i].reshape(-1) for i in live])
-        idx = torch.nonzero(cand).flatten()
+        idx = nonzero(cand).to(flat.device)
         values = torch.nan_to_num(flat[idx], nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         lengths = [n_candidates[i] for i in live]
         keep = [min(int(ks[i]), n_candidates[i]) for i in live]
@@ -219,27 +221,30 @@ def topk_masks(scores: list[Tensor], ks: list[int], candidates: list[Tensor] | N
             values = values.masked_fill(torch.cat([exclude[i].reshape(-1) for i in live]), -math.inf)
         lengths = sizes
         keep = [min(int(ks[i]), n) for i, n in zip(live, sizes, strict=True)]
-    thresholds, start = [], 0
+    # per tensor: its k-th value, then its chosen positions and their count (one pass each)
+    pieces, reached, th_list, start = [], [], [], 0
     for n, k in zip(lengths, keep, strict=True):
-        # nan (nothing reaches it) where nothing is to be kept
-        thresholds.append(kth_largest(values[start:start + n], k) if k > 0 else values.new_tensor(math.nan))
+        part = values[start:start + n]
+        if k > 0:
+            threshold = kth_largest(part, k)
+            pieces.append(greater_equal(part, threshold).to(part.device))
+            reached.append(count_true(pieces[-1]))
+            th_list.append(float(threshold))
+        else:  # nothing is to be kept
+            pieces.append(torch.zeros(n, dtype=torch.bool, device=values.device))
+            reached.append(0)
+            th_list.append(math.nan)
         start += n
-    th = torch.stack(thresholds)
-    chosen = values >= th.repeat_interleave(torch.tensor(lengths, device=values.device))
-    ends = torch.tensor(lengths, device=values.device).cumsum(0) - 1
-    reached = torch.cumsum(chosen, 0, dtype=torch.int64)[ends.clamp(min=0)].tolist() if values.numel() else []
-    th_list = th.tolist()
+    chosen = torch.cat(pieces) if pieces else values.new_zeros(0, dtype=torch.bool)
     if candidates is not None:
         mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-        mask[idx[chosen]] = True
+        mask[idx[nonzero(chosen).to(idx.device)]] = True
     else:
         mask = chosen
-    start, before = 0, 0
+    start = 0
     for j, i in enumerate(live):
         n = sizes[j]
-        count = (reached[j] - before) if lengths[j] else 0
-        before = reached[j] if lengths[j] else before
-        if keep[j] > 0 and (count != keep[j] or th_list[j] == -math.inf):
+        if keep[j] > 0 and (reached[j] != keep[j] or th_list[j] == -math.inf):
             out[i] = _one(scores[i], ks[i], candidates, exclude, n_candidates, i)  # ties or -inf: as is
         else:
             out[i] = mask[start:start + n].view(scores[i].shape)

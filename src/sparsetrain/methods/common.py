@@ -72,11 +72,25 @@ def initial_mask(distribution: str, density: float, granularity: str = "weight",
 
 
 def grad_ema(momentum: float = 0.9):
-    """Observer keeping a dense gradient EMA ``m <- momentum * m + g`` in ``state["grad_ema"]``.
+    """Observer keeping a dense gradient EMA in ``state["grad_ema"]``.
 
     This is what momentum growth and momentum redistribution read (SNFS,
     ALGORITHMS.md 0 and 1.3): it sees every position, active or not, unlike a
-    masked optimizer buffer.
+    masked optimizer buffer. It is kept as ``e <- e + (1 - momentum) (g - e)``,
+    one fused pass (``torch._foreach_lerp_``) instead of the two of
+    ``m <- momentum m + g``: from zero, ``e = (1 - momentum) m`` at every step,
+    and both readers are blind to that constant factor (growth ranks within a
+    layer, redistribution compares layers' shares).
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> ctx = SimpleNamespace(state={})
+        >>> observe = grad_ema(0.9)
+        >>> for g in (1.0, 1.0):
+        ...     observe(ctx, {"w": torch.tensor([g])})
+        >>> round(float(ctx.state["grad_ema"]["w"]), 6)  # (1 - 0.9) * (0.9 * 1 + 1)
+        0.19
     """
     def observe(ctx: SparseContext, grads: dict[str, Tensor]) -> None:
         ema = ctx.state.setdefault("grad_ema", {})
@@ -84,10 +98,7 @@ def grad_ema(momentum: float = 0.9):
             for name, g in grads.items():
                 if name not in ema:
                     ema[name] = torch.zeros_like(g)
-        buffers = [ema[n] for n in grads]
-        # two exact passes: a fused g + momentum * m (add with alpha) rounds once and differs
-        torch._foreach_mul_(buffers, momentum)
-        torch._foreach_add_(buffers, list(grads.values()))
+        torch._foreach_lerp_([ema[n] for n in grads], list(grads.values()), 1.0 - momentum)
     return observe
 
 

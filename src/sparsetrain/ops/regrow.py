@@ -7,6 +7,7 @@ import math
 import torch
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.kernels import count_true
 from sparsetrain.core.topk import split_global, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
@@ -195,9 +196,8 @@ def prune_and_regrow(dropper: Dropper, grower) -> Op:
         before = dict(ctx.masks)  # ops replace masks, never edit them in place
         removed = dropper(ctx)
         grown = grower(ctx, removed, before) if getattr(grower, "takes_before", False) else grower(ctx, removed)
-        old = torch.cat([before[n].reshape(-1) for n in ctx.params])
-        new = torch.cat([ctx.masks[n].reshape(-1) for n in ctx.params])
-        changed = int(torch.count_nonzero(old > new))  # active before, inactive now
+        # active before, inactive now (bool bit operations are cheap; see core/kernels.py)
+        changed = sum(count_true(before[n] & ~ctx.masks[n]) for n in ctx.params)
         return {"dropped": sum(removed.values()), "grown": sum(grown.values()), "changed": changed}
     grad = getattr(dropper, "needs_grad", False) or getattr(grower, "needs_grad", False)
     return Op(run, needs_grad=grad, name="prune_and_regrow")
