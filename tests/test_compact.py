@@ -240,3 +240,32 @@ def test_top_level_export_and_original_untouched():
     small, _ = sparsetrain.compact(model, x, masks=masks)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert small.features[0].out_channels < model.features[0].out_channels
+
+
+@pytest.mark.parametrize("round_to", [4, 8, 16])
+def test_round_to_keeps_widths_multiples_and_outputs_equal(round_to):
+    """``round_to`` keeps some empty channels so each resized group's width is a multiple of N (or its full size)."""
+    gen = torch.Generator().manual_seed(3)
+    model = create_model("resnet50", stem="cifar").eval()
+    _randomise_bn(model, gen)
+    x = torch.randn(2, 3, 16, 16, generator=gen)
+    masks = channel_masks(model, x, 0.6)
+    exact, exact_spec = compact(model, x, masks=masks)
+    small, spec = compact(model, x, masks=masks, round_to=round_to)
+    _assert_same_outputs(small(x), _masked(model, masks)(x))
+    groups = {g.name: g.size for g in channel_groups(model, x, prune_skip=True)}
+    for name, removed in spec["removed"].items():
+        left = groups[name] - len(removed)
+        assert left % round_to == 0 or left == groups[name], (name, left)
+        assert set(removed) <= set(exact_spec["removed"][name])  # only gives channels back, never removes more
+        assert len(exact_spec["removed"][name]) - len(removed) < round_to
+    assert _params(exact) <= _params(small) < _params(model)
+    assert spec["round_to"] == round_to
+    json.dumps(spec)
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
+def test_round_to_must_be_a_positive_int(bad):
+    model = create_model("lenet5").eval()
+    with pytest.raises(SparsetrainError, match="round_to must be a positive int"):
+        compact(model, torch.randn(2, 1, 28, 28), round_to=bad)

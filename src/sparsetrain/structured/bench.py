@@ -109,8 +109,11 @@ def bench(models: dict[str, nn.Module], input_shape: Sequence[int], *, batch_siz
 
 
 def prepare(model: nn.Module, example_input: Tensor, *, masks: dict[str, Tensor] | None = None, csr: bool = True,
-            csr_batch: int = 64) -> tuple[dict[str, nn.Module], dict[str, tuple[int, int]], dict[str, Any]]:
+            csr_batch: int = 64, round_to: int = 1) -> tuple[dict[str, nn.Module], dict[str, tuple[int, int]],
+                                                          dict[str, Any]]:
     """The variants to compare: ``dense`` (masked, full width), ``compact`` and ``csr`` (compact + measured CSR).
+
+    ``round_to`` is passed to :func:`~sparsetrain.structured.compact.compact`.
 
     Returns ``(models, counts, info)``; ``info`` holds the width spec and the per-layer CSR decisions.
     """
@@ -125,7 +128,7 @@ def prepare(model: nn.Module, example_input: Tensor, *, masks: dict[str, Tensor]
                 p.mul_(masks[name].to(p))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        small, spec = compact(dense, example_input)
+        small, spec = compact(dense, example_input, round_to=round_to)
     small = copy.deepcopy(small) if small is dense else small
     one = example_input[:1]
     models = {"dense": dense, "compact": small}  # on example_input's device: CSR / 2:4 are decided there

@@ -112,7 +112,26 @@ def _exact_fold(module: nn.Module) -> bool:
     return module.padding_mode != "zeros" or not pads or all(k == 1 for k in module.kernel_size)
 
 
-def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -> _Plan:
+def _round_up(removed: list[int], size: int, round_to: int) -> list[int]:
+    """Give back removed channels (highest index first) until ``size - len(removed)`` is a multiple of ``round_to``.
+
+    A kept empty channel is exactly what the model had (its weights are zero),
+    so rounding changes no output, only the widths that the kernels see.
+
+    Example:
+        >>> _round_up([0, 1, 2, 5, 9], 16, 8)   # 11 left -> 16 left
+        []
+        >>> _round_up([0, 1, 2, 5, 9, 10, 11, 12, 13], 16, 4)  # 7 left -> 8 left
+        [0, 1, 2, 5, 9, 10, 11, 12]
+    """
+    if round_to <= 1 or not removed:
+        return removed
+    left = size - len(removed)
+    target = min(size, -(-left // round_to) * round_to)
+    return removed[:len(removed) - (target - left)]
+
+
+def _plan(group, params, modules, inputs, empty: list[int], approximate: bool, round_to: int = 1) -> _Plan:
     """Keep the channels whose constant cannot be folded exactly (unless approximating); compute the shifts."""
     keep_mask = torch.zeros(group.size, dtype=torch.bool)
     consts = {}
@@ -130,6 +149,7 @@ def _plan(group, params, modules, inputs, empty: list[int], approximate: bool) -
     removed = [c for c in empty if not keep_mask[c]]
     if len(removed) == group.size:  # a layer needs one channel
         removed = removed[1:]
+    removed = _round_up(removed, group.size, round_to)
     plan = _Plan(removed)
     index = {c: i for i, c in enumerate(empty)}
     rows = torch.tensor([index[c] for c in removed], dtype=torch.long)
@@ -185,7 +205,7 @@ def _transposed(module: nn.Module) -> bool:
 
 
 def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | None = None,
-            calibration: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+            calibration: Any = None, round_to: int = 1) -> tuple[nn.Module, dict[str, Any]]:
     """Remove the empty channels of ``model``; returns ``(compact_model, width_spec)``.
 
     Args:
@@ -198,6 +218,12 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
             too and BatchNorm statistics are recomputed on it
             (``torch.optim.swa_utils.update_bn``, ALGORITHMS.md 5.5). Outputs then
             differ from the masked model's by design.
+        round_to: keep each resized group's width a multiple of this, by keeping
+            some empty channels (outputs unchanged). Convolution kernels work on
+            channel blocks (oneDNN: 16 fp32 channels on AVX-512, 8 on AVX2; GPU
+            tensor cores: 8), so an odd width such as 37 runs as slowly as 48.
+            ``benchmarks/RESULTS.md`` ("widths") measures it. 1 keeps the
+            exact widths.
 
     Returns:
         The compact ``nn.Module`` (same class, fewer channels, training mode as
@@ -210,6 +236,9 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
             or outputs that changed (a graph the tracer misread).
     """
     from sparsetrain.structured.graph import channel_groups
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise SparsetrainError(f"round_to must be a positive int (1 keeps exact widths, 8 or 16 suit most "
+                               f"hardware), got {round_to!r}.")
     source = unwrap(model)
     masked = copy.deepcopy(source).eval()
     params = dict(masked.named_parameters())
@@ -224,7 +253,8 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
     modules = dict(masked.named_modules())
     inputs = _consumer_inputs(masked, {s.param.rsplit(".", 1)[0] for g in groups for s in g.consumers},
                               example_input)
-    plans = [_plan(g, params, modules, inputs, _empty_channels(g, params), calibration is not None) for g in groups]
+    plans = [_plan(g, params, modules, inputs, _empty_channels(g, params), calibration is not None, round_to)
+             for g in groups]
     kept = [(g, p) for g, p in zip(groups, plans, strict=True) if p.removed]
     if not kept:
         warnings.warn(f"nothing to compact in {type(source).__name__}: no channel has all-zero weights in every "
@@ -238,7 +268,7 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
     if calibration is not None:
         torch.optim.swa_utils.update_bn(calibration, small)
     small.train(source.training)
-    spec = {"format": "sparsetrain-width-spec", "version": 1, "model": type(source).__name__,
+    spec = {"format": "sparsetrain-width-spec", "version": 1, "model": type(source).__name__, "round_to": round_to,
             "removed": {g.name: p.removed for g, p in kept}, "widths": module_widths(small, source)}
     return small, spec
 
