@@ -110,3 +110,49 @@ def test_bad_input_is_one_clear_message(capsys, tmp_path, argv, message):
 def test_bench_on_cuda_without_cuda_is_refused(capsys):
     rc, _, err = cli(capsys, "bench", "lenet5", "--input-shape", "1,28,28", "--device", "cuda", "--reps", "1")
     assert rc == 2 and "no CUDA device" in err
+
+
+def _removed_per_group(model, x, masks, prune_skip):
+    from sparsetrain.structured.graph import channel_groups
+    out = {}
+    for g in channel_groups(model, x, prune_skip=prune_skip):
+        s = next(s for s in g.producers if s.param.endswith(".weight"))
+        rows = masks[s.param].movedim(s.dim, 0).reshape(masks[s.param].shape[s.dim], -1).any(1)
+        out[g.name] = (g.size, int((~rows[s.positions()].any(1)).sum()))
+    return out
+
+
+def test_one_shot_masks_honour_prune_skip_and_score_norm():
+    """bench's one-shot Chase masks: S_c of the offered channels empty; prune_skip offers the residual groups too;
+    score_norm="layer" spreads the removal over more groups than the raw global UMM ranking."""
+    from sparsetrain.structured.bench import channel_sparse_masks
+    from sparsetrain.structured.graph import channel_groups
+    from sparsetrain.train.models import create_model
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randn(2, 3, 16, 16)
+    inner = {g.name for g in channel_groups(model, x)}
+    for skip in (False, True):
+        for norm in ("none", "layer"):
+            masks = channel_sparse_masks(model, x, 0.5, min_ratio=0.2, score_norm=norm, prune_skip=skip)
+            per = _removed_per_group(model, x, masks, prune_skip=True)
+            offered = [v for k, v in per.items() if skip or k in inner]
+            assert sum(r for _, r in offered) == int(0.5 * sum(n for n, _ in offered))
+            if not skip:
+                assert all(r == 0 for k, (_, r) in per.items() if k not in inner)
+            else:
+                assert any(r > 0 for k, (_, r) in per.items() if k not in inner)
+    spread = {norm: sum(r > 0 for _, r in _removed_per_group(
+        model, x, channel_sparse_masks(model, x, 0.5, score_norm=norm), prune_skip=False).values())
+        for norm in ("none", "layer")}
+    assert spread["layer"] > spread["none"]
+
+
+def test_bench_cli_passes_score_norm_and_prune_skip(capsys, tmp_path):
+    rows = {}
+    for extra in ([], ["--score-norm", "layer", "--prune-skip"]):
+        rc, out, err = cli(capsys, "bench", "resnet20", "--input-shape", "3,16,16", "--reps", "1", "--warmup", "0",
+                           "--batch-sizes", "2", "--no-csr", "--json", str(tmp_path / "b.json"), *extra)
+        assert rc == 0, err
+        rows[bool(extra)] = json.loads((tmp_path / "b.json").read_text())["rows"][1]
+    assert rows[True]["params"] < rows[False]["params"]

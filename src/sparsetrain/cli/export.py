@@ -165,6 +165,11 @@ def configure_bench(p) -> None:
                    "(Chase's UMM rule, one shot; default 0.5)")
     p.add_argument("--density", type=float, default=0.1, help="bundled model: unstructured density (default 0.1)")
     p.add_argument("--min-ratio", type=float, default=0.2, help="bundled model: Chase's minimum width beta")
+    p.add_argument("--score-norm", default="none", choices=("none", "layer"),
+                   help="bundled model: Chase's channel ranking (none = the paper's global UMM; layer = each "
+                        "layer's scores relative to its mean, our extension)")
+    p.add_argument("--prune-skip", action="store_true",
+                   help="bundled model: also remove channels tied through residual additions (Chase prune skip)")
     p.add_argument("--input-shape", default="3,32,32", help="bundled model: one sample's shape (default 3,32,32)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes (default 1,64)")
@@ -191,7 +196,8 @@ def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
     shape = tuple(int(s) for s in args.input_shape.split(","))
     model = create_model(args.target, num_classes=args.num_classes, in_channels=shape[0]).eval()
     x = torch.randn(2, *shape)
-    masks = channel_sparse_masks(model, x, args.channel_sparsity, min_ratio=args.min_ratio, density=args.density)
+    masks = channel_sparse_masks(model, x, args.channel_sparsity, min_ratio=args.min_ratio, density=args.density,
+                                 score_norm=args.score_norm, prune_skip=args.prune_skip)
     return model, x, masks
 
 

@@ -144,7 +144,8 @@ def prepare(model: nn.Module, example_input: Tensor, *, masks: dict[str, Tensor]
 
 
 def channel_sparse_masks(model: nn.Module, example_input: Tensor, channel_sparsity: float, *, min_ratio: float = 0.2,
-                         density: float = 1.0, seed: int = 0) -> dict[str, Tensor]:
+                         density: float = 1.0, seed: int = 0, score_norm: str = "none",
+                         prune_skip: bool = False) -> dict[str, Tensor]:
     """One-shot Chase channel removal for benchmarks: masks that empty ``channel_sparsity`` of all channels.
 
     Chase's selection (ALGORITHMS.md 5.2-5.3) in one step instead of gradually: channels
@@ -152,8 +153,11 @@ def channel_sparse_masks(model: nn.Module, example_input: Tensor, channel_sparsi
     group keeps at least ``max(1, floor(C_l (1 - S_c) beta))`` channels (``min_ratio`` =
     beta); a removed channel's producer rows and consumer columns are masked, as the
     seed does. ``density`` < 1 first draws exact-count random unstructured masks.
-    Residual (skip) channels are not removed (the seed's default).
+    Residual (skip) channels are removed only with ``prune_skip`` (the seed's default
+    leaves them); ``score_norm="layer"`` ranks each group's scores relative to its mean
+    (``sparsetrain.ops.channels.normalize_scores``, our extension).
     """
+    from sparsetrain.ops.channels import normalize_scores
     from sparsetrain.structured.graph import channel_groups
     gen = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
@@ -163,16 +167,21 @@ def channel_sparse_masks(model: nn.Module, example_input: Tensor, channel_sparsi
             flat = torch.zeros(p.numel(), dtype=torch.bool)
             flat[torch.randperm(p.numel(), generator=gen)[: round(density * p.numel())]] = True
             masks[name] = flat.view_as(p)
-    groups = channel_groups(model, example_input)
+    groups = channel_groups(model, example_input, prune_skip=prune_skip)
     scores, owner = [], []
     for gi, g in enumerate(groups):
-        umm = torch.zeros(g.size)
-        for s in g.producers:
+        total, count = torch.zeros(g.size), 0
+        for s in g.producers:  # a residual group pools all its producers' slices, as ops.channels does
             if s.param.endswith(".weight"):
                 w = (params[s.param].detach() * masks[s.param]).abs().movedim(s.dim, 0)
-                umm += w.reshape(w.shape[0], -1).mean(1)[s.positions()].mean(1)
-        scores.append(umm)
+                rows = w.reshape(w.shape[0], -1)[s.positions()]  # [channels, positions per channel, fan-in]
+                total += rows.sum((1, 2))
+                count += rows.shape[1] * rows.shape[2]
+        scores.append(total / max(count, 1))
         owner += [gi] * g.size
+    alive = {str(gi): torch.ones(len(sc), dtype=torch.bool) for gi, sc in enumerate(scores)}
+    normed = normalize_scores({str(gi): sc for gi, sc in enumerate(scores)}, alive, score_norm)
+    scores = [normed[str(gi)] for gi in range(len(scores))]
     order = torch.cat(scores).argsort(stable=True).tolist() if scores else []
     offsets = [0]
     for g in groups:
