@@ -20,6 +20,7 @@ from common import RESULTS, demote, write_section  # noqa: E402
 #: (file stem, the command that writes it)
 SOURCES = [
     ("results_chase", "python benchmarks/chase_accuracy.py"),
+    ("results_chase_residual", "python benchmarks/chase_residual.py"),
     ("results_inference", "python benchmarks/inference.py"),
     ("results_init_pruning", "python benchmarks/init_pruning.py"),
     ("results_gems", "python benchmarks/gems.py"),

@@ -25,6 +25,7 @@ accuracy = importlib.import_module("accuracy")
 peers = importlib.import_module("peers")
 update_scaling = importlib.import_module("update_scaling")
 overhead = importlib.import_module("overhead")
+chase_residual = importlib.import_module("chase_residual")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -185,3 +186,34 @@ def test_collect_results_copies_each_file_between_its_markers(tmp_path):
     assert "old" not in text and "## Gems" in text and text.index("## Gems") < text.index("## GPU figures")
     collect_results.collect(tmp_path, results)  # idempotent
     assert results.read_text() == text
+
+
+def test_chase_residual_schedule_doctests():
+    assert doctest.testmod(chase_residual).failed == 0
+
+
+def test_chase_residual_quick_compacts_every_sparse_run_exactly(tmp_path, capsys):
+    results = tmp_path / "R.md"
+    assert chase_residual.main(["--quick", "--epochs", "1", "--out", str(tmp_path / "runs"),
+                                "--results", str(results)]) == 0
+    text = results.read_text()
+    assert text.startswith("# ") and "Command: `python benchmarks/chase_residual.py" in text and "threads 1" in text
+    assert all(f"| {label} |" in text for label in chase_residual.VARIANTS)
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line.startswith('{"run"'):
+            row = json.loads(line)
+            rows[row.pop("run")] = row
+    assert set(rows) == set(chase_residual.VARIANTS)
+    for label, row in rows.items():
+        if label == "dense":
+            continue
+        # compaction changes no prediction: same accuracy, logits equal up to float reordering
+        assert row["acc_compact"] == row["acc_masked"] == row["acc"]
+        assert row["max_logit_diff"] < 1e-3
+        if label.startswith("chase"):
+            assert row["plan_removed"] == pytest.approx(0.5, abs=0.02)  # S_c = 0.5 reached by the schedule
+            assert row["flops_compact"] < row["flops"] and row["params_compact"] < row["params"]
+    # prune_skip lets the residual-tied channels go too: more of the network's convolutions shrink
+    for norm in ("none", "layer"):
+        assert rows[f"chase {norm} + prune_skip"]["conv_removed"] > rows[f"chase {norm}"]["conv_removed"] + 0.1
