@@ -121,7 +121,8 @@ def _topk_clean(flat: Tensor, k: int, candidates: Tensor | None, shape: torch.Si
         # few candidates (e.g. the active weights at low density): rank only them
         idx = nonzero(cand).to(flat.device)
         out = torch.zeros(n, dtype=torch.bool, device=flat.device)
-        out[idx[_select(flat[idx], k)[0]]] = True
+        chosen = nonzero(_select(flat[idx], k)[0]).to(idx.device)  # bool indexing is slow on the CPU
+        out[idx[chosen]] = True
         return out.view(shape)
     out, threshold = _select(flat.masked_fill(~cand, -math.inf), k)
     if threshold == -math.inf:
