@@ -22,6 +22,7 @@ SOURCES = [
     ("results_chase", "python benchmarks/chase_accuracy.py"),
     ("results_chase_residual", "python benchmarks/chase_residual.py"),
     ("results_inference", "python benchmarks/inference.py"),
+    ("results_inference_imagenet", "python benchmarks/inference.py --models resnet50 --resolution imagenet --no-mlp"),
     ("results_init_pruning", "python benchmarks/init_pruning.py"),
     ("results_gems", "python benchmarks/gems.py"),
     ("results_imp", "python benchmarks/imp.py"),
