@@ -217,6 +217,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results_inference.md")))
     args = parser.parse_args()
+    if args.resolution == "imagenet" and any(not m.startswith("resnet") for m in args.models.split(",")):
+        parser.error("--resolution imagenet needs ResNets (the ImageNet stem); pass --models resnet50")
     torch.set_num_threads(args.threads)
     lines = ["# Inference speed: dense vs compact (Chase) vs CSR, CPU", "",
              f"`python benchmarks/inference.py --models {args.models} --steps {args.steps} --score-norm "

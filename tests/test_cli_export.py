@@ -149,10 +149,11 @@ def test_one_shot_masks_honour_prune_skip_and_score_norm():
 
 
 def test_bench_cli_passes_score_norm_and_prune_skip(capsys, tmp_path):
-    rows = {}
-    for extra in ([], ["--score-norm", "layer", "--prune-skip"]):
+    params = {}
+    for extra in ([], ["--score-norm", "layer"], ["--prune-skip"], ["--score-norm", "layer", "--prune-skip"]):
         rc, out, err = cli(capsys, "bench", "resnet20", "--input-shape", "3,16,16", "--reps", "1", "--warmup", "0",
                            "--batch-sizes", "2", "--no-csr", "--json", str(tmp_path / "b.json"), *extra)
         assert rc == 0, err
-        rows[bool(extra)] = json.loads((tmp_path / "b.json").read_text())["rows"][1]
-    assert rows[True]["params"] < rows[False]["params"]
+        params[" ".join(extra)] = json.loads((tmp_path / "b.json").read_text())["rows"][1]["params"]
+    assert len(set(params.values())) == 4, params  # each option changes the masks
+    assert params["--prune-skip"] < params[""]

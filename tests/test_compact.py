@@ -267,5 +267,5 @@ def test_round_to_keeps_widths_multiples_and_outputs_equal(round_to):
 @pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8"])
 def test_round_to_must_be_a_positive_int(bad):
     model = create_model("lenet5").eval()
-    with pytest.raises(SparsetrainError, match="round_to must be a positive int"):
+    with pytest.raises(SparsetrainError, match="round_to .--round-to. must be a positive int"):
         compact(model, torch.randn(2, 1, 28, 28), round_to=bad)

@@ -44,19 +44,29 @@ def test_numpy_and_torch_primitives_agree(n, seed, kind, low, width, dtype):
             assert a == b
 
 
-def test_tensor_thresholds_are_compared_in_the_tensor_dtype():
-    """0.1 as a float32 threshold must not be promoted to float64 (it would exclude 0.1f itself)."""
+def test_python_thresholds_are_cast_to_the_tensor_dtype_as_torch_does():
+    """float32(0.1) > 0.1 is False in torch (0.1 is cast to float32); a float64 comparison would say True."""
     x = torch.tensor([0.1, 0.2], dtype=torch.float32)
-    th = torch.tensor(0.1, dtype=torch.float32)
-    assert kernels.greater_equal(x, th).tolist() == [True, True]
-    assert kernels.count_greater(x, th, inclusive=True) == 2
+    assert kernels.count_greater(x, 0.1) == int((x > 0.1).sum()) == 1
+    assert kernels.greater_equal(x, 0.1).tolist() == (x >= 0.1).tolist() == [True, True]
+    assert kernels.between(x, 0.1, 0.1).tolist() == [x[0].item()]
+    half = torch.tensor([1.0, 60000.0], dtype=torch.float16)
+    assert kernels.count_greater(half, 1e6) == int((half > 1e6).sum())  # out of range: +inf, no warning
 
 
-def test_tensors_needing_grad_or_strided_take_the_torch_path():
+def test_inputs_numpy_cannot_view_take_the_torch_path():
     x = torch.randn(10, requires_grad=True)
-    assert kernels.count_greater(x.detach(), 0.0) == kernels.count_greater(x, 0.0)
-    y = torch.randn(6, 4)[:, 1]  # not contiguous
-    assert torch.equal(kernels.greater_equal(y, 0.0), y >= 0.0)
+    cases = [x, torch.randn(6, 4)[:, 1], torch.tensor(1.0), torch._neg_view(torch.randn(5)),
+             torch.randn(5, dtype=torch.bfloat16)]
+    for t in cases:
+        assert kernels._host(t) is None
+        plain = t.detach()
+        assert torch.equal(kernels.greater_equal(t, 0.0), plain >= 0.0)
+        assert kernels.count_greater(t, 0.0) == int((plain > 0.0).sum())
+        assert torch.equal(kernels.between(t, -0.5, 0.5), plain[(plain >= -0.5) & (plain <= 0.5)])
+    assert kernels._host(torch.randn(5)) is not None
+    several = torch.tensor([0.0, 10.0])  # a threshold per element broadcasts, as in torch
+    assert kernels.greater_equal(torch.tensor([1.0, 2.0]), several).tolist() == [True, False]
 
 
 @pytest.mark.parametrize("numpy_path", [True, False])

@@ -141,3 +141,24 @@ def test_adjusted_death_spares_a_dense_growing_layer():
     assert [int(m.sum()) for m in masks.values()] == [200, 18, 15]
     w = model[2].weight.detach().abs()
     assert w[masks["2.weight"]].min() > w[old["2.weight"] & ~masks["2.weight"]].max()  # smallest |w| went
+
+
+@pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, True])
+def test_ema_momentum_outside_0_1_is_refused(bad):
+    from sparsetrain.errors import SparsetrainError
+    with pytest.raises(SparsetrainError, match=r"momentum must be in \[0, 1\)"):
+        sparsetrain.create_method("snfs", momentum=bad, update_every=10)
+
+
+def test_a_state_from_the_two_pass_ema_is_rescaled_once():
+    """States saved before the lerp form hold m = sum of momentum^i g; the first step brings them to (1 - mu) m."""
+    from types import SimpleNamespace
+
+    from sparsetrain.methods.common import grad_ema
+    old = SimpleNamespace(state={"grad_ema": {"w": torch.tensor([10.0])}})
+    observe = grad_ema(0.9)
+    observe(old, {"w": torch.tensor([1.0])})
+    new = SimpleNamespace(state={"grad_ema": {"w": torch.tensor([1.0])}, "grad_ema_scaled": True})
+    observe(new, {"w": torch.tensor([1.0])})
+    assert float(old.state["grad_ema"]["w"]) == pytest.approx(float(new.state["grad_ema"]["w"]))
+    assert old.state["grad_ema_scaled"] is True

@@ -9,7 +9,8 @@ count 28 vs 9 us, nonzero 180 vs 56 us). So on the CPU, when NumPy is
 installed, the primitives run on zero-copy NumPy views of the tensors; on any
 other device, or without NumPy, they are the plain torch calls. Both give
 identical results: the operations are exact (IEEE comparisons, integer
-counts, positions in order).
+counts, positions in order). Results of the NumPy path own NumPy memory: they
+can be written in place, saved and broadcast, but not resized.
 
 Example:
     >>> import torch
@@ -35,8 +36,14 @@ USE_NUMPY = np is not None
 
 
 def _host(t: Tensor):
-    """A zero-copy NumPy view of a CPU tensor, or None where the torch path must run."""
-    if not USE_NUMPY or t.device.type != "cpu" or t.requires_grad or not t.is_contiguous():
+    """A zero-copy NumPy view of a CPU tensor, or None where the torch path must run.
+
+    The torch path also takes 0-dim tensors, tensors needing grad, strided or
+    negated views and dtypes NumPy lacks (bfloat16), so every input behaves as
+    the torch expression would.
+    """
+    if (not USE_NUMPY or t.device.type != "cpu" or t.dim() == 0 or t.requires_grad or not t.is_contiguous()
+            or t.is_neg()):
         return None
     if t.dtype not in (torch.float32, torch.float64, torch.bool, torch.float16):
         return None
@@ -44,15 +51,26 @@ def _host(t: Tensor):
 
 
 def _scalar(value: Tensor | float, like) -> object:
-    """The threshold as a NumPy scalar of the array's dtype (no float64 promotion)."""
+    """The threshold as a NumPy scalar of the array's dtype, as torch casts a Python scalar.
+
+    Without the cast NumPy would compare a float32 array with a float64 0.1 and
+    differ from torch at 0.1f itself; out-of-range values become +-inf, as in
+    torch, without NumPy's overflow warning.
+    """
     if isinstance(value, Tensor):
         value = value.item()
-    return like.dtype.type(value)
+    with np.errstate(over="ignore"):
+        return like.dtype.type(value)
+
+
+def _scalar_threshold(value: Tensor | float) -> bool:
+    """Thresholds the fast path takes: Python numbers and one-element tensors (others broadcast in torch)."""
+    return not isinstance(value, Tensor) or value.numel() == 1
 
 
 def greater_equal(flat: Tensor, threshold: Tensor | float) -> Tensor:
     """Bool tensor ``flat >= threshold``."""
-    a = _host(flat)
+    a = _host(flat) if _scalar_threshold(threshold) else None
     if a is None:
         return flat >= threshold
     return torch.from_numpy(a >= _scalar(threshold, a))
@@ -60,7 +78,7 @@ def greater_equal(flat: Tensor, threshold: Tensor | float) -> Tensor:
 
 def count_greater(flat: Tensor, threshold: Tensor | float, inclusive: bool = False) -> int:
     """Number of entries ``> threshold`` (``>=`` with ``inclusive``)."""
-    a = _host(flat)
+    a = _host(flat) if _scalar_threshold(threshold) else None
     if a is None:
         return int(torch.count_nonzero(flat >= threshold if inclusive else flat > threshold))
     th = _scalar(threshold, a)
@@ -69,7 +87,7 @@ def count_greater(flat: Tensor, threshold: Tensor | float, inclusive: bool = Fal
 
 def between(flat: Tensor, low: Tensor | float, high: Tensor | float) -> Tensor:
     """The entries with ``low <= x <= high``, in order."""
-    a = _host(flat)
+    a = _host(flat) if _scalar_threshold(low) and _scalar_threshold(high) else None
     if a is None:
         return flat[(flat >= low) & (flat <= high)]
     band = (a >= _scalar(low, a)) & (a <= _scalar(high, a))

@@ -78,9 +78,10 @@ def grad_ema(momentum: float = 0.9):
     ALGORITHMS.md 0 and 1.3): it sees every position, active or not, unlike a
     masked optimizer buffer. It is kept as ``e <- e + (1 - momentum) (g - e)``,
     one fused pass (``torch._foreach_lerp_``) instead of the two of
-    ``m <- momentum m + g``: from zero, ``e = (1 - momentum) m`` at every step,
+    ``m <- momentum m + g``: from zero, ``e = (1 - momentum) m`` up to rounding,
     and both readers are blind to that constant factor (growth ranks within a
-    layer, redistribution compares layers' shares).
+    layer, redistribution compares layers' shares). A state saved before this
+    form (no ``grad_ema_scaled`` flag) is rescaled once on its first step.
 
     Example:
         >>> import torch
@@ -92,13 +93,21 @@ def grad_ema(momentum: float = 0.9):
         >>> round(float(ctx.state["grad_ema"]["w"]), 6)  # (1 - 0.9) * (0.9 * 1 + 1)
         0.19
     """
+    if isinstance(momentum, bool) or not 0.0 <= float(momentum) < 1.0:
+        raise SparsetrainError(f"the gradient EMA's momentum must be in [0, 1) (e.g. 0.9), got {momentum!r}.")
+    weight = 1.0 - float(momentum)
+
     def observe(ctx: SparseContext, grads: dict[str, Tensor]) -> None:
         ema = ctx.state.setdefault("grad_ema", {})
+        if not ctx.state.get("grad_ema_scaled", False):
+            if ema:  # a state from the two-pass form m <- momentum m + g: bring it to this scale
+                torch._foreach_mul_(list(ema.values()), weight)
+            ctx.state["grad_ema_scaled"] = True
         if len(ema) < len(grads) or not all(n in ema for n in grads):
             for name, g in grads.items():
                 if name not in ema:
                     ema[name] = torch.zeros_like(g)
-        torch._foreach_lerp_([ema[n] for n in grads], list(grads.values()), 1.0 - momentum)
+        torch._foreach_lerp_([ema[n] for n in grads], list(grads.values()), weight)
     return observe
 
 

@@ -237,8 +237,8 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
     """
     from sparsetrain.structured.graph import channel_groups
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-        raise SparsetrainError(f"round_to must be a positive int (1 keeps exact widths, 8 or 16 suit most "
-                               f"hardware), got {round_to!r}.")
+        raise SparsetrainError(f"round_to (--round-to) must be a positive int (1 keeps exact widths, 8 or 16 suit "
+                               f"most hardware), got {round_to!r}.")
     source = unwrap(model)
     masked = copy.deepcopy(source).eval()
     params = dict(masked.named_parameters())
