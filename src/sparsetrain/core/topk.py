@@ -223,19 +223,23 @@ def topk_masks(scores: list[Tensor], ks: list[int], candidates: list[Tensor] | N
         lengths = sizes
         keep = [min(int(ks[i]), n) for i, n in zip(live, sizes, strict=True)]
     # per tensor: its k-th value, then its chosen positions and their count (one pass each)
-    pieces, reached, th_list, start = [], [], [], 0
+    pieces, counts, thresholds, start = [], [], [], 0
+    on_host = values.device.type == "cpu"
     for n, k in zip(lengths, keep, strict=True):
         part = values[start:start + n]
         if k > 0:
             threshold = kth_largest(part, k)
             pieces.append(greater_equal(part, threshold).to(part.device))
-            reached.append(count_true(pieces[-1]))
-            th_list.append(float(threshold))
+            # on the CPU count now; on an accelerator count on the device and read all counts at once
+            counts.append(count_true(pieces[-1]) if on_host else pieces[-1].count_nonzero())
+            thresholds.append(threshold.reshape(()))
         else:  # nothing is to be kept
             pieces.append(torch.zeros(n, dtype=torch.bool, device=values.device))
-            reached.append(0)
-            th_list.append(math.nan)
+            counts.append(0 if on_host else values.new_zeros((), dtype=torch.int64))
+            thresholds.append(values.new_tensor(math.nan))
         start += n
+    reached = counts if on_host else torch.stack(counts).tolist()
+    th_list = torch.stack(thresholds).tolist() if thresholds else []
     chosen = torch.cat(pieces) if pieces else values.new_zeros(0, dtype=torch.bool)
     if candidates is not None:
         mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
