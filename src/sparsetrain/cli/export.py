@@ -8,72 +8,33 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.train.report import LoadedRun, load_run
 
 
-@dataclass
-class LoadedRun:
-    """A trained model rebuilt from a run folder."""
-
-    model: nn.Module
-    masks: dict[str, Tensor]
-    input_shape: tuple[int, ...]
-    factory: Any
-    folder: Path
-    cfg: dict
-
-
-def load_run(run: str | Path) -> LoadedRun:
-    """Rebuild the model of a run folder (or a checkpoint file inside one) with its weights and masks."""
-    from sparsetrain.train.checkpoint import load_checkpoint
-    from sparsetrain.train.config import builder_kwargs, load_config
-    from sparsetrain.train.loop import _input_kwargs
-    from sparsetrain.train.models import create_model
-    from sparsetrain.train.report import _locate
-    ckpt, config = _locate(run)
-    cfg = load_config(config)
-    state = load_checkpoint(ckpt)
-    info = state.get("data_info") or {}
-    shape = tuple(info.get("input_shape", ()))
-    name, kwargs = cfg["model"]["name"], builder_kwargs(cfg, "model")
-    all_kwargs = {"num_classes": info.get("num_classes", 10), **_input_kwargs(name, shape, kwargs), **kwargs}
-
-    def factory() -> nn.Module:
-        return create_model(name, **all_kwargs)
-    model = factory()
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise SparsetrainError(f"{ckpt} does not match the model of {config}: {str(exc).splitlines()[0]}") from None
-    masks = (state.get("sparsifier") or {}).get("masks") or {}
-    return LoadedRun(model.eval(), masks, shape, factory, ckpt.parent, cfg)
+def _splits(loaded: LoadedRun):
+    """The run's data set, without augmentation."""
+    from sparsetrain.train.config import builder_kwargs
+    from sparsetrain.train.data import create_dataset
+    cfg = loaded.cfg
+    return create_dataset(cfg["data"]["name"], root=cfg["data"]["root"], seed=cfg["seed"],
+                          val_fraction=cfg["data"]["val_fraction"], augment=False, **builder_kwargs(cfg, "data"))
 
 
 def example_batch(loaded: LoadedRun, n: int = 32) -> Tensor:
     """``n`` real test (else validation / training) inputs of the run's data set."""
-    from sparsetrain.train.config import builder_kwargs
-    from sparsetrain.train.data import create_dataset
-    cfg = loaded.cfg
-    splits = create_dataset(cfg["data"]["name"], root=cfg["data"]["root"], seed=cfg["seed"],
-                            val_fraction=cfg["data"]["val_fraction"], augment=False, **builder_kwargs(cfg, "data"))
+    splits = _splits(loaded)
     data = next(d for d in (splits.test, splits.val, splits.train) if d is not None and len(d))
     return torch.stack([data[i][0] for i in range(min(n, len(data)))])
 
 
 def _calibration_loader(loaded: LoadedRun, batches: int):
-    from sparsetrain.train.config import builder_kwargs
-    from sparsetrain.train.data import create_dataset
-    cfg = loaded.cfg
-    splits = create_dataset(cfg["data"]["name"], root=cfg["data"]["root"], seed=cfg["seed"],
-                            val_fraction=cfg["data"]["val_fraction"], augment=False, **builder_kwargs(cfg, "data"))
-    loader = torch.utils.data.DataLoader(splits.train, batch_size=cfg["batch_size"], shuffle=False)
+    loader = torch.utils.data.DataLoader(_splits(loaded).train, batch_size=loaded.cfg["batch_size"], shuffle=False)
     return [b for _, b in zip(range(batches), loader, strict=False)]
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.metrics.flops import sparse_flops
@@ -27,31 +30,57 @@ def _locate(run: str | Path) -> tuple[Path, Path]:
     return ckpt, config
 
 
-def report(run: str | Path) -> str:
-    """The report text for a run folder or a checkpoint file inside one."""
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from a run folder (``load_run``)."""
+
+    model: nn.Module
+    input_shape: tuple[int, ...]
+    factory: Callable[[], nn.Module]
+    folder: Path
+    cfg: dict
+    epoch: int
+    sparsifier: dict  # the saved Sparsifier.state_dict() ({} for a dense run)
+
+    @property
+    def masks(self) -> dict[str, Tensor]:
+        """``{parameter name: bool mask}`` of the sparsifier state ({} for a dense run)."""
+        return self.sparsifier.get("masks") or {}
+
+
+def load_run(run: str | Path) -> LoadedRun:
+    """Rebuild the model of a run folder (or a checkpoint file inside one) with its weights, in eval mode."""
+    from sparsetrain.train.loop import _input_kwargs
     ckpt, config = _locate(run)
     cfg = load_config(config)
     state = load_checkpoint(ckpt)
     info = state.get("data_info") or {}
-    from sparsetrain.train.loop import _input_kwargs
     shape = tuple(info.get("input_shape", ()))
-    model = create_model(cfg["model"]["name"], num_classes=info.get("num_classes", 10),
-                         **_input_kwargs(cfg["model"]["name"], shape, builder_kwargs(cfg, "model")),
-                         **builder_kwargs(cfg, "model"))
+    name, kwargs = cfg["model"]["name"], builder_kwargs(cfg, "model")
+    all_kwargs = {"num_classes": info.get("num_classes", 10), **_input_kwargs(name, shape, kwargs), **kwargs}
+
+    def factory() -> nn.Module:
+        return create_model(name, **all_kwargs)
+    model = factory()
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise SparsetrainError(f"{ckpt} does not match the model of {config}: {str(exc).splitlines()[0]}") from None
-    sp = state.get("sparsifier")
-    params = dict(model.named_parameters())
-    masks = sp["masks"] if sp else {}
-    lines = [f"run        {ckpt.parent}",
-             f"method     {cfg['method']['name']}   epoch {state['epoch']}/{cfg['epochs']}"]
+    return LoadedRun(model.eval(), shape, factory, ckpt.parent, cfg, state["epoch"], state.get("sparsifier") or {})
+
+
+def report(run: str | Path) -> str:
+    """The report text for a run folder or a checkpoint file inside one."""
+    loaded = load_run(run)
+    cfg, masks, sp = loaded.cfg, loaded.masks, loaded.sparsifier
+    params = dict(loaded.model.named_parameters())
+    lines = [f"run        {loaded.folder}",
+             f"method     {cfg['method']['name']}   epoch {loaded.epoch}/{cfg['epochs']}"]
     if masks:
         lines.append("")
         lines.append(str(density_report({n: params[n] for n in masks}, masks)))
         fired = sum(int(torch.count_nonzero(m)) for m in sp["fired"].values())
         lines.append(f"\nITOP rate  {fired / sum(m.numel() for m in masks.values()):.4f}")
-    flops = sparse_flops(model, torch.zeros(1, *shape), masks)
+    flops = sparse_flops(loaded.model, torch.zeros(1, *loaded.input_shape), masks)
     lines.append(f"FLOPs      dense {flops['dense']:,}   sparse {flops['sparse']:,}   ({flops['ratio']:.4f}x)")
     return "\n".join(lines)
