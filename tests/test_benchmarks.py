@@ -217,3 +217,11 @@ def test_chase_residual_quick_compacts_every_sparse_run_exactly(tmp_path, capsys
     # prune_skip lets the residual-tied channels go too: more of the network's convolutions shrink
     for norm in ("none", "layer"):
         assert rows[f"chase {norm} + prune_skip"]["conv_removed"] > rows[f"chase {norm}"]["conv_removed"] + 0.1
+
+
+def test_diagnostics_mask_cost_prints_every_mask_dtype(capsys):
+    diagnostics = importlib.import_module("diagnostics")
+    assert diagnostics.main(["mask-cost", "--reps", "2"]) == 0
+    out = capsys.readouterr().out
+    for dtype in ("float32", "float16", "bfloat16", "uint8", "bool"):
+        assert f"| {dtype} |" in out
