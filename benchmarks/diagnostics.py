@@ -1,8 +1,10 @@
-"""Four measurements behind statements in RESULTS.md (issues 2 and 4), each re-runnable.
+"""Six measurements behind statements in RESULTS.md (issues 2 and 4), each re-runnable.
 
     python benchmarks/diagnostics.py mask-cost   # gradient-mask multiply after backward vs warm, per dtype
     python benchmarks/diagnostics.py round-to    # compact(round_to=1/8/16) on Chase ResNet-50; one conv
     python benchmarks/diagnostics.py per-conv    # each conv of a Chase-compacted ResNet-50: time vs FLOP ratio
+    python benchmarks/diagnostics.py kernels     # top-k primitives on 235k entries: torch vs NumPy views
+    python benchmarks/diagnostics.py update-time # each topology update of GraNet / SNFS / RigL on the MLP, in ms
     python benchmarks/diagnostics.py snfs-erk    # SNFS with distribution="erk" on MNIST-1D, 90/95/98 %, 3 seeds
 
 ``mask-cost`` (MLP 784-300-100-10, batch 256, 90 % random masks): the engine's
@@ -14,7 +16,11 @@ pre-hook multiplies the gradients by float masks; timed straight after
 rounded to 8 and 16, batch 64, one thread, interleaved; then one 3x3
 convolution at 32x32 with 32-64 input channels. ``per-conv``: the same dense
 and compact (exact widths) ResNet-50, every convolution timed alone on the
-input it sees, with its FLOP ratio and each stage's share. ``snfs-erk``: the
+input it sees, with its FLOP ratio and each stage's share. ``kernels``: the
+four primitives of ``core.kernels`` on 235,200 random floats (the MLP's first
+layer), torch path against NumPy path. ``update-time``: the MLP at batch 256,
+SGD, ``update_every=100``; the optimizer step at each update step minus the
+median ordinary step, for the first six updates. ``snfs-erk``: the
 ``dst_mnist1d`` recipe with ``method: {name: snfs, density: d, distribution:
 erk}`` (updates once per epoch, as SNFS does), one thread.
 """
@@ -151,6 +157,48 @@ def per_conv(reps: int) -> str:
             + f"\n\nShare of the dense convolution time per stage: {shares}")
 
 
+def kernel_times(reps: int) -> str:
+    from sparsetrain.core import kernels
+    torch.manual_seed(0)
+    flat = torch.rand(235_200)
+    mask = flat > 0.95
+    calls = {"compare (>=)": lambda: kernels.greater_equal(flat, 0.5),
+             "count (>)": lambda: kernels.count_greater(flat, 0.5),
+             "band": lambda: kernels.between(flat, 0.9, 0.95),
+             "nonzero": lambda: kernels.nonzero(mask)}
+    rows = []
+    for name, call in calls.items():
+        per_path = []
+        for use_numpy in (False, True):
+            kernels.USE_NUMPY = use_numpy and kernels.np is not None
+            per_path.append(_median_ms(call, reps) * 1e3)
+        kernels.USE_NUMPY = kernels.np is not None
+        rows.append([name, f"{per_path[0]:.0f}", f"{per_path[1]:.0f}"])
+    return table(["primitive, 235,200 floats", "torch (us)", "NumPy view (us)"], rows)
+
+
+def update_time(methods: list[str]) -> str:
+    import sparsetrain
+    from sparsetrain.train.models import create_model
+    rows = []
+    for method in methods:
+        torch.manual_seed(0)
+        model = create_model("mlp")
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+        x, y = torch.randn(256, 1, 28, 28), torch.randint(0, 10, (256,))
+        sparsetrain.attach(model, opt, method, total_steps=1000, update_every=100)
+        ordinary, updates = [], []
+        for step in range(1, 601):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            start = time.perf_counter()
+            opt.step()
+            (updates if step % 100 == 0 else ordinary).append(time.perf_counter() - start)
+        base = statistics.median(ordinary)
+        rows.append([method, " / ".join(f"{(u - base) * 1e3:.1f}" for u in updates)])
+    return table(["method (MLP, update every 100 steps)", "update ms at steps 100 / 200 / ... / 600"], rows)
+
+
 def snfs_erk(seeds: int, epochs: int | None) -> str:
     from sparsetrain.train.config import load_config
     from sparsetrain.train.loop import train
@@ -172,8 +220,9 @@ def snfs_erk(seeds: int, epochs: int | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("mask-cost", "round-to", "per-conv", "snfs-erk"))
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 400 / 7 / 5)")
+    parser.add_argument("what", choices=("mask-cost", "round-to", "per-conv", "kernels", "update-time", "snfs-erk"))
+    parser.add_argument("--methods", default="granet,snfs,rigl", help="update-time: comma-separated methods")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 400 / 7 / 5 / 500)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None, help="snfs-erk: override the recipe's 30 epochs")
     args = parser.parse_args(argv)
@@ -183,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         print(round_to(args.reps or 7))
     elif args.what == "per-conv":
         print(per_conv(args.reps or 5))
+    elif args.what == "kernels":
+        print(kernel_times(args.reps or 500))
+    elif args.what == "update-time":
+        print(update_time(args.methods.split(",")))
     else:
         print(snfs_erk(args.seeds, args.epochs))
     return 0
