@@ -94,6 +94,31 @@ class SparseContext:
         """Uniform random scores shaped like ``name``, from the sparsifier's generator."""
         return random_scores(self.params[name], self.generator)
 
+    @torch.no_grad()
+    def zero_inactive(self) -> None:
+        """Zero every weight, and every optimizer state tensor shaped like it, where its mask is off.
+
+        The original code's ``apply_mask``, called *inside* a topology update: a
+        weight removed before this point and grown back after it restarts at 0
+        with zero optimizer state (a regrown weight, docs/algorithms.md, "Regrown
+        weights"). The engine calls it between the updates due at one step; a
+        composition calls it between its halves with :func:`sparsetrain.ops.apply_masks`.
+
+        Example:
+            >>> p = nn.Parameter(torch.tensor([1.0, 2.0]))
+            >>> ctx = SparseContext({"w": p}, {"w": torch.tensor([True, False])}, None, 1, torch.Generator())
+            >>> ctx.zero_inactive()
+            >>> p.tolist()
+            [1.0, 0.0]
+        """
+        for n, p in self.params.items():
+            off = ~self.masks[n].to(p.device)
+            p.masked_fill_(off, 0)
+            state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
+            for value in state.values():
+                if isinstance(value, Tensor) and value.shape == p.shape:
+                    value.masked_fill_(off, 0)
+
     @property
     def progress(self) -> float:
         """Fraction of training done."""

@@ -14,7 +14,9 @@ exact at every step):
    (skipped for SGD / Adam / AdamW, whose update keeps a zero weight with zero
    gradient and zero state exactly zero), the step is counted, and any due
    update runs *after* the optimizer step (rigl-TF / Masking-family order);
-   new weights start at 0 with zero state.
+   new weights start at 0 with zero state. When several updates are due at one
+   step (GraNet's pruning, then its regeneration), weights and state are zeroed
+   between them, so a weight one update removed and the next regrows restarts at 0.
 """
 
 from __future__ import annotations
@@ -162,7 +164,9 @@ class Sparsifier:
 
     def _run(self, updates) -> None:
         event: dict[str, Any] = {}
-        for update in updates:
+        for i, update in enumerate(updates):
+            if i:  # the original applies masks after each update: what one removed, the next regrows from 0
+                self.ctx.zero_inactive()
             event.update(update.op(self.ctx))
         self._apply_topology()
         for n, m in self.ctx.masks.items():

@@ -42,6 +42,8 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
        exact_count(d + delta(t), N) by global |gradient| inside surviving channels,
        delta cosine from ``bound`` to 0. Weights freed by removed channels are
        regrown elsewhere: the total stays d N (global parameter reallocation).
+       Masks are applied between pruning and growth, so every grown weight,
+       also one pruned by the same update, starts at 0 with zero momentum.
     4. after ``soft_end``: drop ceil(r_t * active) by global |w| and regrow to
        exact_count(d, N) by global |gradient|, r_t cosine 0.5 -> 0.005 over the run.
 
@@ -95,8 +97,10 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
         raise SparsetrainError("channel_sparsity (S_c) must be below 1: some channels must stay.")
     offset = update_every // 2 if channel_offset is None else int(channel_offset)
     delta = cosine_decay(bound, 0.0, horizon=soft_end)
-    dst = ops.chain(drop_global(cosine_decay(drop_fraction, 0.005)), grow_global_to(constant(density)), name="dst")
-    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global"),
+    # Chase's truncate_weights applies the masks between its halves: a dropped weight regrown at once restarts at 0
+    dst = ops.chain(drop_global(cosine_decay(drop_fraction, 0.005)), ops.apply_masks(),
+                    grow_global_to(constant(density)), name="dst")
+    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global"), ops.apply_masks(),
                      grow_global_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
     updates = []
     init = ops.init_random(distribution, density)

@@ -43,13 +43,16 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
         raise unknown_choice("MEST mode", mode, ["em", "em_s"])
     score = mest_score(lam)
     base = _targets(distribution, density)
-    em = ops.prune_and_regrow(drop_lowest(cosine_decay(drop_fraction, 0.005), score), regrow("gradient"))
+    # the masks are applied between pruning and growth (MEST and Chase's truncate_weights): regrown weights restart at 0
+    em = ops.prune_and_regrow(drop_lowest(cosine_decay(drop_fraction, 0.005), score), regrow("gradient"),
+                              apply_masks=True)
     if mode == "em":
         return Method(init=ops.init_random(distribution, density), updates=(ops.when(cadence.every(update_every), em),))
     check_window(0.0, soft_end)
     delta = cosine_decay(bound, 0.0, horizon=soft_end)
     soft = ops.chain(
         ops.prune_to(lambda t, T: density, score, scope="layer", layer_densities=lambda ctx, d: base(ctx)),
+        ops.apply_masks(),
         ops.grow_to(_targets(distribution, density, lambda ctx: delta(ctx.step, ctx.total_steps)), "gradient"),
         name="mest_soft_bound")
     back_to_target = ops.prune_to(lambda t, T: density, score, scope="layer",
@@ -58,5 +61,5 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
         init=ops.chain(ops.init_random(distribution, density), ops.grow_to(_targets(distribution, density,
                                                                                     lambda ctx: bound), "random")),
         updates=(ops.when(cadence.every(update_every, end=soft_end), soft),
-                 ops.when(cadence.every(update_every, start=soft_end), ops.chain(back_to_target, em))),
+                 ops.when(cadence.every(update_every, start=soft_end), ops.chain(back_to_target, ops.apply_masks(), em))),
     )

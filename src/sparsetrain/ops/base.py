@@ -60,3 +60,23 @@ def chain(*ops: Op, name: str | None = None) -> Op:
             event.update(op(ctx))
         return event
     return Op(run, needs_grad=any(op.needs_grad for op in ops), name=name or "+".join(o.name for o in ops))
+
+
+def apply_masks() -> Op:
+    """Zero weights and optimizer state where masks are off, in the middle of an update.
+
+    Put it between the drop and the grow half of a composition whose original
+    code calls ``apply_mask`` there (Chase's ``truncate_weights``, MEST): a weight
+    dropped by the first half and chosen again by the second then restarts at 0
+    with zero optimizer state, as a regrown weight should. Without it, a weight
+    dropped and regrown in one op keeps its value (RigL's ``reinit_when_same=False``,
+    GraNet's ``truncate_weights``). docs/algorithms.md, "Regrown weights".
+
+    Example:
+        >>> from sparsetrain import ops
+        >>> ops.chain(ops.prune_to(lambda t, T: 0.5), apply_masks(), ops.grow_to(lambda ctx: {})).name
+        'prune_to[global]+apply_masks+grow_to'
+    """
+    def run(ctx: SparseContext) -> None:
+        ctx.zero_inactive()
+    return Op(run, name="apply_masks")

@@ -146,7 +146,8 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
     room left in each layer, summing exactly to the total. ``global`` ranks
     all inactive positions of all layers together (Chase's global growth).
     Candidates include the positions just dropped; a weight dropped and
-    regrown in the same update keeps its value (all official code does).
+    regrown in the same update keeps its value unless the op composition
+    applies the masks in between (:func:`prune_and_regrow`, ``apply_masks``).
 
     As in sparse_learning's ``truncate_weights`` the statistic is gathered
     *before* death (over the masks ``before``, when the caller passes them),
@@ -190,11 +191,19 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
     return grow
 
 
-def prune_and_regrow(dropper: Dropper, grower) -> Op:
-    """One zero-cost topology update: drop, then regrow the same number (RigL, SET, GraNet, ITOP)."""
+def prune_and_regrow(dropper: Dropper, grower, apply_masks: bool = False) -> Op:
+    """One zero-cost topology update: drop, then regrow the same number (RigL, SET, GraNet, ITOP).
+
+    With ``apply_masks`` the dropped weights are zeroed (with their optimizer
+    state) before growth, as MEST's and Chase's ``truncate_weights`` do, so a
+    weight dropped and regrown at once restarts at 0; without it, it keeps its
+    value, as in RigL and GraNet (docs/algorithms.md, "Regrown weights").
+    """
     def run(ctx: SparseContext) -> dict:
         before = dict(ctx.masks)  # ops replace masks, never edit them in place
         removed = dropper(ctx)
+        if apply_masks:
+            ctx.zero_inactive()
         grown = grower(ctx, removed, before) if getattr(grower, "takes_before", False) else grower(ctx, removed)
         # active before, inactive now (bool bit operations are cheap; see core/kernels.py)
         changed = sum(count_true(before[n] & ~ctx.masks[n]) for n in ctx.params)
