@@ -69,6 +69,14 @@ def base_overrides(dataset: str, epochs: int, device: str, threads: int, quick: 
     return over + (d["quick"] if quick else [])
 
 
+def every_layer(method: str) -> list[str]:
+    """Every method prunes every conv / linear layer here, so the rows compare like with like:
+    a method with fasterai's ``layer_type`` (Conv2d only by default) is told ``all``."""
+    from sparsetrain.methods import method_signature
+    takes = method != "dense" and "layer_type" in method_signature(method).parameters
+    return ["--method.layer_type", "all"] if takes else []
+
+
 def select_methods(spec: str) -> list[str]:
     """``dense`` first, then the methods named (comma-separated names or globs) among the registered ones."""
     names: list[str] = []
@@ -154,7 +162,7 @@ def run_sweep(dataset: str, methods: list[str], densities: list[float], seeds: i
     rows, flops_cache = [], {}
     for method in methods:
         try:
-            configs = density_sweep(method_configs([method], None, overrides), densities)
+            configs = density_sweep(method_configs([method], None, overrides + every_layer(method)), densities)
         except Exception as err:  # noqa: BLE001
             rows.append({"method": method, "label": method, "error": f"{type(err).__name__}: {err}"})
             continue

@@ -32,13 +32,14 @@ SCHEDULES = [
     ("lin", {"schedule": "lin"}),
     ("cos", {"schedule": "cos"}),
     ("cos+tail", {"schedule": "cos", "end": 0.75}),
-    ("exp", {"schedule": "exp", "start_sparsity": 0.0001}),
+    ("exp", {"schedule": "exp", "start_sparsity": 1e-6}),  # the blog's 0.0001 is a percentage
     ("one_cycle", {"schedule": "one_cycle"}),
 ]
 
 
 def run(label: str, sparsity: float, seed: int, kwargs: dict, out: Path, base: list[str]) -> dict:
     overrides = [*base, "--seed", str(seed), "--method.name", "prune", "--method.sparsity", str(sparsity),
+                 "--method.layer_type", "all",
                  "--run.plots", "false", "--run.progress", "false"]
     for key, value in kwargs.items():
         overrides += [f"--method.{key}", str(value)]

@@ -104,9 +104,11 @@ KNOWN_VARIANTS: list[Variant] = [
     Variant("granet", "granet", "granet", _gmp(initial_density=1.0), regenerates=True),
     Variant("granet[sparse-init]", "granet", "granet", _granet_sparse, regenerates=True),
     Variant("granet_uniform", "granet_uniform", "granet_layer", _gmp(initial_density=1.0), regenerates=True),
-    Variant("prune", "prune", "prune", lambda d: {"update_every": UPDATE_EVERY, "schedule": "agp", "end": GMP_END}),
+    Variant("prune", "prune", "prune", lambda d: {"update_every": UPDATE_EVERY, "schedule": "agp", "end": GMP_END,
+                                                  "layer_type": "all"}),
     Variant("prune[global-cos]", "prune", "prune_global",
-            lambda d: {"update_every": UPDATE_EVERY, "schedule": "cos", "end": GMP_END, "context": "global"}),
+            lambda d: {"update_every": UPDATE_EVERY, "schedule": "cos", "end": GMP_END, "context": "global",
+                       "layer_type": "all"}),
     # pruning at init: a fixed mask; SNIP / GraSP / SynFlow score on batches shaped for the last built model
     Variant("snip", "snip", "layer", lambda d: {"data": calibration_batches()}),
     Variant("grasp", "grasp", "layer", lambda d: {"data": calibration_batches()}),

@@ -33,7 +33,7 @@ def _groups_of(name, shape):
     keep = {"weight": range(len(shape)), "row": range(len(shape) - 1),
             "column": [d for d in range(len(shape)) if d != len(shape) - 2],
             "vector": [d for d in range(len(shape)) if d != 2], "kernel": [0, 1],
-            "channel": [1], "filter": [0]}[name]
+            "channel": [d for d in range(len(shape)) if d != 1], "in_channel": [1], "filter": [0]}[name]
     key = coords[..., list(keep)] if keep else torch.zeros_like(idx)[..., None]
     _, ids = torch.unique(key.reshape(idx.numel(), -1), dim=0, return_inverse=True)
     return ids.view(shape)
@@ -51,7 +51,7 @@ def _whole_groups(mask, ids):
 def test_group_masks_are_whole_groups_with_exact_counts(name, conv, s2, s4, frac, seed, ties):
     shape = s4 if conv else s2
     gran = get_granularity(name)
-    if not conv and name in ("vector", "kernel", "channel"):
+    if not conv and name in ("vector", "kernel", "channel", "in_channel"):
         with pytest.raises(SparsetrainError, match="layer 'fc.weight'"):
             gran.check(shape, "fc.weight")
         return
@@ -122,7 +122,9 @@ def test_nm_hand_worked_and_ties():
 def test_hand_worked_groups():
     w = torch.arange(24.0).view(2, 3, 2, 2)
     assert structured_topk(w, 1, "filter")[1].all() and not structured_topk(w, 1, "filter")[0].any()
-    assert structured_topk(w, 1, "channel")[:, 2].all() and int(structured_topk(w, 1, "channel").sum()) == 8
+    assert structured_topk(w, 1, "in_channel")[:, 2].all() and int(structured_topk(w, 1, "in_channel").sum()) == 8
+    # fasterai's channel: one group per (filter, kernel position) across the input channels; w[1, :, 1, 1] is largest
+    assert structured_topk(w, 1, "channel")[1, :, 1, 1].all() and int(structured_topk(w, 1, "channel").sum()) == 3
     assert structured_topk(w, 1, "kernel").int().sum() == 4 and structured_topk(w, 1, "kernel")[1, 2].all()
     lin = torch.tensor([[1.0, 9.0], [2.0, 3.0]])
     assert structured_topk(lin, 1, "column").tolist() == [[False, True], [False, True]]
@@ -150,6 +152,8 @@ def test_names_and_errors():
     with pytest.raises(SparsetrainError, match="layer 'fc.weight'.*4 x 4 blocks"):
         get_granularity("block4x4").check((10, 8), "fc.weight")
     with pytest.raises(SparsetrainError, match="layer 'fc.weight'.*use 'column'"):
+        get_granularity("in_channel").check((10, 8), "fc.weight")
+    with pytest.raises(SparsetrainError, match="layer 'fc.weight'.*use 'row'"):
         get_granularity("channel").check((10, 8), "fc.weight")
     with pytest.raises(SparsetrainError, match="nm_mask"):
         structured_topk(torch.zeros(2, 4), 1, "2:4")

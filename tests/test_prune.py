@@ -18,7 +18,7 @@ def net():
 def run(steps=20, **kwargs):
     model = net()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    sp = sparsetrain.attach(model, opt, "prune", total_steps=steps, **kwargs)
+    sp = sparsetrain.attach(model, opt, "prune", total_steps=steps, **{"layer_type": "all", **kwargs})
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
         opt.zero_grad()
@@ -54,9 +54,9 @@ def test_tail_holds_the_final_sparsity():
     assert max(events) <= 10
 
 
-@pytest.mark.parametrize("granularity", ["row", "kernel", "filter", "channel"])
+@pytest.mark.parametrize("granularity", ["row", "kernel", "filter", "channel", "in_channel"])
 def test_structured_granularities_prune_whole_groups(granularity):
-    conv_only = {"exclude": ["3.*"]} if granularity in ("kernel", "channel") else {}  # conv-only groupings
+    conv_only = {"exclude": ["3.*"]} if granularity in ("kernel", "channel", "in_channel") else {}  # conv-only groupings
     _, sp = run(sparsity=0.5, granularity=granularity, schedule="one_shot", start=0.2, **conv_only)
     fraction_on = get_granularity(granularity).group_scores(sp.masks["0.weight"].float())
     assert set(fraction_on.flatten().tolist()) <= {0.0, 1.0}  # every group is all on or all off
@@ -72,7 +72,7 @@ def test_n_m_holds_in_every_group():
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     sp = sparsetrain.attach(model, opt, "prune", granularity="2:4", sparsity=0.5, schedule="one_shot",
-                            total_steps=4)
+                            total_steps=4, layer_type="Linear")
     for _ in range(4):
         opt.zero_grad()
         model(torch.randn(3, 16)).sum().backward()
@@ -144,3 +144,24 @@ def test_filter_pruning_masks_bias_and_the_following_batchnorm():
     model.eval()
     out = model[:3](torch.randn(2, 3, 8, 8))
     assert torch.count_nonzero(out[:, dead]) == 0  # removed channels output exactly zero
+
+
+def test_default_layer_type_prunes_conv2d_only_as_fasterai():
+    """fasterai's Sparsifier prunes nn.Conv2d by default (issue 16, item 3): the Linear stays dense."""
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sp = sparsetrain.attach(model, opt, "prune", sparsity=0.5, schedule="one_shot", start=0.5, total_steps=4)
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(2, 4, 8, 8)).pow(2).mean().backward()
+        opt.step()
+    assert int(sp.masks["0.weight"].sum()) == exact_count(0.5, sp.masks["0.weight"].numel())
+    assert bool(sp.masks["3.weight"].all())
+    _, sp = run(sparsity=0.5, schedule="one_shot", start=0.5, layer_type="Linear")
+    assert bool(sp.masks["0.weight"].all()) and not bool(sp.masks["3.weight"].all())
+
+
+def test_layer_type_that_matches_nothing_says_what_to_pass():
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    with pytest.raises(SparsetrainError, match="layer_type='Linear' or layer_type='all'"):
+        sparsetrain.attach(model, torch.optim.SGD(model.parameters(), lr=0.1), "prune", total_steps=4)

@@ -221,7 +221,7 @@ class SparsitySchedule:
 def plot_schedules(path: str, names: list[str] | None = None, end_sparsity: float = 0.9) -> str:
     """Draw the schedules over one window (pos 0 -> 1) into a PNG at ``path``.
 
-    ``exp`` is drawn from start 1e-4 (it cannot start at 0); the others from 0.
+    ``exp`` is drawn from start 1e-6 (it cannot start at 0; the blog's 0.0001 %); the others from 0.
     Needs matplotlib (``pip install sparsetrain[plot]``). Returns ``path``.
     """
     try:
@@ -236,7 +236,7 @@ def plot_schedules(path: str, names: list[str] | None = None, end_sparsity: floa
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in names:
         fn = get_sparsity_schedule(name)
-        start = 1e-4 if fn is exp else 0.0
+        start = 1e-6 if fn is exp else 0.0
         ax.plot(xs, [fn(start, end_sparsity, x) for x in xs], label=name)
     ax.set_xlabel("position in the pruning window")
     ax.set_ylabel("sparsity (fraction removed)")

@@ -165,7 +165,7 @@ def cmd_schedules(args, extra) -> int:
     positions = [0.0, 0.25, 0.5, 0.75, 1.0]
     print(f"{'schedule':<10} " + " ".join(f"{'pos ' + str(p):>8}" for p in positions))
     for name in SPARSITY_SCHEDULES:
-        sched = SparsitySchedule(name, start_sparsity=1e-4 if name == "exp" else 0.0, end_sparsity=args.sparsity)
+        sched = SparsitySchedule(name, start_sparsity=1e-6 if name == "exp" else 0.0, end_sparsity=args.sparsity)
         print(f"{name:<10} " + " ".join(f"{sched.at(p):8.4f}" for p in positions))
     if args.plot:
         print(plot_schedules(args.plot, end_sparsity=args.sparsity))

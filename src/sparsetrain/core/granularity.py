@@ -13,16 +13,20 @@ row         the weights along the last dim                w[o, i, r, :] (kernel 
 column      the weights along the second-to-last dim      w[o, i, :, c] (kernel col)  w[:, i]
 vector      fasterai's blog "vector": along dim 2 (kh)    w[o, i, :, c]               (error)
 kernel      one kh x kw kernel                            w[o, i, :, :]               (error)
-channel     one input channel                             w[:, i, :, :]               (error: column)
+channel     fasterai's "channel": all input channels at   w[o, :, r, c]               (error: row)
+            one kernel position of one filter
+in_channel  one input channel (removable: a column of the w[:, i, :, :]               (error: column)
+            2-D view)
 filter      one output unit / filter (+ bias, next BN)    w[o, :, :, :]               w[o, :]
 N:M         exactly N of every M consecutive weights along the input channel (NVIDIA ASP layout)
 blockHxW    H x W blocks of the 2-D view [out, in*kh*kw]
 ==========  ============================================  ==========================  ==============
 
 For Conv1d ``[o, i, k]`` the same rules make ``row`` the kernel and ``column``
-the input channels at one kernel position. fasterai's blog-era ``channel`` reduced only dim 1 (the same kernel position
-across input channels); we use the input-channel meaning of the brief and of
-fasterai's later API, which is the one that can be physically removed.
+the input channels at one kernel position. ``channel`` is fasterai's meaning
+(its 2021 and current code average over dim 1 only); the group of one whole
+input channel across all filters, the one that can be physically removed, is
+``in_channel``. docs/algorithms.md, "Granularities".
 """
 
 from __future__ import annotations
@@ -217,7 +221,8 @@ GRANULARITIES: dict[str, Granularity] = {
     "column": DimGranularity("column", lambda ndim: (-2,), 2, "it needs a weight with at least 2 dims"),
     "vector": DimGranularity("vector", lambda ndim: (2,), 3, _CONV),
     "kernel": DimGranularity("kernel", lambda ndim: tuple(range(2, ndim)), 3, _CONV),
-    "channel": DimGranularity("channel", _all_but(1), 3, _CONV + "; for a Linear input feature use 'column'"),
+    "channel": DimGranularity("channel", lambda ndim: (1,), 3, _CONV + "; for a Linear output unit use 'row'"),
+    "in_channel": DimGranularity("in_channel", _all_but(1), 3, _CONV + "; for a Linear input feature use 'column'"),
     "filter": DimGranularity("filter", _all_but(0), 2, "it needs a weight with at least 2 dims"),
 }
 

@@ -19,7 +19,7 @@ from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity
 from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.criteria import get_criterion, needs_grad
-from sparsetrain.errors import unknown_choice
+from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import check_density, check_positive_int
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops import Op
@@ -27,8 +27,54 @@ from sparsetrain.pruning_criteria import remember_weights
 from sparsetrain.sparsity_schedules import SparsitySchedule
 
 
-def _local(ctx: SparseContext, gran, crit, density: float) -> None:
+#: fasterai's ``Sparsifier(layer_type=nn.Conv2d)``: only 2-D convolutions are pruned unless told otherwise
+FASTERAI_LAYER_TYPE = "Conv2d"
+
+
+def layer_type_names(layer_type: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"Conv2d,Linear"`` / ``["Conv2d", "Linear"]`` / ``"all"`` -> a tuple of module class names.
+
+    Example:
+        >>> layer_type_names("Conv2d, Linear")
+        ('Conv2d', 'Linear')
+    """
+    names = layer_type.split(",") if isinstance(layer_type, str) else list(layer_type)
+    names = tuple(n.strip() for n in names if n.strip())
+    if not names:
+        raise SparsetrainError("layer_type is empty: give module class names such as 'Conv2d' or 'Conv2d,Linear', "
+                               "or 'all'.")
+    return names
+
+
+def pruned_layers(ctx: SparseContext, layer_type: tuple[str, ...]) -> list[str]:
+    """The sparsified weights whose module is of a class named in ``layer_type`` (``("all",)``: every one)."""
+    if "all" in layer_type:
+        return list(ctx.params)
+    if ctx.model is None:
+        raise SparsetrainError("layer_type needs the model: attach the method to a model.")
+    out = []
     for n in ctx.params:
+        module = ctx.model.get_submodule(n.rpartition(".")[0])
+        if any(cls.__name__ in layer_type for cls in type(module).__mro__):
+            out.append(n)
+    return out
+
+
+def _check_layer_type(layer_type: tuple[str, ...]) -> Op:
+    def run(ctx: SparseContext) -> dict:
+        chosen = pruned_layers(ctx, layer_type)
+        if not chosen:
+            kinds = sorted({type(ctx.model.get_submodule(n.rpartition(".")[0])).__name__ for n in ctx.params})
+            raise SparsetrainError(
+                f"prune: layer_type {','.join(layer_type)!r} matches none of the sparsified layers (they are "
+                f"{', '.join(kinds)}). fasterai prunes Conv2d layers only by default; pass "
+                f"layer_type='{','.join(kinds)}' or layer_type='all'.")
+        return {"pruned_layers": len(chosen)}
+    return Op(run, name="layer_type")
+
+
+def _local(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
+    for n in names:
         scores = crit(ctx, n).float()
         if isinstance(gran, NMGranularity):  # N:M fixes the density at N/M
             ctx.masks[n] = gran.select(scores, None, ctx.masks[n], n) & ctx.masks[n]
@@ -36,26 +82,26 @@ def _local(ctx: SparseContext, gran, crit, density: float) -> None:
             ctx.masks[n] = gran.select(scores, density, ctx.masks[n], n) & ctx.masks[n]
 
 
-def _global(ctx: SparseContext, gran, crit, density: float) -> None:
+def _global(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
     groups, alive = [], []
-    for n in ctx.params:
+    for n in names:
         gran.check(ctx.params[n].shape, n)
         groups.append(gran.group_scores(crit(ctx, n).float()))
         alive.append(gran.group_scores(ctx.masks[n].float()).flatten() > 0)
     flat = torch.cat([g.flatten() for g in groups])
     keep = topk_mask(flat, exact_count(density, flat.numel()), torch.cat(alive))
     start = 0
-    for n, g in zip(ctx.params, groups, strict=True):
+    for n, g in zip(names, groups, strict=True):
         ctx.masks[n] = gran.expand(keep[start:start + g.numel()].view(g.shape), ctx.params[n].shape) & ctx.masks[n]
         start += g.numel()
 
 
-def couple_filter_dependents() -> Op:
+def couple_filter_dependents(layer_type: tuple[str, ...] = ("all",)) -> Op:
     """Filter pruning also removes each filter's bias and the following BatchNorm's weight and bias
     (fasterai masks them too): register them as coupled parameters of the engine."""
     def run(ctx: SparseContext) -> dict:
         params = dict(ctx.model.named_parameters())
-        for weight in ctx.params:
+        for weight in pruned_layers(ctx, layer_type):
             for name, _ in filter_dependents(ctx.model, weight):
                 ctx.coupled[name] = (params[name], weight)
         return {"coupled": len(ctx.coupled)}
@@ -72,8 +118,9 @@ def _rewind(ctx: SparseContext) -> bool:
     return True
 
 
-def schedule_step(schedule: SparsitySchedule, granularity: str, context: str, criterion: str, lth: bool) -> ops.Op:
-    """Recompute masks when the scheduled sparsity changed (and rewind if ``lth``)."""
+def schedule_step(schedule: SparsitySchedule, granularity: str, context: str, criterion: str, lth: bool,
+                  layer_type: tuple[str, ...] = ("all",)) -> ops.Op:
+    """Recompute masks of the ``layer_type`` layers when the scheduled sparsity changed (and rewind if ``lth``)."""
     gran, crit = get_granularity(granularity), get_criterion(criterion)
     prune_fn = _global if context == "global" else _local
 
@@ -82,7 +129,7 @@ def schedule_step(schedule: SparsitySchedule, granularity: str, context: str, cr
         if math.isclose(sparsity, ctx.state.get("sparsity", -1.0), abs_tol=1e-12) or sparsity <= 0.0:
             return {}
         ctx.state["sparsity"] = sparsity
-        prune_fn(ctx, gran, crit, 1.0 - sparsity)
+        prune_fn(ctx, gran, crit, 1.0 - sparsity, pruned_layers(ctx, layer_type))
         remember_weights("w_prev")(ctx)
         return {"sparsity_target": sparsity, "rewound": lth and _rewind(ctx)}
     return Op(run, needs_grad=needs_grad(crit), name=f"prune[{granularity},{context}]")
@@ -93,7 +140,7 @@ def schedule_step(schedule: SparsitySchedule, granularity: str, context: str, cr
 def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "local", criterion: str = "large_final",
           schedule: str = "agp", start: float = 0.0, end: float = 1.0, start_sparsity: float = 0.0, n_steps: int = 3,
           update_every: int = 1, lth: bool = False, rewind: float = 0.0, reset_end: bool = False,
-          density: float | None = None) -> Method:
+          density: float | None = None, layer_type: str = FASTERAI_LAYER_TYPE) -> Method:
     """Prune to ``sparsity`` (a fraction; fasterai's 90 is 0.9) along ``schedule`` between ``start`` and
     ``end`` (fractions of training; ``end`` < 1 leaves a tail at the final sparsity).
 
@@ -110,6 +157,10 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
     ``density`` (fraction kept, the name every other method uses) may be given
     instead of ``sparsity``. With ``filter`` a removed filter's bias and the
     following BatchNorm's weight and bias are masked too (kept at exactly 0).
+    ``layer_type`` names the module classes that are pruned (comma-separated,
+    or ``"all"``); the default is fasterai's, ``Conv2d`` only: other selected
+    layers (Linear, Conv1d) stay dense. ``sparsity`` and the global ``context``
+    then count the pruned layers only.
 
     Example:
         >>> m = prune(sparsity=0.5, schedule="one_shot", start=0.5)
@@ -125,16 +176,17 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
     get_criterion(criterion)
     sched = SparsitySchedule(schedule, start_sparsity=start_sparsity, end_sparsity=sparsity, start=start, end=end,
                              n_steps=n_steps)
-    init = [ops.init_dense(), remember_weights("w0")]
+    kinds = layer_type_names(layer_type)
+    init = [ops.init_dense(), _check_layer_type(kinds), remember_weights("w0")]
     if get_granularity(granularity).name == "filter":
-        init.append(couple_filter_dependents())
+        init.append(couple_filter_dependents(kinds))
     updates = []
     if lth:
         if rewind <= 0.0:
             init.append(remember_weights("rewind"))
         else:
             updates.append(ops.when(lambda t, T: t == max(1, int(rewind * T)), remember_weights("rewind")))
-    step = schedule_step(sched, granularity, context, criterion, lth)
+    step = schedule_step(sched, granularity, context, criterion, lth, kinds)
     updates.append(ops.when(cadence.every(update_every, include_end=True), step))
     if reset_end and lth:
         updates.append(ops.when(lambda t, T: t == T, Op(lambda ctx: {"rewound": _rewind(ctx)}, name="reset")))
