@@ -56,7 +56,7 @@ def test_tail_holds_the_final_sparsity():
 
 @pytest.mark.parametrize("granularity", ["row", "kernel", "filter", "channel", "in_channel"])
 def test_structured_granularities_prune_whole_groups(granularity):
-    conv_only = {"exclude": ["3.*"]} if granularity in ("kernel", "channel", "in_channel") else {}  # conv-only groupings
+    conv_only = {"exclude": ["3.*"]} if granularity in ("kernel", "channel", "in_channel") else {}  # conv-only
     _, sp = run(sparsity=0.5, granularity=granularity, schedule="one_shot", start=0.2, **conv_only)
     fraction_on = get_granularity(granularity).group_scores(sp.masks["0.weight"].float())
     assert set(fraction_on.flatten().tolist()) <= {0.0, 1.0}  # every group is all on or all off

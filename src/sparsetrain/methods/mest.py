@@ -61,5 +61,6 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
         init=ops.chain(ops.init_random(distribution, density), ops.grow_to(_targets(distribution, density,
                                                                                     lambda ctx: bound), "random")),
         updates=(ops.when(cadence.every(update_every, end=soft_end), soft),
-                 ops.when(cadence.every(update_every, start=soft_end), ops.chain(back_to_target, ops.apply_masks(), em))),
+                 ops.when(cadence.every(update_every, start=soft_end),
+                          ops.chain(back_to_target, ops.apply_masks(), em))),
     )

@@ -26,7 +26,6 @@ from sparsetrain.ops import Op
 from sparsetrain.pruning_criteria import remember_weights
 from sparsetrain.sparsity_schedules import SparsitySchedule
 
-
 #: fasterai's ``Sparsifier(layer_type=nn.Conv2d)``: only 2-D convolutions are pruned unless told otherwise
 FASTERAI_LAYER_TYPE = "Conv2d"
 

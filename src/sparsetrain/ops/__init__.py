@@ -11,6 +11,6 @@ from sparsetrain.ops.prune import drop_below, drop_lowest, prune_to
 from sparsetrain.ops.regrow import allocate, grow_to, prune_and_regrow, regrow
 
 __all__ = [
-    "Op", "Update", "allocate", "apply_masks", "chain", "grow_to", "drop_below", "drop_lowest", "init_dense", "init_magnitude",
-    "init_prune", "init_random", "pending_regrow", "prune_and_regrow", "prune_to", "regrow", "when",
+    "Op", "Update", "allocate", "apply_masks", "chain", "grow_to", "drop_below", "drop_lowest", "init_dense",
+    "init_magnitude", "init_prune", "init_random", "pending_regrow", "prune_and_regrow", "prune_to", "regrow", "when",
 ]
