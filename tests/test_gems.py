@@ -17,7 +17,7 @@ from torch import nn
 
 from sparsetrain.core.topk import exact_count
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.procedures.gems import finetune_masks, run_gems, sanity_masks
+from sparsetrain.procedures.gems import finetune_masks, prepare_model, run_gems, sanity_masks
 from sparsetrain.procedures.gems_config import (
     check_reachable,
     is_prune_epoch,
@@ -196,7 +196,7 @@ def test_unflag_before_finetune_restores_the_flags():
     assert rounded["2.weight"].tolist() == [True, False]
 
 
-@pytest.mark.parametrize("kind", ["reinit", "reshuffle", "invert"])
+@pytest.mark.parametrize("kind", ["reinit", "reshuffle"])
 def test_sanity_checks_keep_each_layer_density(kind):
     s = _search(density=0.3)
     masks = s.hard_masks("naive")
@@ -209,12 +209,26 @@ def test_sanity_checks_keep_each_layer_density(kind):
         assert any(not torch.equal(out[n], masks[n]) for n in masks)
 
 
-def test_inverted_mask_keeps_the_lowest_scores():
+def test_inverted_thresholding_keeps_the_lowest_scores():
     s = _hand_search()
-    masks = {"0.weight": torch.tensor([True, True, False, False]), "2.weight": torch.tensor([True, False])}
-    inv = sanity_masks("invert", masks, s, torch.Generator())
-    assert inv["0.weight"].tolist() == [True, False, True, False]  # |p| 0.2 and 0.5, the two lowest
-    assert inv["2.weight"].tolist() == [False, True]
+    s.keep_top_(2, invert=True)  # among the flagged |p| 0.2, 0.7, 0.5, 1.0, 0.0: keep 0.0 and 0.2
+    assert s.flags["0.weight"].tolist() == [True, False, False, False]
+    assert s.flags["2.weight"].tolist() == [False, True]
+
+
+def test_invert_sanity_check_runs_the_whole_search_inverted(tmp_path, one_thread):
+    """The original prunes the highest |p| in every thresholding round (issue 16, item 7), not only at the end."""
+    cfg = {**TINY, "finetune_epochs": 1, "sanity_checks": False}
+    plain = run_gems(cfg, tmp_path / "plain", progress=False)
+    inv = run_gems({**cfg, "invert_sanity_check": True}, tmp_path / "inv", progress=False)
+    assert inv["inverted_search"] and not plain["inverted_search"]
+    assert inv["density"] == pytest.approx(plain["density"])
+    rows = [json.loads(line) for line in (tmp_path / "inv" / "metrics.jsonl").read_text().splitlines()]
+    first_round = next(r for r in rows if r.get("round") == 1)
+    assert first_round["pruned"] > 0
+    m_plain = torch.load(plain["mask_path"], weights_only=True)
+    m_inv = torch.load(inv["mask_path"], weights_only=True)
+    assert all(not torch.equal(m_plain[n], m_inv[n]) for n in m_plain)
 
 
 # ---------------------------------------------------------------- weights, scores, regularisers
@@ -222,14 +236,29 @@ def test_signed_constant_weights():
     w = signed_constant_(torch.empty(50, 8), torch.Generator().manual_seed(0))
     assert torch.allclose(w.abs(), torch.full_like(w, math.sqrt(2 / 8)))
     assert 0.3 < (w > 0).float().mean() < 0.7
-    # scale_fan: fan_in times the kept fraction, sqrt(2 / (8 * 0.25)) = 1
+    # scale_fan: fan_in times 1 - prune_rate, sqrt(2 / (8 * 0.25)) = 1
     assert signed_constant_(torch.empty(4, 8), torch.Generator(), 0.25).abs().eq(1.0).all()
     assert load_gems_config({"target_sparsity": 5, "scale_fan": True})["scale_fan"] is True
+    # the original's --prune-rate: 0.5 for Gem-Miner unless set, the fraction that remains for edge-popup
+    assert load_gems_config({"target_sparsity": 5})["prune_rate"] == 0.5
+    assert load_gems_config({"target_sparsity": 5, "algo": "ep"})["prune_rate"] == pytest.approx(0.05)
+    with pytest.raises(SparsetrainError, match="prune_rate"):
+        load_gems_config({"target_sparsity": 5, "prune_rate": 1.5})
+
+
+def test_scale_fan_uses_one_minus_prune_rate(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4))
+    cfg = load_gems_config({"target_sparsity": 10, "scale_fan": True, "prune_rate": 0.75, "model": "mlp"})
+    prepare_model(model, cfg, torch.Generator().manual_seed(0))
+    assert model[0].weight.abs().eq(1.0).all()  # sqrt(2 / (8 * (1 - 0.75))) = 1
 
 
 def test_score_init_options():
     g, w = torch.Generator().manual_seed(0), torch.empty(200, 50)
     assert init_scores(w, "half", g).eq(0.5).all()
+    k = init_scores(w, "kaiming_uniform", g)  # edge-popup: kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in))
+    assert k.abs().max() <= 1 / math.sqrt(50) and k.abs().max() > 0.95 / math.sqrt(50)
     assert set(init_scores(w, "bern", g).unique().tolist()) == {0.0, 1.0}
     u = init_scores(w, "unif", g)
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
@@ -352,3 +381,28 @@ def test_benchmark_script_quick(tmp_path):
                    capture_output=True, timeout=600)
     text = out.read_text()
     assert "| 90 % |" in text and "mnist1d (dense" in text
+
+
+def test_search_only_layers_are_masked_in_the_search_and_dense_in_the_ticket(tmp_path, one_thread):
+    """The original's shortcut convs (issue 16, item 6): scored and masked while searching, never thresholded or
+    counted in the target, dense when fine-tuned."""
+    s = _search(density=0.5)
+    first = next(iter(s.scores))
+    s = ScoreSearch.create(s.model, "hc_iter", 0.5, generator=torch.Generator().manual_seed(0), search_only=(first,))
+    assert s.search_only == (first,) and first in s.soft_masks()
+    assert s.numel() == sum(p.numel() for n, p in s.scores.items() if n != first)
+    s.keep_top_(0)
+    assert s.flags[first].all() and s.flagged() == 0
+    assert first not in s.prunable(s.hard_masks("naive"))
+    with pytest.raises(SparsetrainError, match="nothing is left"):
+        ScoreSearch.create(s.model, "hc_iter", 0.5, generator=torch.Generator(), search_only=("*",))
+    summary = run_gems({**TINY, "finetune_epochs": 1, "sanity_checks": False, "search_only": ["features.0.*"]},
+                       tmp_path, progress=False)
+    masks = torch.load(summary["mask_path"], weights_only=True)
+    assert set(masks) == {"classifier.weight"}
+    assert int(masks["classifier.weight"].sum()) == exact_count(0.1, masks["classifier.weight"].numel())
+
+
+def test_resnet20_recipe_searches_the_shortcut_convs():
+    cfg = load_gems_config("gems_resnet20_cifar10")
+    assert cfg["search_only"] == ["*shortcut*"] and "*shortcut*" not in cfg["exclude"]

@@ -43,7 +43,6 @@ import yaml
 from torch import Tensor, nn
 
 from sparsetrain.core.selection import select_parameters
-from sparsetrain.core.topk import bottomk_mask
 from sparsetrain.procedures.finetune import MaskedTrainer, layer_densities, lr_at, masked_accuracy
 from sparsetrain.procedures.gems_config import (
     check_reachable,
@@ -117,7 +116,7 @@ def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> li
     for name in names:
         layer = modules[name.rsplit(".", 1)[0] if "." in name else ""]
         if cfg["weight_init"] == "signed_constant":
-            signed_constant_(layer.weight, generator, cfg["density"] if cfg["scale_fan"] else 1.0)
+            signed_constant_(layer.weight, generator, 1.0 - cfg["prune_rate"] if cfg["scale_fan"] else 1.0)
         elif cfg["weight_init"] == "kaiming_normal":
             kaiming_normal_(layer.weight, generator)
         if cfg["zero_bias"] and getattr(layer, "bias", None) is not None:
@@ -165,7 +164,7 @@ def search_phase(search: ScoreSearch, cfg: dict, loaders, log: RunLog, generator
         pruned = 0
         if cfg["algo"] == "hc_iter" and is_prune_epoch(epoch, cfg["iter_period"]) and done < n_rounds:
             done += 1
-            pruned = search.keep_top_(survivors(total, cfg["density"], n_rounds, done))
+            pruned = search.keep_top_(survivors(total, cfg["density"], n_rounds, done), cfg["invert_sanity_check"])
         rounded = search.hard_masks(cfg["rounding"], generator)
         row = {"phase": "search", "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "test_acc": masked_accuracy(search, None, loaders.test, device),
@@ -175,7 +174,7 @@ def search_phase(search: ScoreSearch, cfg: dict, loaders, log: RunLog, generator
         log(row)
         if cfg["algo"] in ("hc", "hc_iter") and row["rounded_density"] == 0.0:
             # the 0 %-remaining safety of the original: stop and threshold once to the target
-            search.keep_top_(target)
+            search.keep_top_(target, cfg["invert_sanity_check"])
             stopped = epoch + 1
             log({"phase": "search", "event": "zero_remaining_stop", "epoch": epoch + 1,
                  "flag_density": search.flagged() / total})
@@ -199,15 +198,13 @@ def finetune_masks(search: ScoreSearch, cfg: dict) -> dict[str, Tensor]:
 
 def sanity_masks(kind: str, masks: dict[str, Tensor], search: ScoreSearch,
                  generator: torch.Generator) -> dict[str, Tensor]:
-    """``reshuffle``: each layer's mask randomly permuted; ``invert``: each layer keeps its count
-    of the *lowest* |p|; ``reinit``: the mask unchanged (the weights change)."""
+    """``reshuffle``: each layer's mask randomly permuted; ``reinit``: the mask unchanged (the
+    weights change). The inverted check is a whole run of its own (``invert_sanity_check``)."""
     out = {}
     for name, m in masks.items():
         if kind == "reshuffle":
             perm = torch.randperm(m.numel(), generator=generator).to(m.device)
             out[name] = m.flatten()[perm].view_as(m)
-        elif kind == "invert":
-            out[name] = bottomk_mask(search.scores[name].detach().abs(), int(m.sum()))
         else:
             out[name] = m.clone()
     return out
@@ -260,18 +257,22 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
     prepare_model(model, cfg, generator)
     search = ScoreSearch.create(model, cfg["algo"], cfg["density"], score_init=cfg["score_init"],
                                 generator=generator, quantized=cfg["quantized"],
-                                threshold=cfg["quantize_threshold"], exclude=tuple(cfg["exclude"]))
+                                threshold=cfg["quantize_threshold"], exclude=tuple(cfg["exclude"]),
+                                search_only=tuple(cfg["search_only"]))
     info = search_phase(search, cfg, loaders, log, generator)
     search.release()
     device = cfg["device"]
-    gem_masks = search.hard_masks(cfg["rounding"], generator)
-    masks = finetune_masks(search, cfg)
+    searched = search.hard_masks(cfg["rounding"], generator)  # search_only layers masked too, as searched
+    gem_masks = search.prunable(searched)
+    masks = search.prunable(finetune_masks(search, cfg))
     summary: dict[str, Any] = {
         "algo": cfg["algo"], "dataset": cfg["dataset"], "model": cfg["model"], "seed": cfg["seed"],
         "target_density": cfg["density"], "density": density_of(masks), "rounded_density": density_of(gem_masks),
-        "gem_acc_before_finetune": masked_accuracy(search, gem_masks, loaders.test, device),
-        "acc_before_finetune": masked_accuracy(search, masks, loaders.test, device),
-        "layer_densities": layer_densities(masks), "search": info}
+        "gem_acc_before_finetune": masked_accuracy(search, searched, loaders.test, device),
+        "acc_before_finetune": masked_accuracy(search, {**{n: torch.ones_like(f) for n, f in search.flags.items()},
+                                                        **masks}, loaders.test, device),
+        "layer_densities": layer_densities(masks), "search": info,
+        "inverted_search": bool(cfg["invert_sanity_check"])}
     mask_path = out / "mask.pt"
     torch.save({n: m.cpu() for n, m in masks.items()}, mask_path)
     summary["mask_path"] = str(mask_path)
@@ -285,8 +286,7 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
         summary["time_finetune_s"] = tuned["time_s"]
     summary["sanity"] = {}
     if cfg["finetune"] and cfg["sanity_checks"] and cfg["algo"] in ("hc", "hc_iter"):
-        kinds = ["reinit", "reshuffle"] + (["invert"] if cfg["invert_sanity_check"] else [])
-        for kind in kinds:
+        for kind in ("reinit", "reshuffle"):
             twin = copy.deepcopy(model)
             twin.load_state_dict(base)
             if kind == "reinit":

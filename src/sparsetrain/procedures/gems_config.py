@@ -45,7 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "lr_gamma": 0.1, "milestones": None,
     "weight_init": "signed_constant", "score_init": None, "quantized": True, "quantize_threshold": 0.5,
     "regularization": "L2", "lmbda": 1e-4, "alpha": 1.0, "alpha_prime": 1.0,
-    "nonaffine_bn": True, "zero_bias": True, "scale_fan": False, "exclude": [], "rounding": "naive",
+    "nonaffine_bn": True, "zero_bias": True, "scale_fan": False, "prune_rate": None, "exclude": [],
+    "search_only": [], "rounding": "naive",
     "finetune": True, "finetune_epochs": None, "finetune_lr": 0.01, "finetune_momentum": 0.9,
     "finetune_weight_decay": 1e-4, "finetune_lr_policy": "multistep", "finetune_milestones": None,
     "unflag_before_finetune": True, "sanity_checks": True, "invert_sanity_check": False,
@@ -175,6 +176,11 @@ def load_gems_config(path_or_dict: str | Path | dict) -> dict:
     if cfg["score_init"] is None:
         cfg["score_init"] = "kaiming_uniform" if cfg["algo"] in ("ep", "global_ep") else "unif"
     _choice(cfg, "score_init", SCORE_INITS)
+    if cfg["prune_rate"] is None:  # the original's --prune-rate: what remains for edge-popup, else its 0.5
+        cfg["prune_rate"] = cfg["density"] if cfg["algo"] in ("ep", "global_ep") else 0.5
+    if isinstance(cfg["prune_rate"], bool) or not 0.0 <= float(cfg["prune_rate"]) < 1.0:
+        raise SparsetrainError(f"prune_rate must lie in [0, 1) (scale_fan scales fan_in by 1 - prune_rate), "
+                               f"got {cfg['prune_rate']!r}.")
     if cfg["finetune_epochs"] is None:
         cfg["finetune_epochs"] = cfg["epochs"]
     _positive_int(cfg, "finetune_epochs")
@@ -188,6 +194,7 @@ def load_gems_config(path_or_dict: str | Path | dict) -> dict:
             f"epochs={cfg['epochs']} and iter_period={cfg['iter_period']} there is no round "
             f"(K = floor((E - 1) / P) = 0). Use epochs > iter_period, e.g. epochs: {cfg['iter_period'] + 1}.")
     cfg["exclude"] = list(cfg["exclude"])
+    cfg["search_only"] = list(cfg["search_only"])
     return cfg
 
 

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -53,8 +54,9 @@ def fan_in(weight: Tensor) -> int:
 def signed_constant_(weight: Tensor, generator: torch.Generator, fan_scale: float = 1.0) -> Tensor:
     """Rare Gems' frozen weights: ``sign(w_kaiming) * sqrt(2) / sqrt(fan_in * fan_scale)`` (ALGORITHMS.md 6).
 
-    ``fan_scale`` is 1 by default; ``scale_fan`` passes the kept fraction, so
-    that a layer that keeps d of its inputs has the variance of a dense one.
+    ``fan_scale`` is 1 by default; ``scale_fan`` passes ``1 - prune_rate`` as
+    the original does (``fan * (1 - prune_rate)``; its ``prune_rate`` is the
+    fraction that *remains* for edge-popup, and 0.5 unless set for Gem-Miner).
 
     Example:
         >>> w = signed_constant_(torch.empty(3, 8), torch.Generator().manual_seed(0))
@@ -88,7 +90,9 @@ def init_scores(weight: Tensor, kind: str, generator: torch.Generator) -> Tensor
 
     ``unif`` U[0, 1]; ``half`` 0.5; ``bern`` Bernoulli(0.5); ``bimodal``
     Beta(0.1, 0.1); ``skew`` Beta(1, 5); ``kaiming_uniform`` U(-b, b) with
-    b = sqrt(6 / fan_in) (edge-popup's scores; only |p| matters there).
+    b = 1 / sqrt(fan_in): edge-popup's scores, torch's ``kaiming_uniform_(a=sqrt(5))``
+    (the Linear / Conv default). Only |p| ranks weights there, but the scale
+    sets how far one step of the learning rate and weight decay moves a score.
 
     Example:
         >>> init_scores(torch.empty(2, 3), "half", torch.Generator()).tolist()
@@ -106,7 +110,7 @@ def init_scores(weight: Tensor, kind: str, generator: torch.Generator) -> Tensor
     if kind == "skew":
         return _beta(shape, 1.0, 5.0, generator)
     if kind == "kaiming_uniform":
-        bound = math.sqrt(6.0 / fan_in(weight))
+        bound = 1.0 / math.sqrt(fan_in(weight))
         return (torch.rand(shape, generator=generator) * 2 - 1) * bound
     raise unknown_choice("score_init", kind, SCORE_INITS)
 
@@ -173,6 +177,10 @@ class ScoreSearch:
         density: fraction kept (edge-popup's top-k; Gem-Miner's target).
         quantized: Gem-Miner's ``hc_quantized`` (False: continuous ``p * flag``).
         threshold: the quantisation threshold (0.5).
+        search_only: layers scored and masked by their own scores during the
+            search but never thresholded, not counted in the target and dense
+            when the weights are fine-tuned (the original's shortcut convs:
+            ``SubnetConv`` layers outside its ``get_layers``).
     """
 
     model: nn.Module
@@ -184,12 +192,16 @@ class ScoreSearch:
     quantized: bool = True
     threshold: float = 0.5
     _frozen: dict[str, bool] = field(default_factory=dict, repr=False)
+    search_only: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, model: nn.Module, algo: str, density: float, *, score_init: str = "unif",
                generator: torch.Generator, quantized: bool = True, threshold: float = 0.5,
-               exclude: tuple[str, ...] = ()) -> ScoreSearch:
-        """Freeze every parameter of ``model`` and give each conv / linear weight a score tensor."""
+               exclude: tuple[str, ...] = (), search_only: tuple[str, ...] = ()) -> ScoreSearch:
+        """Freeze every parameter of ``model`` and give each conv / linear weight a score tensor.
+
+        ``search_only`` are globs over weight names for :attr:`search_only`.
+        """
         if algo not in ALGOS:
             raise unknown_choice("algo", algo, ALGOS)
         weights = select_parameters(model, exclude=exclude)
@@ -199,7 +211,15 @@ class ScoreSearch:
         scores = {n: init_scores(w, score_init, generator).to(w.device).requires_grad_(True)
                   for n, w in weights.items()}
         flags = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-        return cls(model, weights, scores, flags, algo, density, quantized, threshold, frozen)
+        only = tuple(n for n in weights if any(fnmatch.fnmatchcase(n, g) for g in search_only))
+        if len(only) == len(weights):
+            raise SparsetrainError(f"search_only {list(search_only)} matches every prunable layer: nothing is left "
+                                   "to prune.")
+        return cls(model, weights, scores, flags, algo, density, quantized, threshold, frozen, only)
+
+    def prunable(self, masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``masks`` without the :attr:`search_only` layers (the ticket: those stay dense)."""
+        return {n: m for n, m in masks.items() if n not in self.search_only}
 
     # ---------------------------------------------------------------- forward
     def soft_masks(self) -> dict[str, Tensor]:
@@ -243,10 +263,11 @@ class ScoreSearch:
     # ---------------------------------------------------------------- masks out
     def flagged(self) -> int:
         """Weights not yet removed by thresholding."""
-        return int(sum(int(f.sum()) for f in self.flags.values()))
+        return int(sum(int(f.sum()) for f in self.prunable(self.flags).values()))
 
     def numel(self) -> int:
-        return int(sum(p.numel() for p in self.scores.values()))
+        """Weights of the pruned layers (the target counts these)."""
+        return int(sum(p.numel() for p in self.prunable(self.scores).values()))
 
     @torch.no_grad()
     def keep_top_(self, n_keep: int, invert: bool = False) -> int:
@@ -256,12 +277,13 @@ class ScoreSearch:
         (deterministic, DESIGN contract 2). ``invert`` keeps the smallest instead
         (the inverted sanity check). Returns how many were unflagged.
         """
-        shapes = {n: p.shape for n, p in self.scores.items()}
-        flat = torch.cat([p.abs().flatten() for p in self.scores.values()])
-        cand = torch.cat([f.flatten() for f in self.flags.values()])
+        scores = self.prunable(self.scores)
+        shapes = {n: p.shape for n, p in scores.items()}
+        flat = torch.cat([p.abs().flatten() for p in scores.values()])
+        cand = torch.cat([self.flags[n].flatten() for n in scores])
         before = int(cand.sum())
         keep = topk_mask(-flat if invert else flat, min(n_keep, before), cand)
-        self.flags = {n: m.clone() for n, m in split_global(keep, shapes).items()}
+        self.flags.update({n: m.clone() for n, m in split_global(keep, shapes).items()})
         return before - int(keep.sum())
 
     @torch.no_grad()
