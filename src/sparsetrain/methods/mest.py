@@ -36,6 +36,14 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
     d_l + delta(t) by gradient, delta cosine-decaying from ``bound`` to 0; after
     ``soft_end`` plain EM updates at density d (as in Chase's re-implementation,
     ALGORITHMS.md 5.4). r_t is cosine from ``drop_fraction`` to 0.005.
+    The masks are applied between pruning and growth, so a weight pruned and
+    regrown by one update restarts at 0 (as in Chase's re-implementation).
+
+    Two simplifications, documented in docs/algorithms.md ("MEST"): ``lam = 1``
+    has no source in the paper or the code we follow (the paper tunes lambda;
+    set it explicitly), and the mutation runs every ``update_every`` steps with
+    the cosine-decayed rate of the DST family, not the paper's per-epoch
+    mutation with step-down ratios.
     """
     check_density(density)
     check_positive_int(update_every, "update_every")
