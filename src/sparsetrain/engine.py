@@ -33,6 +33,7 @@ from sparsetrain.core.selection import select_parameters, unwrap
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.registry import Method, create_method
 from sparsetrain.metrics.report import DensityReport, density_report
+from sparsetrain.ops.base import Op, Update
 
 STATE_FORMAT = "sparsetrain.sparsifier/1"
 
@@ -161,6 +162,33 @@ class Sparsifier:
             self._run(self._due)
         self._due = []
         self.ctx.grads = {}
+
+    @torch.no_grad()
+    def update(self, op: Op, grads: dict[str, Tensor] | None = None) -> dict[str, Any]:
+        """Run the topology update ``op`` now, outside the optimizer step hooks.
+
+        For loops that decide themselves when the topology changes (rigl-torch's
+        ``if pruner(): optimizer.step()``, :class:`sparsetrain.RigLScheduler`).
+        ``grads`` are the dense gradients gradient-based criteria read (for
+        example accumulated over several batches); masks, weights, optimizer
+        state, the ever-active masks and :attr:`history` follow as after any
+        update. Returns the update's history entry.
+
+        Example:
+            >>> import torch, sparsetrain
+            >>> from sparsetrain import ops
+            >>> net = torch.nn.Linear(10, 4)
+            >>> sp = sparsetrain.attach(net, torch.optim.SGD(net.parameters(), lr=0.1), "static", density=0.5,
+            ...                         total_steps=10)
+            >>> sp.update(ops.prune_to(lambda t, T: 0.25))["density"]
+            0.25
+        """
+        self.ctx.grads = dict(grads or {})
+        try:
+            self._run([Update(lambda step, total: True, op)])
+        finally:
+            self.ctx.grads = {}
+        return self.history[-1]
 
     def _run(self, updates) -> None:
         event: dict[str, Any] = {}

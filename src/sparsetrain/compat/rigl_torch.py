@@ -11,8 +11,12 @@ Same constructor, attributes, ``state_dict`` keys and ``if pruner(): optimizer.s
   index), and the drop ranks only active weights.
 * ``sparsity_distribution="erk"`` (ALGORITHMS.md 1.1) over the layers ``ignore_linear_layers`` leaves sparse;
   as in the RigL paper, ERK does not force the first layer dense (uniform does).
-* Any optimizer: weights and every state tensor shaped like a masked weight (momentum_buffer, exp_avg, ...)
-  are masked after each real step (``register_step_post_hook``, no monkey-patching).
+* A thin adapter over :class:`~sparsetrain.engine.Sparsifier`: masks, the zeroing of weights and of every
+  optimizer state tensor shaped like a masked weight (any optimizer), the broadcast of masks, the ever-active
+  masks and the update history are the engine's; the RigL step is the ``rigl`` method's drop-and-grow
+  (``ops.prune_and_regrow``) run through ``Sparsifier.update``. Only rigl-torch's own parts live here: the
+  constructor and attributes, the backward hooks that accumulate dense gradients, the step counting of
+  ``if pruner(): optimizer.step()`` and the state_dict format.
 * DDP with no extra code: the accumulated (local) gradients are averaged over ranks before ranking (growth
   sees the gradient DDP applies, contract 4) and masks are broadcast from rank 0 (bit-identical, contract 6).
 * A RigL step with no accumulated gradient (scheduler built after ``backward``, a layer unused in the window)
@@ -32,11 +36,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sparsetrain import distributed
+from sparsetrain import distributed, ops
 from sparsetrain.core.selection import SPARSIFIABLE, unwrap
-from sparsetrain.core.topk import exact_count, random_mask, topk_mask
+from sparsetrain.core.topk import exact_count, random_mask
 from sparsetrain.distributions import layer_densities
+from sparsetrain.engine import Sparsifier
 from sparsetrain.errors import SparsetrainError, check_density, check_fraction, unknown_choice
+from sparsetrain.methods.registry import Method
+from sparsetrain.ops.prune import drop_lowest
+from sparsetrain.ops.regrow import regrow
 
 DISTRIBUTIONS = ("uniform", "erk")
 _HYPERPARAMS = ("delta_T", "alpha", "T_end", "ignore_linear_layers", "static_topo", "sparsity_distribution",
@@ -69,7 +77,7 @@ class IndexMaskHook:
             self.dense_grad += grad / s.grad_accumulation_n
         else:
             self.dense_grad = None
-        return grad * s.backward_masks[self.layer]
+        return grad * s.sparsifier.masks[s.names[self.layer]]
 
 
 class RigLScheduler:
@@ -95,7 +103,9 @@ class RigLScheduler:
 
     Attributes:
         W, N, S: the layer weights (``nn.Parameter``), their sizes and sparsities (0 = dense).
-        backward_masks: bool mask per layer, ``None`` for a dense layer.
+        backward_masks: bool mask per layer, ``None`` for a dense layer (the engine's masks).
+        sparsifier: the :class:`~sparsetrain.engine.Sparsifier` that keeps the sparse layers sparse
+            (``None`` when every layer is dense); its ``history`` lists the RigL steps.
         step, rigl_steps: calls so far and RigL updates so far.
         delta_T, alpha, T_end: the hyperparameters, as in rigl-torch (so are grad_accumulation_n,
             static_topo, ignore_linear_layers, sparsity_distribution and dense_allocation).
@@ -135,6 +145,7 @@ class RigLScheduler:
         self.dense_allocation = dense_allocation
         self.backward_hook_objects: list[IndexMaskHook | None] = []
         self._handles: list = []
+        self.sparsifier: Sparsifier | None = None
         if state_dict is not None:
             self.load_state_dict(state_dict)
         else:
@@ -145,8 +156,6 @@ class RigLScheduler:
             self.S = self._sparsities()
             self.step = self.rigl_steps = 0
             self.random_sparsify()
-            self._register_hooks()
-        self._post_hook = optimizer.register_step_post_hook(self._post_step)
 
     # ------------------------------------------------------------------ set-up
     def _check(self) -> None:
@@ -180,11 +189,28 @@ class RigLScheduler:
         """Exact-count random masks (seeded from the global torch RNG, like rigl-torch's randperm)."""
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
         # round(.., 12): 1 - (1 - 0.1) is 0.0999..98, which would round d*N = 2.5 down
-        masks = {str(i): random_mask(w.shape, exact_count(round(1 - self.S[i], 12), self.N[i]), gen, w.device)
-                 for i, w in enumerate(self.W) if self.S[i] > 0}
-        distributed.broadcast_masks(masks)
-        self.backward_masks: list[Tensor | None] = [masks.get(str(i)) for i in range(len(self.W))]
-        self.apply_mask_to_weights()
+        self._bind({self.names[i]: random_mask(w.shape, exact_count(round(1 - self.S[i], 12), self.N[i]), gen,
+                                               w.device)
+                    for i, w in enumerate(self.W) if self.S[i] > 0})
+
+    def _bind(self, masks: dict[str, Tensor]) -> None:
+        """(Re)attach the engine to the sparse layers with ``masks`` and hook their gradients."""
+        self._register_hooks()  # refuses a model another live scheduler holds, before anything changes
+        if self.sparsifier is not None:
+            self.sparsifier.detach()
+        self.sparsifier = None
+        if masks:
+            def given(ctx):
+                ctx.masks.update({n: m.to(ctx.params[n].device, torch.bool) for n, m in masks.items()})
+            self.sparsifier = Sparsifier(self.model, self.optimizer, Method(ops.Op(given, name="masks"),
+                                         name="rigl_torch"), total_steps=max(1, int(self.T_end or 1)),
+                                         include=list(masks))
+
+    @property
+    def backward_masks(self) -> list[Tensor | None]:
+        """Bool mask per layer (the engine's), ``None`` for a dense layer."""
+        masks = self.sparsifier.masks if self.sparsifier is not None else {}
+        return [masks.get(n) for n in self.names]
 
     def _register_hooks(self) -> None:
         self._remove_tensor_hooks()
@@ -208,35 +234,24 @@ class RigLScheduler:
     def remove(self) -> nn.Module:
         """Remove every hook (the model keeps its zeros); returns the model."""
         self._remove_tensor_hooks()
-        self._post_hook.remove()
+        if self.sparsifier is not None:
+            self.sparsifier.detach()
         return self.model
 
-    # ------------------------------------------------------------------ masking
-    def _sparse(self) -> list[tuple[nn.Parameter, Tensor]]:
-        return [(w, m) for w, m in zip(self.W, self.backward_masks, strict=True) if m is not None]
-
-    @torch.no_grad()
+    # ------------------------------------------------------------------ masking (rigl-torch's names)
     def reset_momentum(self) -> None:
-        """Zero every optimizer state tensor shaped like a sparse weight at its inactive positions."""
-        for w, mask in self._sparse():
-            for value in self.optimizer.state.get(w, {}).values():
-                if isinstance(value, Tensor) and value.shape == w.shape:
-                    value.mul_(mask)
+        """Zero weights and every optimizer state tensor shaped like a sparse weight where masks are off."""
+        if self.sparsifier is not None:
+            self.sparsifier.apply_masks()
 
-    @torch.no_grad()
     def apply_mask_to_weights(self) -> None:
-        for w, mask in self._sparse():
-            w.mul_(mask)
+        self.reset_momentum()
 
     @torch.no_grad()
     def apply_mask_to_gradients(self) -> None:
-        for w, mask in self._sparse():
-            if w.grad is not None:
+        for w, mask in zip(self.W, self.backward_masks, strict=True):
+            if mask is not None and w.grad is not None:
                 w.grad.mul_(mask)
-
-    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.reset_momentum()
-        self.apply_mask_to_weights()
 
     # ------------------------------------------------------------------ schedule
     def check_if_backward_hook_should_accumulate_grad(self) -> bool:
@@ -262,25 +277,21 @@ class RigLScheduler:
 
     @torch.no_grad()
     def _rigl_step(self) -> None:
-        drop_fraction = self.cosine_annealing()
+        """The ``rigl`` method's drop-and-grow at the call's drop fraction, on the accumulated gradients."""
+        if self.sparsifier is None:
+            return
         sparse = [i for i in range(len(self.W)) if self.S[i] > 0]
         hooks = self.backward_hook_objects  # no accumulated gradient: fall back to .grad (rigl-torch crashed)
-        grads = {i: self.W[i].grad if hooks[i].dense_grad is None else hooks[i].dense_grad for i in sparse}
-        scores = {i: torch.zeros_like(self.W[i]) if g is None else g.detach().clone() for i, g in grads.items()}
+        grads = {self.names[i]: self.W[i].grad if hooks[i].dense_grad is None else hooks[i].dense_grad
+                 for i in sparse}
+        scores = {n: torch.zeros_like(self.W[i]) if grads[n] is None else grads[n].detach().clone()
+                  for i, n in zip(sparse, grads, strict=True)}
         distributed.all_reduce_mean_(list(scores.values()))  # the hooks saw local, pre-all-reduce gradients
-        masks = {}
-        for i in sparse:
-            n_active = int(self.backward_masks[i].sum())
-            n_prune = int(n_active * drop_fraction) if grads[i] is not None else 0  # no gradient: keep the mask
-            keep = topk_mask(self.W[i].abs(), n_active - n_prune, self.backward_masks[i])
-            masks[str(i)] = keep | topk_mask(scores[i].abs(), n_prune, ~keep)
-        distributed.broadcast_masks(masks)
-        for i in sparse:
-            old, new = self.backward_masks[i], masks[str(i)].to(self.W[i].device)
-            self.W[i].masked_fill_(new & ~old, 0.0)  # new connections start at zero
-            old.copy_(new)
-        self.reset_momentum()
-        self.apply_mask_to_weights()
+        fraction = self.cosine_annealing()
+        rigl = ops.prune_and_regrow(drop_lowest(lambda step, total: fraction, "magnitude", rounding="floor"),
+                                    regrow("gradient"))
+        with_grad = [n for n in grads if grads[n] is not None]  # a layer without any gradient keeps its mask
+        self.sparsifier.update(ops.on_layers(lambda ctx: with_grad, rigl), grads=scores)
         self.apply_mask_to_gradients()
 
     # ------------------------------------------------------------------ state
@@ -315,16 +326,13 @@ class RigLScheduler:
         for k in _HYPERPARAMS:
             setattr(self, k, state_dict["hyperparams"][k])
         self.step, self.rigl_steps = int(state_dict["step"]), int(state_dict["rigl_steps"])
-        self.backward_masks = [None if m is None else m.to(w.device, torch.bool).clone()
-                               for m, w in zip(masks, self.W, strict=True)]
         self._check()
-        self._register_hooks()
+        self._bind({self.names[i]: m.to(w.device, torch.bool).clone()
+                    for i, (m, w) in enumerate(zip(masks, self.W, strict=True)) if m is not None})
         dense_grads = state_dict.get("dense_grads") or [None] * len(self.W)
         for hook, g, w in zip(self.backward_hook_objects, dense_grads, self.W, strict=True):
             if hook is not None and g is not None:
                 hook.dense_grad = g.to(w.device).clone()
-        self.apply_mask_to_weights()
-        self.reset_momentum()
 
     def __str__(self) -> str:
         act = [n if m is None else int(m.sum()) for n, m in zip(self.N, self.backward_masks, strict=True)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sparsetrain.cadence import Cadence
@@ -60,6 +60,23 @@ def chain(*ops: Op, name: str | None = None) -> Op:
             event.update(op(ctx))
         return event
     return Op(run, needs_grad=any(op.needs_grad for op in ops), name=name or "+".join(o.name for o in ops))
+
+
+def on_layers(select: Callable[[SparseContext], list[str]], op: Op) -> Op:
+    """Run ``op`` on the layers ``select(ctx)`` names only; every other layer keeps its mask.
+
+    Example:
+        >>> from sparsetrain import ops
+        >>> ops.on_layers(lambda ctx: ["0.weight"], ops.prune_to(lambda t, T: 0.5)).name
+        'prune_to[global] on some layers'
+    """
+    def run(ctx: SparseContext) -> Event:
+        names = select(ctx)
+        sub = replace(ctx, params={n: ctx.params[n] for n in names}, masks={n: ctx.masks[n] for n in names})
+        event = op(sub)
+        ctx.masks.update(sub.masks)
+        return event
+    return Op(run, needs_grad=op.needs_grad, name=f"{op.name} on some layers")
 
 
 def apply_masks() -> Op:
