@@ -304,3 +304,52 @@ def split_global(flat_mask: Tensor, shapes: dict[str, torch.Size]) -> dict[str, 
         out[name] = flat_mask[start : start + n].view(shape)
         start += n
     return out
+
+
+def global_topk(scores: dict[str, Tensor], k: int, candidates: dict[str, Tensor] | None = None, *,
+                exclude: dict[str, Tensor] | None = None, lowest: bool = False,
+                n_candidates: int | None = None) -> dict[str, Tensor]:
+    """One exact top-k over several tensors ranked as one, cut back per name.
+
+    The "flatten every layer, rank globally, split back" step of every global
+    rule: the tensors are concatenated in the order of ``scores`` (ties go to the
+    earlier name, then the lower index), ranked with :func:`topk_mask`
+    (``lowest``: :func:`bottomk_mask`), and the mask is split into ``scores``'
+    shapes. ``candidates`` / ``exclude`` are per-name masks.
+
+    Example:
+        >>> out = global_topk({"a": torch.tensor([0.1, 0.9]), "b": torch.tensor([0.5])}, 2)
+        >>> {n: m.tolist() for n, m in out.items()}
+        {'a': [False, True], 'b': [True]}
+    """
+    def flat(masks: dict[str, Tensor] | None) -> Tensor | None:
+        return None if masks is None else torch.cat([masks[n].reshape(-1) for n in scores])
+
+    values = torch.cat([s.reshape(-1) for s in scores.values()])
+    if lowest:
+        if exclude is not None or n_candidates is not None:
+            raise ValueError("global_topk(lowest=True) takes candidates only")
+        keep = bottomk_mask(values, k, flat(candidates))
+    else:
+        keep = topk_mask(values, k, flat(candidates), exclude=flat(exclude), n_candidates=n_candidates)
+    return split_global(keep, {n: s.shape for n, s in scores.items()})
+
+
+def ceil_count(x: float) -> int:
+    """``ceil(x)`` of a count computed in floating point: 0.1 * 3 * 10 is 3, not 4.
+
+    Example:
+        >>> 0.1 * 3 * 10, ceil_count(0.1 * 3 * 10), ceil_count(2.5)
+        (3.0000000000000004, 3, 3)
+    """
+    return math.ceil(x - 1e-9)
+
+
+def floor_count(x: float) -> int:
+    """``floor(x)`` of a count computed in floating point: 0.29 * 100 is 29, not 28.
+
+    Example:
+        >>> 0.29 * 100, floor_count(0.29 * 100), floor_count(2.5)
+        (28.999999999999996, 29, 2)
+    """
+    return math.floor(x + 1e-9)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import exact_count, split_global, topk_mask
+from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.distributions import DISTRIBUTIONS, layer_densities
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import check_density, check_positive_int
@@ -39,9 +39,8 @@ def keep_top(ctx: SparseContext, scores: dict[str, Tensor], density: float, scop
     """Set ``ctx.masks`` to the highest ``scores``: exact_count(density, N) over all layers (global)
     or exact_count(d_l, N_l) per layer of ``distribution``; only positions in ``within`` may stay."""
     if scope == "global":
-        flat = torch.cat([scores[n].detach().flatten().double() for n in ctx.params])
-        cand = None if within is None else torch.cat([within[n].flatten() for n in ctx.params])
-        ctx.masks.update(split_global(topk_mask(flat, exact_count(density, flat.numel()), cand), ctx.shapes))
+        ctx.masks.update(global_topk({n: scores[n].detach().double() for n in ctx.params},
+                                     exact_count(density, ctx.total_numel()), within))
         return
     dens = layer_densities(distribution, ctx.shapes, density)
     for n in ctx.params:

@@ -17,7 +17,7 @@ import torch
 from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity
-from sparsetrain.core.topk import exact_count, topk_mask
+from sparsetrain.core.topk import exact_count, global_topk
 from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import check_density, check_positive_int
@@ -82,17 +82,13 @@ def _local(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> 
 
 
 def _global(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
-    groups, alive = [], []
     for n in names:
         gran.check(ctx.params[n].shape, n)
-        groups.append(gran.group_scores(crit(ctx, n).float()))
-        alive.append(gran.group_scores(ctx.masks[n].float()).flatten() > 0)
-    flat = torch.cat([g.flatten() for g in groups])
-    keep = topk_mask(flat, exact_count(density, flat.numel()), torch.cat(alive))
-    start = 0
-    for n, g in zip(names, groups, strict=True):
-        ctx.masks[n] = gran.expand(keep[start:start + g.numel()].view(g.shape), ctx.params[n].shape) & ctx.masks[n]
-        start += g.numel()
+    groups = {n: gran.group_scores(crit(ctx, n).float()) for n in names}
+    alive = {n: gran.group_scores(ctx.masks[n].float()) > 0 for n in names}
+    keep = global_topk(groups, exact_count(density, sum(g.numel() for g in groups.values())), alive)
+    for n in names:
+        ctx.masks[n] = gran.expand(keep[n], ctx.params[n].shape) & ctx.masks[n]
 
 
 def couple_filter_dependents(layer_type: tuple[str, ...] = ("all",)) -> Op:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import exact_count, split_global, topk_mask
+from sparsetrain.core.topk import exact_count, floor_count, global_topk
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.ops.base import Op
@@ -69,7 +69,7 @@ def min_width(size: int, target: float, beta: float) -> int:
         >>> min_width(64, 0.5, 0.2), min_width(6, 0.5, 0.2)
         (6, 1)
     """
-    return max(1, math.floor(size * (1.0 - target) * beta + 1e-9))
+    return max(1, floor_count(size * (1.0 - target) * beta))
 
 
 # --------------------------------------------------------------------------- the plan (5.1)
@@ -281,7 +281,7 @@ def prune_channels(sparsity: Schedule, score: str = "umm", norm: str = "none") -
             return {}
         s = sparsity(ctx.step, ctx.total_steps)
         done = plan["total"] - sum(int(a.sum()) for a in plan["alive"].values())
-        k = math.floor(s * plan["total"] + 1e-9) - done
+        k = floor_count(s * plan["total"]) - done
         before = ctx.total_active()
         alive = {g: a.cpu() for g, a in plan["alive"].items()}  # the plan may live on the GPU after a resume
         scores = normalize_scores(channel_scores(ctx, score), alive, norm) if k > 0 else {}
@@ -303,10 +303,8 @@ def grow_global_to(density: Schedule, criterion: str | Criterion = "gradient") -
         if k <= 0:
             return {"grown": 0}
         allowed = surviving(ctx)
-        flat = torch.cat([crit(ctx, n).float().flatten() for n in ctx.params])
-        taken = torch.cat([(ctx.masks[n] | ~allowed[n] if n in allowed else ctx.masks[n]).flatten()
-                           for n in ctx.params])
-        new = split_global(topk_mask(flat, k, exclude=taken), ctx.shapes)
+        taken = {n: ctx.masks[n] | ~allowed[n] if n in allowed else ctx.masks[n] for n in ctx.params}
+        new = global_topk({n: crit(ctx, n).float() for n in ctx.params}, k, exclude=taken)
         for n in ctx.params:
             ctx.masks[n] = ctx.masks[n] | new[n]
         return {"grown": int(torch.count_nonzero(torch.cat([m.flatten() for m in new.values()])))}

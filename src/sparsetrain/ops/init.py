@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import bottomk_mask, exact_count, random_mask, split_global, topk_mask
+from sparsetrain.core.topk import (
+    bottomk_mask,
+    ceil_count,
+    exact_count,
+    floor_count,
+    global_topk,
+    random_mask,
+    split_global,
+    topk_mask,
+)
 from sparsetrain.distributions import layer_densities
 from sparsetrain.ops.base import Op
 
@@ -50,8 +57,8 @@ def init_magnitude(density: float, scope: str = "global", distribution: str = "e
     """
     def run(ctx: SparseContext) -> dict:
         if scope == "global":
-            flat = torch.cat([p.detach().abs().flatten().float() for p in ctx.params.values()])
-            ctx.masks.update(split_global(topk_mask(flat, exact_count(density, flat.numel())), ctx.shapes))
+            ctx.masks.update(global_topk({n: p.detach().abs().float() for n, p in ctx.params.items()},
+                                         exact_count(density, ctx.total_numel())))
         else:
             dens = layer_densities(distribution, ctx.shapes, density)
             for n, p in ctx.params.items():
@@ -87,18 +94,17 @@ def init_prune(rate: float = 0.5, scope: str = "layer", structured: bool = False
             for n, p in ctx.params.items():
                 rows = _row_scores(p * ctx.masks[n])
                 alive = rows > 0
-                k = math.ceil(rate * int(alive.sum()) - 1e-9)
+                k = ceil_count(rate * int(alive.sum()))
                 drop = bottomk_mask(rows, k, alive)
                 shape = (-1,) + (1,) * (p.dim() - 1)
                 ctx.masks[n] = ctx.masks[n] & ~drop.view(shape).expand_as(p)
         elif scope == "global":
-            flat = torch.cat([p.detach().abs().flatten().float() for p in ctx.params.values()])
-            active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
-            keep = math.floor((1 - rate) * int(active.sum()) + 1e-9)
-            ctx.masks.update(split_global(topk_mask(flat, keep, active), ctx.shapes))
+            keep = floor_count((1 - rate) * ctx.total_active())
+            ctx.masks.update(global_topk({n: p.detach().abs().float() for n, p in ctx.params.items()}, keep,
+                                         ctx.masks))
         else:
             for n, p in ctx.params.items():
-                k = math.ceil(rate * before[n] - 1e-9)
+                k = ceil_count(rate * before[n])
                 ctx.masks[n] = ctx.masks[n] & ~bottomk_mask(p.detach().abs(), k, ctx.masks[n])
         removed = {n: before[n] - ctx.active(n) for n in ctx.params}
         if regrow:
@@ -124,7 +130,7 @@ def pending_regrow() -> Op:
             if structured:
                 dead = ~ctx.masks[n].flatten(1).any(1) if g.dim() > 1 else ~ctx.masks[n]
                 fan_in = max(1, g[0].numel()) if g.dim() > 1 else 1
-                units = topk_mask(_row_scores(g), math.ceil(k / fan_in - 1e-9), dead)
+                units = topk_mask(_row_scores(g), ceil_count(k / fan_in), dead)
                 shape = (-1,) + (1,) * (g.dim() - 1)
                 ctx.masks[n] = ctx.masks[n] | units.view(shape).expand_as(g)
             elif k > 0:

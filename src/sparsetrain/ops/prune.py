@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import bottomk_mask, exact_count, split_global, topk_mask, topk_masks
+from sparsetrain.core.topk import ceil_count, exact_count, floor_count, global_topk, topk_mask, topk_masks
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Op
@@ -18,9 +17,8 @@ from sparsetrain.schedules import Schedule
 Dropper = Callable[[SparseContext], dict[str, int]]
 
 ROUNDING = {
-    # the 1e-9 keeps 0.3 * 10 from becoming ceil(3.0000000000000004) = 4
-    "ceil": lambda x: math.ceil(x - 1e-9),   # GraNet / ITOP magnitude death (ALGORITHMS.md 1.2)
-    "floor": lambda x: math.floor(x + 1e-9),  # RigL n_prune (section 4, 7)
+    "ceil": ceil_count,    # GraNet / ITOP magnitude death (ALGORITHMS.md 1.2)
+    "floor": floor_count,  # RigL n_prune (section 4, 7)
 }
 
 
@@ -48,9 +46,7 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
         before = {n: ctx.active(n) for n in ctx.params}
         if scope == "global":
             k = round_fn(r * sum(before.values()))
-            flat_scores = torch.cat([_scores(ctx, crit, n).flatten() for n in ctx.params])
-            active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
-            removed = split_global(bottomk_mask(flat_scores, k, active), ctx.shapes)
+            removed = global_topk({n: _scores(ctx, crit, n) for n in ctx.params}, k, ctx.masks, lowest=True)
             for n in ctx.params:
                 ctx.masks[n] = ctx.masks[n] & ~removed[n]
         else:
@@ -101,9 +97,8 @@ def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope:
             k = exact_count(d, ctx.total_numel())
             n_active = ctx.total_active()
             if k < n_active:
-                flat = torch.cat([_scores(ctx, crit, n).flatten() for n in ctx.params])
-                active = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
-                ctx.masks.update(split_global(topk_mask(flat, k, active, n_candidates=n_active), ctx.shapes))
+                ctx.masks.update(global_topk({n: _scores(ctx, crit, n) for n in ctx.params}, k, ctx.masks,
+                                             n_candidates=n_active))
         else:
             targets = layer_densities(ctx, d) if layer_densities else {n: d for n in ctx.params}
             for n in ctx.params:

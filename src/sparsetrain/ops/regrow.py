@@ -8,7 +8,7 @@ import torch
 
 from sparsetrain.context import SparseContext
 from sparsetrain.core.kernels import count_true
-from sparsetrain.core.topk import split_global, topk_mask
+from sparsetrain.core.topk import global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Op
@@ -166,9 +166,7 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
              before: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
         total = sum(removed.values())
         if redistribution == "global":
-            flat = torch.cat([crit(ctx, n).float().flatten() for n in ctx.params])
-            taken = torch.cat([ctx.masks[n].flatten() for n in ctx.params])
-            new = split_global(topk_mask(flat, total, exclude=taken), ctx.shapes)
+            new = global_topk({n: crit(ctx, n).float() for n in ctx.params}, total, exclude=ctx.masks)
             counts = {}
             for n in ctx.params:
                 counts[n] = int(torch.count_nonzero(new[n]))

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from sparsetrain import ops
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import exact_count, split_global, topk_mask
+from sparsetrain.core.topk import ceil_count, exact_count, global_topk, topk_mask
 from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
 from sparsetrain.methods import registry
 from sparsetrain.methods.registry import Method
@@ -86,7 +86,7 @@ def rounds_to_reach(target: float, prune_fraction: float) -> int:
         >>> rounds_to_reach(0.1, 0.2), rounds_to_reach(0.64, 0.2)
         (11, 2)
     """
-    return max(1, math.ceil(math.log(target) / math.log(1.0 - prune_fraction) - 1e-9))
+    return max(1, ceil_count(math.log(target) / math.log(1.0 - prune_fraction)))
 
 
 def make_imp_config(raw: dict[str, Any] | None) -> ImpConfig:
@@ -150,10 +150,9 @@ def imp_masks(weights: dict[str, Tensor], masks: dict[str, Tensor], density: flo
         return {n: topk_mask(weights[n].abs(), exact_count(density, m.numel()), m.bool()) for n, m in masks.items()}
     if scope != "global":
         raise unknown_choice("imp.scope", scope, SCOPES)
-    flat = torch.cat([weights[n].abs().flatten().float() for n in masks])
-    alive = torch.cat([m.flatten().bool() for m in masks.values()])
-    keep = topk_mask(flat, exact_count(density, flat.numel()), alive)
-    return split_global(keep, {n: m.shape for n, m in masks.items()})
+    total = sum(m.numel() for m in masks.values())
+    return global_topk({n: weights[n].abs().float() for n in masks}, exact_count(density, total),
+                       {n: m.bool() for n, m in masks.items()})
 
 
 def round_start(cfg: ImpConfig, final: dict[str, Tensor], rewind: dict[str, Tensor] | None,

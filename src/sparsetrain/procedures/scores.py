@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from sparsetrain.core.selection import select_parameters
-from sparsetrain.core.topk import exact_count, split_global, topk_mask
+from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.errors import SparsetrainError, unknown_choice
 
 ALGOS = ("hc", "hc_iter", "ep", "global_ep")
@@ -229,16 +229,13 @@ class ScoreSearch:
             return {n: straight_through(topk_mask(p.detach().abs(), exact_count(self.density, p.numel())), p.abs())
                     for n, p in self.scores.items()}
         if self.algo == "global_ep":
-            hard = split_global(self._global_topk(), {n: p.shape for n, p in self.scores.items()})
+            hard = global_topk({n: p.detach().abs() for n, p in self.scores.items()},
+                               exact_count(self.density, sum(p.numel() for p in self.scores.values())))
             return {n: straight_through(hard[n], p.abs()) for n, p in self.scores.items()}
         if not self.quantized:
             return {n: p * self.flags[n] for n, p in self.scores.items()}
         return {n: straight_through((p.detach() > self.threshold) & self.flags[n], p) * self.flags[n]
                 for n, p in self.scores.items()}
-
-    def _global_topk(self) -> Tensor:
-        flat = torch.cat([p.detach().abs().flatten() for p in self.scores.values()])
-        return topk_mask(flat, exact_count(self.density, flat.numel()))
 
     def __call__(self, x: Tensor, masks: dict[str, Tensor] | None = None) -> Tensor:
         """Forward ``x`` with every prunable weight replaced by ``w * mask``."""
@@ -277,14 +274,11 @@ class ScoreSearch:
         (deterministic, DESIGN contract 2). ``invert`` keeps the smallest instead
         (the inverted sanity check). Returns how many were unflagged.
         """
-        scores = self.prunable(self.scores)
-        shapes = {n: p.shape for n, p in scores.items()}
-        flat = torch.cat([p.abs().flatten() for p in scores.values()])
-        cand = torch.cat([self.flags[n].flatten() for n in scores])
-        before = int(cand.sum())
-        keep = topk_mask(-flat if invert else flat, min(n_keep, before), cand)
-        self.flags.update({n: m.clone() for n, m in split_global(keep, shapes).items()})
-        return before - int(keep.sum())
+        scores = {n: p.abs() for n, p in self.prunable(self.scores).items()}
+        before = sum(int(self.flags[n].sum()) for n in scores)
+        keep = global_topk(scores, min(n_keep, before), {n: self.flags[n] for n in scores}, lowest=invert)
+        self.flags.update({n: m.clone() for n, m in keep.items()})
+        return before - sum(int(m.sum()) for m in keep.values())
 
     @torch.no_grad()
     def hard_masks(self, rounding: str = "naive", generator: torch.Generator | None = None) -> dict[str, Tensor]:
