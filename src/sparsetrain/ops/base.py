@@ -37,6 +37,46 @@ class Op:
 
 
 @dataclass(frozen=True)
+class Dropper:
+    """The drop half of a topology update: ``fn(ctx) -> {name: weights removed}`` (it edits ``ctx.masks``).
+
+    Example:
+        >>> keep_all = Dropper(lambda ctx: {}, name="none")
+        >>> keep_all.needs_grad, keep_all.name
+        (False, 'none')
+    """
+
+    fn: Callable[[SparseContext], dict[str, int]]
+    needs_grad: bool = False
+    name: str = "drop"
+
+    def __call__(self, ctx: SparseContext) -> dict[str, int]:
+        return self.fn(ctx)
+
+
+@dataclass(frozen=True)
+class Grower:
+    """The grow half: ``fn(ctx, removed, before) -> {name: weights grown}``.
+
+    ``removed`` is what the dropper took per layer and ``before`` the masks
+    before it (a redistribution statistic reads them; default: the current masks).
+
+    Example:
+        >>> nothing = Grower(lambda ctx, removed, before: {n: 0 for n in removed}, name="none")
+        >>> nothing(None, {"w": 3}, before={})
+        {'w': 0}
+    """
+
+    fn: Callable[[SparseContext, dict[str, int], dict[str, Any]], dict[str, int]]
+    needs_grad: bool = False
+    name: str = "grow"
+
+    def __call__(self, ctx: SparseContext, removed: dict[str, int],
+                 before: dict[str, Any] | None = None) -> dict[str, int]:
+        return self.fn(ctx, removed, ctx.masks if before is None else before)
+
+
+@dataclass(frozen=True)
 class Update:
     """An op that runs after optimizer step ``t`` whenever ``cadence(t, total)``."""
 

@@ -319,7 +319,7 @@ def drop_global(fraction: Schedule, criterion: str | Criterion = "magnitude") ->
 
     def run(ctx: SparseContext) -> dict:
         return {"dropped": sum(dropper(ctx).values())}
-    return Op(run, needs_grad=getattr(dropper, "needs_grad", False), name="drop_global")
+    return Op(run, needs_grad=dropper.needs_grad, name="drop_global")
 
 
 __all__ = ["CURVES", "SCORES", "SCORE_NORMS", "channel_cadence", "channel_plan", "channel_scores",

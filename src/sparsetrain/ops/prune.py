@@ -10,11 +10,8 @@ from sparsetrain.context import SparseContext
 from sparsetrain.core.topk import ceil_count, exact_count, floor_count, global_topk, topk_mask, topk_masks
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
-from sparsetrain.ops.base import Op
+from sparsetrain.ops.base import Dropper, Op
 from sparsetrain.schedules import Schedule
-
-#: a dropper edits masks and returns {name: number removed}
-Dropper = Callable[[SparseContext], dict[str, int]]
 
 ROUNDING = {
     "ceil": ceil_count,    # GraNet / ITOP magnitude death (ALGORITHMS.md 1.2)
@@ -62,8 +59,7 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
             return removed
         return {n: before[n] - ctx.active(n) for n in ctx.params}
 
-    drop.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
-    return drop
+    return Dropper(drop, needs_grad=needs_grad(crit), name=f"drop_lowest[{scope}]")
 
 
 def drop_below(threshold: float = 1e-3) -> Dropper:
@@ -75,8 +71,7 @@ def drop_below(threshold: float = 1e-3) -> Dropper:
             ctx.masks[n] = ctx.masks[n] & (p.detach().abs() > threshold)
             removed[n] = before - ctx.active(n)
         return removed
-    drop.needs_grad = False  # type: ignore[attr-defined]
-    return drop
+    return Dropper(drop, name="drop_below")
 
 
 def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope: str = "global",

@@ -11,8 +11,8 @@ from sparsetrain.core.kernels import count_true
 from sparsetrain.core.topk import global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
-from sparsetrain.ops.base import Op
-from sparsetrain.ops.prune import ROUNDING, Dropper
+from sparsetrain.ops.base import Dropper, Grower, Op
+from sparsetrain.ops.prune import ROUNDING
 from sparsetrain.schedules import Schedule
 
 REDISTRIBUTIONS = ("none", "magnitude", "nonzeros", "momentum", "global")
@@ -132,10 +132,10 @@ def adjusted_death(fraction: Schedule, redistribution: str = "momentum") -> Drop
                 ctx.masks[n] = keep
             removed[n] = k
         return removed
-    return drop
+    return Dropper(drop, needs_grad=False, name="adjusted_death")
 
 
-def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"):
+def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none") -> Grower:
     """Build ``grow(ctx, removed) -> grown`` activating the best inactive positions.
 
     ``redistribution="none"`` regrows exactly what each layer lost (density
@@ -162,8 +162,7 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
     if redistribution not in REDISTRIBUTIONS:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTIONS)
 
-    def grow(ctx: SparseContext, removed: dict[str, int],
-             before: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
+    def grow(ctx: SparseContext, removed: dict[str, int], before: dict[str, torch.Tensor]) -> dict[str, int]:
         total = sum(removed.values())
         if redistribution == "global":
             new = global_topk({n: crit(ctx, n).float() for n in ctx.params}, total, exclude=ctx.masks)
@@ -175,7 +174,7 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
         if redistribution == "none":
             counts = dict(removed)
         else:
-            masks = before if before is not None else ctx.masks
+            masks = before
             stats = {n: _layer_statistic(ctx, redistribution, n, masks[n]) for n in ctx.params}
             caps = {n: ctx.numel(n) - ctx.active(n) for n in ctx.params}
             counts = allocate(total, stats, caps, at_least_one=True)
@@ -184,12 +183,10 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
                 ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, exclude=ctx.masks[n])
         return counts
 
-    grow.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
-    grow.takes_before = True  # type: ignore[attr-defined]
-    return grow
+    return Grower(grow, needs_grad=needs_grad(crit), name=f"regrow[{redistribution}]")
 
 
-def prune_and_regrow(dropper: Dropper, grower, apply_masks: bool = False) -> Op:
+def prune_and_regrow(dropper: Dropper, grower: Grower, apply_masks: bool = False) -> Op:
     """One zero-cost topology update: drop, then regrow the same number (RigL, SET, GraNet, ITOP).
 
     With ``apply_masks`` the dropped weights are zeroed (with their optimizer
@@ -202,12 +199,11 @@ def prune_and_regrow(dropper: Dropper, grower, apply_masks: bool = False) -> Op:
         removed = dropper(ctx)
         if apply_masks:
             ctx.zero_inactive()
-        grown = grower(ctx, removed, before) if getattr(grower, "takes_before", False) else grower(ctx, removed)
+        grown = grower(ctx, removed, before)
         # active before, inactive now (bool bit operations are cheap; see core/kernels.py)
         changed = sum(count_true(before[n] & ~ctx.masks[n]) for n in ctx.params)
         return {"dropped": sum(removed.values()), "grown": sum(grown.values()), "changed": changed}
-    grad = getattr(dropper, "needs_grad", False) or getattr(grower, "needs_grad", False)
-    return Op(run, needs_grad=grad, name="prune_and_regrow")
+    return Op(run, needs_grad=dropper.needs_grad or grower.needs_grad, name="prune_and_regrow")
 
 
 def grow_to(layer_densities, criterion: str | Criterion = "gradient") -> Op:

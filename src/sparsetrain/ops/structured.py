@@ -17,8 +17,8 @@ from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.distributions import layer_densities
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.ops.base import Op
-from sparsetrain.ops.prune import ROUNDING, Dropper
+from sparsetrain.ops.base import Dropper, Grower, Op
+from sparsetrain.ops.prune import ROUNDING
 from sparsetrain.schedules import Schedule
 
 
@@ -79,15 +79,14 @@ def drop_groups(fraction: Schedule, criterion: str | Criterion, granularity: str
             removed[n] = k * _group_size(gran, p.shape)
         return removed
 
-    drop.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
-    return drop
+    return Dropper(drop, needs_grad=needs_grad(crit), name=f"drop_groups[{granularity}]")
 
 
-def regrow_groups(criterion: str | Criterion, granularity: str):
+def regrow_groups(criterion: str | Criterion, granularity: str) -> Grower:
     """Regrow, per layer, as many whole groups as were dropped, by the highest mean score."""
     gran, crit = group_granularity(granularity), get_criterion(criterion)
 
-    def grow(ctx: SparseContext, removed: dict[str, int]) -> dict[str, int]:
+    def grow(ctx: SparseContext, removed: dict[str, int], before) -> dict[str, int]:
         for n, k_weights in removed.items():
             p = ctx.params[n]
             k = k_weights // _group_size(gran, p.shape)
@@ -97,8 +96,7 @@ def regrow_groups(criterion: str | Criterion, granularity: str):
                 ctx.masks[n] = ctx.masks[n] | gran.expand(new, p.shape).to(p.device)
         return dict(removed)
 
-    grow.needs_grad = needs_grad(crit)  # type: ignore[attr-defined]
-    return grow
+    return Grower(grow, needs_grad=needs_grad(crit), name=f"regrow_groups[{granularity}]")
 
 
 def _nm_groups(t: torch.Tensor, m: int) -> torch.Tensor:
