@@ -16,7 +16,6 @@ from sparsetrain.ops.structured import drop_groups, init_random_groups, init_ran
 from sparsetrain.schedules import Schedule
 
 PRUNE_MODES = ("magnitude", "set", "threshold", "taylor")
-GROWTH_MODES = ("random", "gradient", "momentum")
 REDISTRIBUTION_MODES = ("none", "magnitude", "nonzeros", "momentum")
 
 
@@ -45,8 +44,8 @@ def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: st
     With a ``granularity`` other than ``weight`` whole groups (kernels, rows,
     filters, blocks) are dropped and regrown, scored by their mean.
     """
-    if growth not in GROWTH_MODES:
-        raise unknown_choice("growth mode", growth, GROWTH_MODES)
+    if growth not in list_criteria():  # any registered criterion can choose what grows
+        raise unknown_choice("growth mode (a criterion)", growth, list_criteria())
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
     if granularity != "weight":
