@@ -336,3 +336,21 @@ def test_benchmark_script_quick_run(tmp_path):
     for label in ["random[erk]", "random[smart_ratio]", "snip", "grasp", "synflow", "lottery_ticket", "rigl", "granet"]:
         assert f"| {label} | " in proc.stdout, label
     assert json.loads((tmp_path / "e1" / "init_pruning.json").read_text())["rows"]
+
+
+@pytest.mark.parametrize("name", ["snip", "grasp", "synflow", "random", "lottery_ticket"])
+def test_pruning_at_init_on_whole_kernels(name):
+    """Every method takes granularity=: per layer, an exact number of whole kernels survives."""
+    from sparsetrain.core.granularity import get_granularity
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
+    data = [(torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,)))]
+    kw = {"iterations": 3} if name == "synflow" else {}
+    kw.update({"distribution": "uniform"} if name == "random" else {"scope": "layer", "distribution": "uniform"})
+    sp = sparsetrain.attach(net, torch.optim.SGD(net.parameters(), lr=0.1), name, density=0.25, total_steps=5,
+                            granularity="kernel", exclude=["4.*"], data=data, example_input=data[0][0], **kw)
+    gran = get_granularity("kernel")
+    for n, m in sp.masks.items():
+        groups = gran.group_scores(m.float())
+        assert set(groups.flatten().tolist()) <= {0.0, 1.0}, n
+        assert int(groups.sum()) == exact_count(0.25, groups.numel()), n

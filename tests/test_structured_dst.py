@@ -87,3 +87,63 @@ def test_n_m_rigl_on_a_conv_net_groups_along_the_input_channels():
         opt.step()
     conv = sp.masks["2.weight"]  # [out, in, kh, kw]: groups of 4 input channels at each (out, kh, kw)
     assert (conv.movedim(1, -1).reshape(-1, 4).sum(-1) == 2).all()
+
+
+@pytest.mark.parametrize("method", ["gmp", "gmp_uniform", "granet", "granet_uniform"])
+@pytest.mark.parametrize("granularity", ["kernel", "filter"])
+def test_gradual_pruning_on_whole_groups(method, granularity):
+    """The GMP family takes granularity= too: masks are whole groups, they only shrink (without regeneration),
+    and a per-layer schedule ends at exact numbers of groups."""
+    model = conv_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    exclude = ["5.*"] if granularity == "kernel" else []
+    sp = sparsetrain.attach(model, opt, method, density=0.25, initial_density=1.0, granularity=granularity,
+                            update_every=3, end=0.5, total_steps=24, exclude=exclude)
+    gran = get_granularity(granularity)
+    previous = {n: m.clone() for n, m in sp.masks.items()}
+    for _ in range(24):
+        opt.zero_grad()
+        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
+        opt.step()
+        for n, m in sp.masks.items():
+            assert set(gran.group_scores(m.float()).flatten().tolist()) <= {0.0, 1.0}, n
+            if not method.startswith("granet"):
+                assert not bool((m & ~previous[n]).any()), n  # pruned stays pruned
+            previous[n] = m.clone()
+    if method == "gmp_uniform" and granularity == "kernel":  # two conv layers, uniform: 25 % of each one's kernels
+        for n, m in sp.masks.items():
+            groups = gran.num_groups(m.shape)
+            assert int(gran.group_scores(m.float()).sum()) == exact_count(0.25, groups)
+    total = sum(gran.num_groups(m.shape) for m in sp.masks.values())
+    kept = sum(int(gran.group_scores(m.float()).sum()) for m in sp.masks.values())
+    if method in ("gmp", "granet"):  # global: exactly 25 % of all groups
+        assert kept == exact_count(0.25, total)
+
+
+def test_prune_to_groups_by_hand():
+    from sparsetrain import ops
+    from sparsetrain.context import SparseContext
+    w = nn.Parameter(torch.tensor([[[[1.0, 1.0]]], [[[0.1, 5.0]]], [[[0.5, 0.5]]]]))  # 3 filters of 2 weights
+    ctx = SparseContext({"w": w}, {"w": torch.ones(3, 1, 1, 2, dtype=torch.bool)}, None, 10, torch.Generator())
+    ops.prune_to(lambda t, T: 1 / 3, granularity="filter", scope="layer")(ctx)  # mean |w|: 1.0, 2.55, 0.5
+    assert ctx.masks["w"].flatten().tolist() == [False, False, True, True, False, False]
+    with pytest.raises(SparsetrainError, match="not made of whole groups"):
+        ops.prune_to(lambda t, T: 0.5, granularity="2:4")
+
+
+@pytest.mark.parametrize("mode", ["em", "em_s"])
+def test_mest_on_whole_kernels(mode):
+    model = conv_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sp = sparsetrain.attach(model, opt, "mest", density=0.3, mode=mode, granularity="kernel", update_every=3,
+                            soft_end=0.5, total_steps=30, exclude=["5.*"], distribution="uniform")
+    gran = get_granularity("kernel")
+    for _ in range(30):
+        opt.zero_grad()
+        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
+        opt.step()
+        for n, m in sp.masks.items():
+            assert set(gran.group_scores(m.float()).flatten().tolist()) <= {0.0, 1.0}, n
+    for n, m in sp.masks.items():  # back at d_l after the soft bound
+        assert int(gran.group_scores(m.float()).sum()) == exact_count(0.3, gran.num_groups(m.shape))
+    assert sum(h.get("changed", 0) for h in sp.history) > 0

@@ -246,6 +246,21 @@ def get_granularity(name: str | Granularity) -> Granularity:
     raise unknown_choice("granularity", str(name), [*GRANULARITIES, "N:M (e.g. 2:4)", "blockHxW (e.g. block4x4)"])
 
 
+def group_granularity(name: str | Granularity) -> Granularity:
+    """A granularity of whole groups (every one but N:M), for the drop / grow / prune-to ops.
+
+    Example:
+        >>> group_granularity("kernel").name
+        'kernel'
+    """
+    gran = get_granularity(name)
+    if isinstance(gran, NMGranularity):
+        raise SparsetrainError(f"{gran.name} sparsity is not made of whole groups, so this method cannot use it; "
+                               "use granularity 'weight', 'kernel', 'row', 'column', 'filter', 'channel', "
+                               "'in_channel' or 'blockHxW' (the prune method, static, SET and RigL support N:M).")
+    return gran
+
+
 def structured_topk(scores: Tensor, k_groups: int, granularity: str | Granularity,
                     candidates: Tensor | None = None) -> Tensor:
     """Element mask of the ``k_groups`` whole groups with the highest mean score.

@@ -6,7 +6,7 @@ from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
 from sparsetrain.distributions import uniform_dense_classifier
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.methods.common import check_density, check_positive_int, check_window
+from sparsetrain.methods.common import check_density, check_positive_int, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.schedules import gmp_density
 
@@ -34,7 +34,7 @@ def classifier_rule(classifier: str | None, final_density: float):
 
 
 def gmp_prune(density: float, initial_density: float, start: float, end: float, update_every: int,
-              scope: str = "global", classifier: str | None = None) -> ops.Update:
+              scope: str = "global", classifier: str | None = None, granularity: str = "weight") -> ops.Update:
     """The cubic pruning events every ``update_every`` steps between ``start`` and ``end``
     (fractions of training), plus a last event at step floor(end * T) so that the final
     density is reached even when no multiple of ``update_every`` falls in the window."""
@@ -45,22 +45,24 @@ def gmp_prune(density: float, initial_density: float, start: float, end: float, 
     layer = classifier_rule(classifier, density) if scope == "layer" else None
     due = cadence.any_of(cadence.every(update_every, start, end, include_end=True),
                          lambda step, total: step == max(1, int(end * total)))
-    return ops.when(due, ops.prune_to(schedule, "magnitude", scope=scope, layer_densities=layer))
+    return ops.when(due, ops.prune_to(schedule, "magnitude", scope=scope, layer_densities=layer,
+                                      granularity=granularity))
 
 
-def initial_topology(initial_density: float, distribution: str = "erk") -> ops.Op:
-    """Dense start for initial_density = 1, else an exact-count random mask."""
-    return ops.init_dense() if initial_density >= 1.0 else ops.init_random(distribution, initial_density)
+def initial_topology(initial_density: float, distribution: str = "erk", granularity: str = "weight") -> ops.Op:
+    """Dense start for initial_density = 1, else an exact-count random mask (of whole groups)."""
+    return ops.init_dense() if initial_density >= 1.0 else initial_mask(distribution, initial_density, granularity)
 
 
 @register_method("gmp", family="dense-to-sparse", paper="Zhu & Gupta 2017; GraNet --method GMP")
 def gmp(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, end: float = GRANET_END,
-        update_every: int = 1000) -> Method:
+        update_every: int = 1000, granularity: str = "weight") -> Method:
     """GMP: global magnitude pruning on the cubic schedule, no regeneration (ALGORITHMS.md 2.1, 2.2).
 
     Masks start dense; at every event the ⌊(1 - s_t) N⌋ largest |w| over all
     layers survive. The last event reaches ``density`` exactly (fixed on
-    purpose: the original's last event was one short).
+    purpose: the original's last event was one short). With ``granularity``
+    (kernel, filter, blockHxW, ...) whole groups are pruned by mean |w|.
 
     Example:
         >>> gmp(density=0.05).config == {}  # config is filled by create_method
@@ -70,13 +72,13 @@ def gmp(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, 
     check_density(initial_density, "initial_density")
     check_window(start, end)
     check_positive_int(update_every, "update_every")
-    return Method(init=initial_topology(initial_density),
-                  updates=(gmp_prune(density, initial_density, start, end, update_every),))
+    return Method(init=initial_topology(initial_density, granularity=granularity),
+                  updates=(gmp_prune(density, initial_density, start, end, update_every, granularity=granularity),))
 
 
 @register_method("gmp_uniform", family="dense-to-sparse", paper="Gale et al. 2019; GraNet --method GMP_uniform")
 def gmp_uniform(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, end: float = GRANET_END,
-                update_every: int = 1000, classifier: str | None = None) -> Method:
+                update_every: int = 1000, classifier: str | None = None, granularity: str = "weight") -> Method:
     """GMP_uniform: per-layer magnitude pruning, classifier held at 20 % density (ALGORITHMS.md 2.2).
 
     Fixed on purpose: the original needed ERK-computed totals and crashed with
@@ -86,5 +88,6 @@ def gmp_uniform(density: float = 0.1, initial_density: float = 1.0, start: float
     check_density(initial_density, "initial_density")
     check_window(start, end)
     check_positive_int(update_every, "update_every")
-    return Method(init=initial_topology(initial_density),
-                  updates=(gmp_prune(density, initial_density, start, end, update_every, "layer", classifier),))
+    return Method(init=initial_topology(initial_density, granularity=granularity),
+                  updates=(gmp_prune(density, initial_density, start, end, update_every, "layer", classifier,
+                                     granularity),))

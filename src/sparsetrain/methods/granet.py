@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from sparsetrain import cadence, ops
-from sparsetrain.errors import unknown_choice
+from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
     check_density,
     check_positive_int,
     check_window,
     grad_ema,
+    initial_mask,
     needs_ema,
     regeneration,
 )
@@ -20,14 +21,18 @@ SPARSE_INITS = ("ERK", "uniform", "GMP", "prune_uniform", "prune_global", "prune
                 "prune_and_grow_global", "prune_structured", "prune_and_grow_structured")
 
 
-def sparse_init(mode: str, initial_density: float, pruning_rate: float) -> tuple[ops.Op, tuple]:
+def sparse_init(mode: str, initial_density: float, pruning_rate: float,
+                granularity: str = "weight") -> tuple[ops.Op, tuple]:
     """GraNet's ``--sparse-init`` (ALGORITHMS.md 1.1) -> (init op, extra updates)."""
     if mode not in SPARSE_INITS:
         raise unknown_choice("sparse_init", mode, SPARSE_INITS)
     if mode == "GMP" or (mode == "ERK" and initial_density >= 1.0):
         return ops.init_dense(), ()
     if mode in ("ERK", "uniform"):
-        return ops.init_random(mode.lower(), initial_density), ()
+        return initial_mask(mode.lower(), initial_density, granularity), ()
+    if granularity != "weight":
+        raise SparsetrainError(f"sparse_init {mode!r} prunes single weights; with granularity {granularity!r} use "
+                               "sparse_init 'ERK' or 'uniform'.")
     regrow = "_and_grow" in mode
     init = ops.init_prune(pruning_rate, scope="global" if mode.endswith("global") else "layer",
                           structured=mode.endswith("structured"), regrow=regrow)
@@ -36,18 +41,18 @@ def sparse_init(mode: str, initial_density: float, pruning_rate: float) -> tuple
 
 def _granet(scope: str, density: float, initial_density: float, sparse_init_mode: str, prune: str, growth: str,
             redistribution: str, drop_fraction: float, update_every: int, start: float, end: float,
-            pruning_rate: float, threshold: float) -> Method:
+            pruning_rate: float, threshold: float, granularity: str) -> Method:
     check_density(density)
     check_density(initial_density, "initial_density")
     check_window(start, end)
     check_positive_int(update_every, "update_every")
-    init, extra = sparse_init(sparse_init_mode, initial_density, pruning_rate)
+    init, extra = sparse_init(sparse_init_mode, initial_density, pruning_rate, granularity)
     regenerate = regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution,
-                              threshold=threshold)
+                              threshold=threshold, granularity=granularity)
     return Method(
         init=init,
         updates=extra + (
-            gmp_prune(density, initial_density, start, end, update_every, scope),
+            gmp_prune(density, initial_density, start, end, update_every, scope, granularity=granularity),
             ops.when(cadence.every(update_every, start), regenerate),
         ),
         observers=(grad_ema(),) if needs_ema(growth, redistribution) else (),
@@ -58,7 +63,7 @@ def _granet(scope: str, density: float, initial_density: float, sparse_init_mode
 def granet(density: float = 0.1, initial_density: float = 0.5, sparse_init: str = "ERK",
            prune: str = "magnitude", growth: str = "gradient", redistribution: str = "none",
            drop_fraction: float = 0.5, update_every: int = 1000, start: float = 0.0, end: float = GRANET_END,
-           pruning_rate: float = 0.5, threshold: float = 1e-3) -> Method:
+           pruning_rate: float = 0.5, threshold: float = 1e-3, granularity: str = "weight") -> Method:
     """GraNet: every ``update_every`` steps, global cubic GMP to the scheduled density, then
     zero-cost neuroregeneration (drop ⌈r_t n_l⌉ per layer, regrow as many by gradient).
 
@@ -70,7 +75,8 @@ def granet(density: float = 0.1, initial_density: float = 0.5, sparse_init: str 
     ``drop_fraction`` = --prune-rate (cosine to 0.005 over the whole run),
     ``update_every`` = --update-frequency, ``start`` / ``end`` = --init-prune-epoch /
     --final-prune-epoch as fractions of training, ``pruning_rate`` =
-    --pruning-rate for the prune_* inits.
+    --pruning-rate for the prune_* inits. ``granularity`` (kernel, filter,
+    blockHxW, ...) prunes and regenerates whole groups, scored by their mean.
 
     Example:
         >>> m = granet(initial_density=1.0)
@@ -78,7 +84,7 @@ def granet(density: float = 0.1, initial_density: float = 0.5, sparse_init: str 
         ['prune_to[global]', 'prune_and_regrow']
     """
     return _granet("global", density, initial_density, sparse_init, prune, growth, redistribution,
-                   drop_fraction, update_every, start, end, pruning_rate, threshold)
+                   drop_fraction, update_every, start, end, pruning_rate, threshold, granularity)
 
 
 @register_method("granet_uniform", family="dense-to-sparse / sparse-to-sparse",
@@ -86,8 +92,9 @@ def granet(density: float = 0.1, initial_density: float = 0.5, sparse_init: str 
 def granet_uniform(density: float = 0.1, initial_density: float = 0.5, sparse_init: str = "ERK",
                    prune: str = "magnitude", growth: str = "gradient", redistribution: str = "none",
                    drop_fraction: float = 0.5, update_every: int = 1000, start: float = 0.0,
-                   end: float = GRANET_END, pruning_rate: float = 0.5, threshold: float = 1e-3) -> Method:
+                   end: float = GRANET_END, pruning_rate: float = 0.5, threshold: float = 1e-3,
+                   granularity: str = "weight") -> Method:
     """GraNet_uniform: as :func:`granet` but the GMP part is per layer with the 20 %-dense
     classifier rule (ALGORITHMS.md 2.2, 3); regeneration is identical."""
     return _granet("layer", density, initial_density, sparse_init, prune, growth, redistribution,
-                   drop_fraction, update_every, start, end, pruning_rate, threshold)
+                   drop_fraction, update_every, start, end, pruning_rate, threshold, granularity)

@@ -8,7 +8,9 @@ otherwise; ties go to the lower index. A layer left without any active
 weight (layer collapse, Tanaka et al. 2020) is named in a warning (or an
 error with ``on_collapse="error"``) and in the init event
 (``sparsifier.history[0]["collapsed"]``, a list of names, and ``"n_collapsed"``, which the
-trainer's metrics.jsonl keeps).
+trainer's metrics.jsonl keeps). Every method takes ``granularity``: with whole
+groups (kernel, filter, blockHxW, ...) counts are groups and a group scores
+its mean; ``"N:M"`` is static's, RigL's and the prune method's.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import torch
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.granularity import group_granularity
 from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.distributions import DISTRIBUTIONS, layer_densities
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int
+from sparsetrain.methods.common import check_density, check_positive_int, initial_mask
 from sparsetrain.methods.registry import Method, register_method
-from sparsetrain.ops import init_random
 from sparsetrain.ops.base import Op
 from sparsetrain.ops.init import init_magnitude
 from sparsetrain.saliency import grasp_scores, snip_scores, synflow_scores, take_batches
@@ -35,9 +37,25 @@ ON_COLLAPSE = ("warn", "error")
 
 
 def keep_top(ctx: SparseContext, scores: dict[str, Tensor], density: float, scope: str = "global",
-             distribution: str = "erk", within: dict[str, Tensor] | None = None) -> None:
+             distribution: str = "erk", within: dict[str, Tensor] | None = None, granularity: str = "weight") -> None:
     """Set ``ctx.masks`` to the highest ``scores``: exact_count(density, N) over all layers (global)
-    or exact_count(d_l, N_l) per layer of ``distribution``; only positions in ``within`` may stay."""
+    or exact_count(d_l, N_l) per layer of ``distribution``; only positions in ``within`` may stay.
+    With a ``granularity`` of whole groups, N counts groups and a group scores its mean."""
+    gran = group_granularity(granularity)
+    if gran.name != "weight":
+        for n, p in ctx.params.items():
+            gran.check(p.shape, n)
+        groups = {n: gran.group_scores(scores[n]) for n in ctx.params}
+        alive = None if within is None else {n: gran.group_scores(within[n].float()) > 0 for n in ctx.params}
+        if scope == "global":
+            keep = global_topk(groups, exact_count(density, sum(g.numel() for g in groups.values())), alive)
+        else:
+            dens = layer_densities(distribution, ctx.shapes, density)
+            keep = {n: topk_mask(g, exact_count(dens[n], g.numel()), None if alive is None else alive[n])
+                    for n, g in groups.items()}
+        for n, p in ctx.params.items():
+            ctx.masks[n] = gran.expand(keep[n], p.shape).to(p.device)
+        return
     if scope == "global":
         ctx.masks.update(global_topk({n: scores[n].detach().double() for n in ctx.params},
                                      exact_count(density, ctx.total_numel()), within))
@@ -82,7 +100,7 @@ def _model(ctx: SparseContext, who: str) -> torch.nn.Module:
 
 @register_method("snip", family="init", paper="Lee et al. 2019, SNIP: single-shot network pruning")
 def snip(density: float = 0.1, n_batches: int = 1, scope: str = "global", distribution: str = "erk",
-         on_collapse: str = "warn") -> Method:
+         on_collapse: str = "warn", granularity: str = "weight") -> Method:
     """SNIP: keep the largest connection sensitivities |g * w| on ``n_batches`` training batches.
 
     Algorithm (paper, Algorithm 1): sample a batch; s = |dL/dc| = |g * w| at c = 1; keep the
@@ -98,14 +116,15 @@ def snip(density: float = 0.1, n_batches: int = 1, scope: str = "global", distri
 
     def select(ctx: SparseContext) -> dict:
         batches = take_batches(ctx.data, n_batches, "snip")
-        keep_top(ctx, snip_scores(_model(ctx, "snip"), ctx.params, batches, ctx.loss_fn), density, scope, distribution)
+        keep_top(ctx, snip_scores(_model(ctx, "snip"), ctx.params, batches, ctx.loss_fn), density, scope, distribution,
+                 granularity=granularity)
         return {"batches": len(batches), "density_target": density}
     return Method(init=fixed_mask("snip", select, on_collapse))
 
 
 @register_method("grasp", family="init", paper="Wang et al. 2020, GraSP: gradient signal preservation")
 def grasp(density: float = 0.1, n_batches: int = 1, temperature: float = 200.0, scope: str = "global",
-          distribution: str = "erk", on_collapse: str = "warn") -> Method:
+          distribution: str = "erk", on_collapse: str = "warn", granularity: str = "weight") -> Method:
     """GraSP: remove the weights with the highest S = -w * (H g), i.e. keep the lowest S.
 
     Algorithm (paper, Algorithm 1): g = dL/dw on the batches; Hg by a second backward; S = -w * Hg;
@@ -127,14 +146,15 @@ def grasp(density: float = 0.1, n_batches: int = 1, temperature: float = 200.0, 
     def select(ctx: SparseContext) -> dict:
         batches = take_batches(ctx.data, n_batches, "grasp")
         scores = grasp_scores(_model(ctx, "grasp"), ctx.params, batches, ctx.loss_fn, temperature)
-        keep_top(ctx, {n: -s for n, s in scores.items()}, density, scope, distribution)  # keep the lowest S
+        keep_top(ctx, {n: -s for n, s in scores.items()}, density, scope, distribution,  # keep the lowest S
+                 granularity=granularity)
         return {"batches": len(batches), "density_target": density}
     return Method(init=fixed_mask("grasp", select, on_collapse))
 
 
 @register_method("synflow", family="init", paper="Tanaka et al. 2020, SynFlow: iterative synaptic flow pruning")
 def synflow(density: float = 0.1, iterations: int = 100, scope: str = "global", distribution: str = "erk",
-            double: bool = True, on_collapse: str = "warn") -> Method:
+            double: bool = True, on_collapse: str = "warn", granularity: str = "weight") -> Method:
     """SynFlow: data-free, iterative; keep the largest |w * dR/dw|, R = 1^T (prod |W_l|) 1.
 
     Algorithm (paper, Algorithm 1): for k = 1..n: mask the |weights|, score with an all-ones
@@ -157,29 +177,35 @@ def synflow(density: float = 0.1, iterations: int = 100, scope: str = "global", 
             ctx.masks[n] = torch.ones_like(p, dtype=torch.bool)
         for k in range(1, iterations + 1):
             scores = synflow_scores(model, ctx.params, x, ctx.masks, double)
-            keep_top(ctx, scores, density ** (k / iterations), scope, distribution, within=dict(ctx.masks))
+            keep_top(ctx, scores, density ** (k / iterations), scope, distribution, within=dict(ctx.masks),
+                     granularity=granularity)
         return {"iterations": iterations, "density_target": density}
     return Method(init=fixed_mask("synflow", select, on_collapse))
 
 
 @register_method("random", family="init", paper="Liu et al. 2022 / Su et al. 2020 (random pruning baselines)")
-def random(density: float = 0.1, distribution: str = "erk", on_collapse: str = "warn") -> Method:
+def random(density: float = 0.1, distribution: str = "erk", on_collapse: str = "warn",
+           granularity: str = "weight") -> Method:
     """Random pruning at init: exact-count random masks per layer of ``distribution``
     (``uniform``, ``er``, ``erk``, ``smart_ratio``, ``smart_ratio_vgg``, or ``global``)."""
     _check(density, "layer", distribution, on_collapse)
 
     def select(ctx: SparseContext) -> dict:
-        return {**init_random(distribution, density)(ctx), "density_target": density}
+        return {**initial_mask(distribution, density, granularity)(ctx), "density_target": density}
     return Method(init=fixed_mask(f"random[{distribution}]", select, on_collapse))
 
 
 @register_method("lottery_ticket", family="init", paper="ITOP (Liu et al. 2021) lottery_ticket init")
 def lottery_ticket(density: float = 0.1, scope: str = "global", distribution: str = "erk",
-                   on_collapse: str = "warn") -> Method:
+                   on_collapse: str = "warn", granularity: str = "weight") -> Method:
     """Magnitude at init: keep the largest |w| of the initial weights, globally (ITOP's
     ``lottery_ticket`` sparse init, ALGORITHMS.md 1.1) or per layer of ``distribution``."""
     _check(density, scope, distribution, on_collapse)
 
     def select(ctx: SparseContext) -> dict:
+        if granularity != "weight":
+            keep_top(ctx, {n: p.detach().abs() for n, p in ctx.params.items()}, density, scope, distribution,
+                     granularity=granularity)
+            return {"init": f"magnitude[{scope},{granularity}]", "density_target": density}
         return {**init_magnitude(density, scope, distribution)(ctx), "density_target": density}
     return Method(init=fixed_mask("lottery_ticket", select, on_collapse))

@@ -7,10 +7,11 @@ from sparsetrain.context import SparseContext
 from sparsetrain.criteria import mest_score
 from sparsetrain.distributions import layer_densities
 from sparsetrain.errors import unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int, check_window
+from sparsetrain.methods.common import check_density, check_positive_int, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.prune import drop_lowest
 from sparsetrain.ops.regrow import regrow
+from sparsetrain.ops.structured import drop_groups, regrow_groups
 from sparsetrain.schedules import cosine_decay
 
 #: Chase's --stop_dst_epochs 30 of 160: the soft bound phase covers the first 130
@@ -26,7 +27,8 @@ def _targets(distribution: str, density: float, extra=lambda ctx: 0.0):
 
 @register_method("mest", family="dst", paper="Yuan et al. 2021, MEST")
 def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", update_every: int = 1000,
-         drop_fraction: float = 0.5, bound: float = 0.05, lam: float = 1.0, soft_end: float = CHASE_SOFT_END) -> Method:
+         drop_fraction: float = 0.5, bound: float = 0.05, lam: float = 1.0, soft_end: float = CHASE_SOFT_END,
+         granularity: str = "weight") -> Method:
     """MEST, drop score |w| + lam |g|, regrow by |gradient|.
 
     ``mode="em"``: every update drop ⌈r_t n_l⌉ by the MEST score and regrow as
@@ -43,7 +45,8 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
     has no source in the paper or the code we follow (the paper tunes lambda;
     set it explicitly), and the mutation runs every ``update_every`` steps with
     the cosine-decayed rate of the DST family, not the paper's per-epoch
-    mutation with step-down ratios.
+    mutation with step-down ratios. ``granularity`` (kernel, filter, blockHxW,
+    ...) drops and grows whole groups by their mean score.
     """
     check_density(density)
     check_positive_int(update_every, "update_every")
@@ -52,22 +55,28 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
     score = mest_score(lam)
     base = _targets(distribution, density)
     # the masks are applied between pruning and growth (MEST and Chase's truncate_weights): regrown weights restart at 0
-    em = ops.prune_and_regrow(drop_lowest(cosine_decay(drop_fraction, 0.005), score), regrow("gradient"),
-                              apply_masks=True)
+    rate = cosine_decay(drop_fraction, 0.005)
+    if granularity == "weight":
+        dropper, grower = drop_lowest(rate, score), regrow("gradient")
+    else:
+        dropper, grower = drop_groups(rate, score, granularity), regrow_groups("gradient", granularity)
+    em = ops.prune_and_regrow(dropper, grower, apply_masks=True)
+    init = initial_mask(distribution, density, granularity)
     if mode == "em":
-        return Method(init=ops.init_random(distribution, density), updates=(ops.when(cadence.every(update_every), em),))
+        return Method(init=init, updates=(ops.when(cadence.every(update_every), em),))
     check_window(0.0, soft_end)
     delta = cosine_decay(bound, 0.0, horizon=soft_end)
     soft = ops.chain(
-        ops.prune_to(lambda t, T: density, score, scope="layer", layer_densities=lambda ctx, d: base(ctx)),
+        ops.prune_to(lambda t, T: density, score, scope="layer", layer_densities=lambda ctx, d: base(ctx),
+                     granularity=granularity),
         ops.apply_masks(),
-        ops.grow_to(_targets(distribution, density, lambda ctx: delta(ctx.step, ctx.total_steps)), "gradient"),
+        ops.grow_to(_targets(distribution, density, lambda ctx: delta(ctx.step, ctx.total_steps)), "gradient",
+                    granularity),
         name="mest_soft_bound")
     back_to_target = ops.prune_to(lambda t, T: density, score, scope="layer",
-                                  layer_densities=lambda ctx, d: base(ctx))
+                                  layer_densities=lambda ctx, d: base(ctx), granularity=granularity)
     return Method(
-        init=ops.chain(ops.init_random(distribution, density), ops.grow_to(_targets(distribution, density,
-                                                                                    lambda ctx: bound), "random")),
+        init=ops.chain(init, ops.grow_to(_targets(distribution, density, lambda ctx: bound), "random", granularity)),
         updates=(ops.when(cadence.every(update_every, end=soft_end), soft),
                  ops.when(cadence.every(update_every, start=soft_end),
                           ops.chain(back_to_target, ops.apply_masks(), em))),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.granularity import group_granularity
 from sparsetrain.core.topk import ceil_count, exact_count, floor_count, global_topk, topk_mask, topk_masks
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
@@ -75,16 +76,22 @@ def drop_below(threshold: float = 1e-3) -> Dropper:
 
 
 def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope: str = "global",
-             layer_densities: Callable[[SparseContext, float], dict[str, float]] | None = None) -> Op:
+             layer_densities: Callable[[SparseContext, float], dict[str, float]] | None = None,
+             granularity: str = "weight") -> Op:
     """Prune to ``density(step)`` by keeping the highest scores among active weights (GMP).
 
     ``scope="global"`` keeps round(d * N_total) across all layers (GraNet /
     GMP ``pruning``, ALGORITHMS.md 2.2); ``scope="layer"`` keeps
     round(d_l * N_l) per layer where ``layer_densities(ctx, d)`` gives d_l
     (uniform by default; GMP_uniform passes the classifier rule). Weights that
-    are already pruned stay pruned, so density never goes back up.
+    are already pruned stay pruned, so density never goes back up. With a
+    ``granularity`` of whole groups (kernel, filter, blockHxW, ...) the counts
+    are numbers of groups, ranked by their mean score.
     """
     crit = get_criterion(criterion)
+    gran = group_granularity(granularity)
+    if gran.name != "weight":
+        return _prune_groups_to(density, crit, scope, layer_densities, gran)
 
     def run(ctx: SparseContext) -> dict:
         d = density(ctx.step, ctx.total_steps)
@@ -104,3 +111,23 @@ def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope:
         return {"density_target": d}
 
     return Op(run, needs_grad=needs_grad(crit), name=f"prune_to[{scope}]")
+
+
+def _prune_groups_to(density: Schedule, crit: Criterion, scope: str, layer_densities, gran) -> Op:
+    """:func:`prune_to` over whole groups: exact numbers of groups, mean scores, masks only shrink."""
+    def run(ctx: SparseContext) -> dict:
+        d = density(ctx.step, ctx.total_steps)
+        for n, p in ctx.params.items():
+            gran.check(p.shape, n)
+        groups = {n: gran.group_scores(_scores(ctx, crit, n)) for n in ctx.params}
+        alive = {n: gran.group_scores(ctx.masks[n].float()) > 0 for n in ctx.params}
+        if scope == "global":
+            keep = global_topk(groups, exact_count(d, sum(g.numel() for g in groups.values())), alive)
+        else:
+            targets = layer_densities(ctx, d) if layer_densities else {n: d for n in ctx.params}
+            keep = {n: topk_mask(g, exact_count(targets[n], g.numel()), alive[n]) for n, g in groups.items()}
+        for n, p in ctx.params.items():
+            ctx.masks[n] = gran.expand(keep[n], p.shape).to(p.device) & ctx.masks[n]
+        return {"density_target": d}
+
+    return Op(run, needs_grad=needs_grad(crit), name=f"prune_to[{scope},{gran.name}]")

@@ -7,8 +7,9 @@ import math
 import torch
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.granularity import group_granularity
 from sparsetrain.core.kernels import count_true
-from sparsetrain.core.topk import global_topk, topk_mask
+from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Dropper, Grower, Op
@@ -206,22 +207,23 @@ def prune_and_regrow(dropper: Dropper, grower: Grower, apply_masks: bool = False
     return Op(run, needs_grad=dropper.needs_grad or grower.needs_grad, name="prune_and_regrow")
 
 
-def grow_to(layer_densities, criterion: str | Criterion = "gradient") -> Op:
+def grow_to(layer_densities, criterion: str | Criterion = "gradient", granularity: str = "weight") -> Op:
     """Grow each layer up to round(d_l * N_l) active weights by ``criterion`` (never prunes).
 
     ``layer_densities(ctx) -> {name: d_l}``; used by MEST's soft memory bound
     (ALGORITHMS.md 4, 5.4), where the net holds d + delta(t) between updates.
+    With a ``granularity`` of whole groups, N_l counts groups, ranked by mean score.
     """
-    from sparsetrain.core.topk import exact_count
-
-    crit = get_criterion(criterion)
+    crit, gran = get_criterion(criterion), group_granularity(granularity)
 
     def run(ctx: SparseContext) -> dict:
         targets, grown = layer_densities(ctx), 0
-        for n in ctx.params:
-            k = exact_count(min(1.0, targets[n]), ctx.numel(n)) - ctx.active(n)
+        for n, p in ctx.params.items():
+            mask = gran.group_scores(ctx.masks[n].float()) > 0
+            k = exact_count(min(1.0, targets[n]), mask.numel()) - count_true(mask)
             if k > 0:
-                ctx.masks[n] = ctx.masks[n] | topk_mask(crit(ctx, n).float(), k, exclude=ctx.masks[n])
-                grown += k
+                new = topk_mask(gran.group_scores(crit(ctx, n).float()), k, exclude=mask)
+                ctx.masks[n] = ctx.masks[n] | gran.expand(new, p.shape).to(p.device)
+                grown += k * (p.numel() // mask.numel())
         return {"grown": grown}
     return Op(run, needs_grad=needs_grad(crit), name="grow_to")

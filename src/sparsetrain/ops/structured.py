@@ -12,24 +12,13 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import Granularity, NMGranularity, get_granularity, nm_mask
+from sparsetrain.core.granularity import Granularity, group_granularity, nm_mask
 from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.distributions import layer_densities
-from sparsetrain.errors import SparsetrainError
 from sparsetrain.ops.base import Dropper, Grower, Op
 from sparsetrain.ops.prune import ROUNDING
 from sparsetrain.schedules import Schedule
-
-
-def group_granularity(name: str | Granularity) -> Granularity:
-    """A granularity of whole groups (not N:M) for dynamic sparse training."""
-    gran = get_granularity(name)
-    if isinstance(gran, NMGranularity):
-        raise SparsetrainError(f"{gran.name} sparsity is not made of whole groups, so drop-and-grow methods cannot "
-                               "use it yet; use granularity 'weight', 'kernel', 'row', 'column', 'filter', "
-                               "'channel' or 'blockHxW' (the prune method supports N:M).")
-    return gran
 
 
 def _alive(gran: Granularity, mask: torch.Tensor) -> torch.Tensor:
