@@ -4,6 +4,7 @@ while the suite goes on. No test here checks a timing."""
 
 from __future__ import annotations
 
+import doctest
 import importlib
 import json
 import sys
@@ -53,7 +54,7 @@ def test_dry_run_writes_the_report_and_every_raw_timing(tmp_path, one_thread, cp
 def test_a_failing_part_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch, cpu_run):
     def broken(sizes, deadline):
         raise ValueError("boom")
-    monkeypatch.setitem(gpu_parts.PARTS, "update", broken)
+    monkeypatch.setitem(gpu_suite.PARTS, "update", broken)
     assert gpu_suite.main(["--dry-run", "--out", str(tmp_path), "--parts", "update,csr"]) == 0
     parts = json.loads((tmp_path / "results_gpu.json").read_text())["parts"]
     assert parts["update"]["status"] == "error" and parts["update"]["headline"] == "ValueError: boom"
@@ -61,9 +62,15 @@ def test_a_failing_part_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch,
     assert parts["csr"]["status"] == "ok"
 
 
-def test_a_part_past_its_budget_is_stopped_and_recorded():
+@pytest.mark.parametrize("name", ["gpu_parts", "gpu_inference"])
+def test_doctests(name):
+    assert doctest.testmod(importlib.import_module(name)).failed == 0
+
+
+def test_a_part_past_its_budget_is_stopped_and_recorded(monkeypatch):
+    monkeypatch.setattr(gpu_suite, "GRACE", 0.0)
     start = time.monotonic()
-    result = gpu_suite.run_part("slow", lambda: time.sleep(5) or {}, 0.2)
+    result = gpu_suite.run_part("slow", lambda: time.sleep(30) or {}, 0.2)
     assert result["status"] == "timeout" and time.monotonic() - start < 2
 
 
