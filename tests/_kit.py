@@ -232,6 +232,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
         optimizer.step()
 
 
+def to_device(obj: Any, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """``obj`` with every tensor inside (lists, tuples, dicts) on ``device``; floating tensors also in ``dtype``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device=device, dtype=dtype if dtype is not None and obj.is_floating_point() else None)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(o, device, dtype) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, dtype) for k, v in obj.items()}
+    return obj
+
+
 def count(mask: torch.Tensor) -> int:
     """Active entries of a bool mask, counted (never summed from floats)."""
     return int(torch.count_nonzero(mask))

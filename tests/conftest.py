@@ -1,5 +1,6 @@
-"""Shared test set-up: the tests folder is importable (for ``_kit``), and every test leaves
-torch's global settings (threads, deterministic mode, RNG) as it found them."""
+"""Shared test set-up: the tests folder is importable (for ``_kit``), every test leaves
+torch's global settings (threads, deterministic mode, RNG) as it found them, and tests
+marked ``gpu`` are skipped, with the reason, where torch sees no CUDA device."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _kit import torch_state  # noqa: E402
+
+NEEDS_CUDA = ("needs CUDA: a GPU-marked test; run `pytest -m gpu` (or benchmarks/gpu_suite.py) on a machine "
+              "with an NVIDIA GPU")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=NEEDS_CUDA)
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def test_two_four_is_guarded_on_cpu():
     assert inference.FORMATS["2:4"][0](linear) == "2:4 semi-structured kernels need CUDA"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="2:4 semi-structured kernels need CUDA")
+@pytest.mark.gpu
 def test_two_four_on_cuda_matches_dense():
     linear = nn.Linear(128, 128).half().cuda().eval()
     with torch.no_grad():

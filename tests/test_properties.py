@@ -43,6 +43,7 @@ from _kit import (  # noqa: E402
     build_model,
     count,
     one_variant_per_method,
+    to_device,
     train_step,
 )
 
@@ -106,14 +107,17 @@ def _expected_init_counts(variant: Variant, kwargs: dict, shapes, numel) -> dict
 
 
 def run_and_check(variant: Variant, spec: ModelSpec, opt_name: str, density: float, seed: int = 0,
-                  hooks: bool = True) -> tuple[sparsetrain.Sparsifier, list[dict], list[tuple]]:
+                  hooks: bool = True, device: str = "cpu",
+                  dtype: torch.dtype | None = None) -> tuple[sparsetrain.Sparsifier, list[dict], list[tuple]]:
     """Train ``TOTAL_STEPS`` steps checking (a)-(d) after every step.
 
+    ``device`` / ``dtype`` move the model, the batches and every tensor in the
+    method's arguments (tests/test_gpu.py runs it on CUDA in float64).
     Returns the sparsifier, the update events and (before, after) masks of every update.
     """
-    model = build_model(spec, seed)
+    model = build_model(spec, seed).to(device=device, dtype=dtype)
     opt = OPTIMIZERS[opt_name](model.parameters())
-    kwargs = variant.method_kwargs(density)
+    kwargs = to_device(variant.method_kwargs(density), device, dtype)
     sp = sparsetrain.attach(model, opt, variant.method, total_steps=TOTAL_STEPS, seed=seed, hooks=hooks, **kwargs)
     params = {n: model.get_parameter(n) for n in sp.masks}
     assert list(params) == [n for n, _ in model.named_parameters() if n in params], "masks not in model order"
@@ -143,7 +147,7 @@ def run_and_check(variant: Variant, spec: ModelSpec, opt_name: str, density: flo
     for t in range(TOTAL_STEPS):
         prev = masks
         n_hist = len(sp.history)
-        x, y = batch(spec, t, seed)
+        x, y = to_device(batch(spec, t, seed), device, dtype)
         train_step(model, opt, x, y, None if hooks else sp)
         step = t + 1
         where = f"{variant.id} step {step}"
