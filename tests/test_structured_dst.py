@@ -89,6 +89,17 @@ def test_n_m_rigl_on_a_conv_net_groups_along_the_input_channels():
     assert (conv.movedim(1, -1).reshape(-1, 4).sum(-1) == 2).all()
 
 
+def train_in_whole_groups(model, opt, sp, gran, steps, check=lambda name, mask: None):
+    """Train on random batches; after every step every mask is made of whole groups (and ``check`` holds)."""
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
+        opt.step()
+        for n, m in sp.masks.items():
+            assert set(gran.group_scores(m.float()).flatten().tolist()) <= {0.0, 1.0}, n
+            check(n, m)
+
+
 @pytest.mark.parametrize("method", ["gmp", "gmp_uniform", "granet", "granet_uniform"])
 @pytest.mark.parametrize("granularity", ["kernel", "filter"])
 def test_gradual_pruning_on_whole_groups(method, granularity):
@@ -101,19 +112,16 @@ def test_gradual_pruning_on_whole_groups(method, granularity):
                             update_every=3, end=0.5, total_steps=24, exclude=exclude)
     gran = get_granularity(granularity)
     previous = {n: m.clone() for n, m in sp.masks.items()}
-    for _ in range(24):
-        opt.zero_grad()
-        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
-        opt.step()
-        for n, m in sp.masks.items():
-            assert set(gran.group_scores(m.float()).flatten().tolist()) <= {0.0, 1.0}, n
-            if not method.startswith("granet"):
-                assert not bool((m & ~previous[n]).any()), n  # pruned stays pruned
-            previous[n] = m.clone()
+
+    def check(n, m):
+        if not method.startswith("granet"):
+            assert not bool((m & ~previous[n]).any()), n  # pruned stays pruned
+        previous[n] = m.clone()
+
+    train_in_whole_groups(model, opt, sp, gran, 24, check)
     if method == "gmp_uniform" and granularity == "kernel":  # two conv layers, uniform: 25 % of each one's kernels
-        for n, m in sp.masks.items():
-            groups = gran.num_groups(m.shape)
-            assert int(gran.group_scores(m.float()).sum()) == exact_count(0.25, groups)
+        for m in sp.masks.values():
+            assert int(gran.group_scores(m.float()).sum()) == exact_count(0.25, gran.num_groups(m.shape))
     total = sum(gran.num_groups(m.shape) for m in sp.masks.values())
     kept = sum(int(gran.group_scores(m.float()).sum()) for m in sp.masks.values())
     if method in ("gmp", "granet"):  # global: exactly 25 % of all groups
@@ -138,12 +146,7 @@ def test_mest_on_whole_kernels(mode):
     sp = sparsetrain.attach(model, opt, "mest", density=0.3, mode=mode, granularity="kernel", update_every=3,
                             soft_end=0.5, total_steps=30, exclude=["5.*"], distribution="uniform")
     gran = get_granularity("kernel")
-    for _ in range(30):
-        opt.zero_grad()
-        model(torch.randn(4, 4, 8, 8)).pow(2).mean().backward()
-        opt.step()
-        for n, m in sp.masks.items():
-            assert set(gran.group_scores(m.float()).flatten().tolist()) <= {0.0, 1.0}, n
-    for n, m in sp.masks.items():  # back at d_l after the soft bound
+    train_in_whole_groups(model, opt, sp, gran, 30)
+    for m in sp.masks.values():  # back at d_l after the soft bound
         assert int(gran.group_scores(m.float()).sum()) == exact_count(0.3, gran.num_groups(m.shape))
     assert sum(h.get("changed", 0) for h in sp.history) > 0
