@@ -257,7 +257,7 @@ def group_granularity(name: str | Granularity) -> Granularity:
     if isinstance(gran, NMGranularity):
         raise SparsetrainError(f"{gran.name} sparsity is not made of whole groups, so this method cannot use it; "
                                "use granularity 'weight', 'kernel', 'row', 'column', 'filter', 'channel', "
-                               "'in_channel' or 'blockHxW' (the prune method, static, SET and RigL support N:M).")
+                               "'in_channel' or 'blockHxW' (static, SET, RigL, DST and the prune method support N:M).")
     return gran
 
 
