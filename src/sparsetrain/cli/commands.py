@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.train.folders import check_run_name, replace_folder
 
 
 def default_run_name(cfg: dict) -> str:
@@ -21,12 +21,15 @@ def prepare_run_dir(cfg: dict, resume: str | None, overwrite: bool) -> tuple[Pat
         if not (run_dir / "config.yaml").is_file():
             raise SparsetrainError(f"cannot resume {run_dir}: not a run folder (no config.yaml).")
         return run_dir, True
-    run_dir = Path(cfg["run"]["dir"]) / default_run_name(cfg)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    name = default_run_name(cfg)
+    check_run_name(name)
+    run_dir = Path(cfg["run"]["dir"]) / name
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not overwrite:
             raise SparsetrainError(f"run folder {run_dir} already exists. Pass --resume {run_dir} to continue it, "
-                                   "--overwrite to start again, or --run.name NAME for a new one.")
-        shutil.rmtree(run_dir)
+                                   "--overwrite to start again (the old run is kept as NAME.old-<time>), or "
+                                   "--run.name NAME for a new one.")
+        replace_folder(run_dir)
     return run_dir, False
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.train.folders import replace_folder
 
 EXAMPLES = ("  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
             "  sparsetrain tickets imp imp.rounds=3 imp.target_density=null epochs=20 --config imp_mnist1d_mlp\n"
@@ -95,9 +96,9 @@ def _gems(args, overrides: list[str]) -> int:
     out = Path(args.out or Path("runs") / f"gems-{Path(args.config).stem}")
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
-            raise SparsetrainError(f"{out} already exists; pass --overwrite or another --out.")
-        import shutil
-        shutil.rmtree(out)
+            raise SparsetrainError(f"{out} already exists; pass --overwrite (the old one is kept as NAME.old-<time>) "
+                                   "or another --out.")
+        replace_folder(out, what="Gem-Miner folder")
     summary = run_gems(args.config, out, progress=True)  # it resolves the file itself
     print(f"\nGem-Miner in {out}")
     for key in ("density", "gem_acc_before_finetune", "acc_after_finetune", "sanity"):

@@ -324,14 +324,14 @@ def _check_same(out: Path, cfg: dict, imp: ImpConfig) -> None:
 
 
 def _prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: bool) -> None:
-    import shutil
-
     import yaml
+
+    from sparsetrain.train.folders import replace_folder
     if (out / "imp.yaml").is_file():
         if resume:
             _check_same(out, cfg, imp)
         elif overwrite:
-            shutil.rmtree(out)
+            replace_folder(out, what="IMP folder")
         else:
             raise SparsetrainError(f"{out} already holds an IMP procedure. Pass --resume to continue after its "
                                    "last complete round, --overwrite to start again, or another --out.")
