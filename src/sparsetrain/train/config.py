@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,27 @@ def validate(cfg: dict) -> dict:
                 raise SparsetrainError(
                     f"unknown config key {section}.{key} for {section} {cfg[section]['name']!r}. "
                     f"Valid keys: {', '.join(sorted(allowed))}.")
+    _check_ranges(cfg)
     return cfg
+
+
+#: keys that must be whole numbers >= 1, checked before any data is set up
+POSITIVE_INTS = ("epochs", "batch_size", "eval_batch_size")
+
+
+def _check_ranges(cfg: dict) -> None:
+    """Values torch would reject deep inside with a traceback get one line here."""
+    for key in POSITIVE_INTS:
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SparsetrainError(f"{key} must be a whole number >= 1, got {value!r}.")
+    lr = cfg["optim"].get("lr")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        if lr < 0:
+            raise SparsetrainError(f"optim.lr must be >= 0, got {lr!r}.")
+        if lr == 0:
+            warnings.warn("optim.lr is 0: the weights will not change and the run will end near chance accuracy.",
+                          UserWarning, stacklevel=2)
 
 
 def _check_type(key: str, value, default) -> None:

@@ -1,0 +1,26 @@
+"""Bad values that torch would reject with a traceback get one line from the config check (issue 17)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparsetrain.cli import main
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch_size", "0"], "batch_size must be a whole number >= 1, got 0"),
+    (["--batch_size", "-4"], "batch_size must be a whole number >= 1, got -4"),
+    (["--epochs", "-3"], "epochs must be a whole number >= 1, got -3"),
+    (["--epochs", "0"], "epochs must be a whole number >= 1, got 0"),
+    (["--epochs", "2.5"], "epochs must be a whole number >= 1, got 2.5"),
+    (["--optim.lr", "-0.1"], "optim.lr must be >= 0, got -0.1"),
+])
+def test_bad_values_end_in_one_line_before_any_data_set_up(capsys, args, message):
+    rc = main(["train", *args, "--print-config"])
+    err = capsys.readouterr().err
+    assert rc != 0 and message in err and "Traceback" not in err
+
+
+def test_a_learning_rate_of_zero_warns_once(capsys):
+    with pytest.warns(UserWarning, match="optim.lr is 0"):
+        assert main(["train", "--optim.lr", "0", "--print-config"]) == 0
