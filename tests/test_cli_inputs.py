@@ -24,3 +24,23 @@ def test_bad_values_end_in_one_line_before_any_data_set_up(capsys, args, message
 def test_a_learning_rate_of_zero_warns_once(capsys):
     with pytest.warns(UserWarning, match="optim.lr is 0"):
         assert main(["train", "--optim.lr", "0", "--print-config"]) == 0
+
+
+def test_a_device_that_is_not_here_names_the_ones_that_are(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rc = main(["train", "--device", "cuda", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "not available on this machine (available: cpu" in err and "Traceback" not in err
+
+
+def test_yaml_errors_say_where(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    rc = main(["train", "--config", str(bad), "--print-config"])
+    err = capsys.readouterr().err
+    assert rc != 0 and f"recipe {bad} is not valid YAML" in err and "line 2, column 1" in err
+    rc = main(["train", "--method.exclude", '["fc.*"', "--print-config"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "cannot read the value" in err and "line 1, column 8" in err and "Traceback" not in err

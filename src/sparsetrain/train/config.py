@@ -57,7 +57,19 @@ def parse_value(raw: str):
         >>> parse_value("5e-4"), parse_value("3"), parse_value("[0.5, 0.75]"), parse_value("erk")
         (0.0005, 3, [0.5, 0.75], 'erk')
     """
-    return yaml.load(raw, Loader=_Loader)
+    try:
+        return yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise SparsetrainError(f"cannot read the value {raw!r}: {_yaml_problem(exc)}. Quote it or fix the brackets "
+                               "(a list is written [a, b]).") from None
+
+
+def _yaml_problem(exc: Exception, file: str | None = None) -> str:
+    """One line from a PyYAML error: what is wrong and where (line and column count from 1)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{file + ': ' if file else ''}{problem}{where}"
 
 
 #: method arguments (fractions of training) that the trainer also accepts as ``<name>_epoch``
@@ -233,7 +245,10 @@ def read_recipe(path: str | Path) -> dict:
     from sparsetrain.train.recipes import find_recipe
     file = find_recipe(path)
     with open(file) as fh:
-        data = yaml.load(fh, Loader=_Loader) or {}
+        try:
+            data = yaml.load(fh, Loader=_Loader) or {}
+        except yaml.YAMLError as exc:
+            raise SparsetrainError(f"recipe {file} is not valid YAML: {_yaml_problem(exc)}.") from None
     if not isinstance(data, dict):
         raise SparsetrainError(f"recipe {file} must be a YAML mapping of config keys.")
     data.pop("description", None)

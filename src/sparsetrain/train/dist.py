@@ -8,12 +8,37 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sparsetrain.errors import SparsetrainError
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here, e.g. ``['cpu', 'cuda:0']``."""
+    found = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    return found + (["mps"] if mps is not None and mps.is_available() else [])
+
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's CUDA device if there is one, else CPU."""
+    """``auto`` -> this rank's CUDA device if there is one, else CPU; a device that is not here is one clear error.
+
+    Example:
+        >>> pick_device("cpu")
+        device(type='cpu')
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise SparsetrainError(f"device {name!r} is not a torch device name; use auto, cpu, cuda or cuda:N "
+                               f"(here: {', '.join(available_devices())}).") from None
+    missing = (dev.type == "cuda" and (not torch.cuda.is_available()
+                                       or (dev.index or 0) >= torch.cuda.device_count())) or (
+        dev.type == "mps" and "mps" not in available_devices())
+    if missing:
+        raise SparsetrainError(f"device {name!r} is not available on this machine (available: "
+                               f"{', '.join(available_devices())}); use --device auto to take the best one here.")
+    return dev
 
 
 def setup(device: str = "auto") -> tuple[int, int, torch.device]:
