@@ -44,3 +44,13 @@ def test_yaml_errors_say_where(capsys, tmp_path):
     rc = main(["train", "--method.exclude", '["fc.*"', "--print-config"])
     err = capsys.readouterr().err
     assert rc != 0 and "cannot read the value" in err and "line 1, column 8" in err and "Traceback" not in err
+
+
+def test_a_truncated_checkpoint_is_called_damaged(tmp_path):
+    from sparsetrain.errors import SparsetrainError
+    from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"epoch": 3, "w": list(range(1000))}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(SparsetrainError, match="is damaged .*--overwrite"):
+        load_checkpoint(path)

@@ -52,7 +52,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt or foreign file: say so plainly
-        raise SparsetrainError(f"cannot read checkpoint {path}: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SparsetrainError(
+            f"the checkpoint {path} is damaged (truncated, or not written by sparsetrain?) and cannot be read "
+            f"({reason[:200]}). sparsetrain writes checkpoints atomically, so something else changed this file; a "
+            "copy or backup of the run folder is the only earlier state. Start the run again with --overwrite "
+            "(the damaged run is kept as NAME.old-<time>).") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
