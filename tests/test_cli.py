@@ -160,6 +160,7 @@ def test_summary_json(granet_run):
     assert summary["wall_time_s"] > 0
     assert summary["versions"]["torch"] == torch.__version__ and "sparsetrain" in summary["versions"]
     assert "git" in summary and (summary["git"] is None or len(summary["git"]) == 40)
+    assert isinstance(summary["threads"], int) and summary["threads"] >= 1  # bit-exact needs the same count
 
 
 def test_checkpoint_loads_with_weights_only(granet_run):

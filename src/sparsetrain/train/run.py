@@ -191,6 +191,8 @@ class RunLogger:
             "itop_rate": sparsifier.itop_rate() if sparsifier is not None else 1.0,
             "flops": {"dense": flops["dense"], "sparse": flops["sparse"], "ratio": flops["ratio"]},
             "wall_time_s": wall, "versions": versions(), "git": git_hash(),
+            # bit-exact reproduction holds for the same seed *and* the same thread count (CPU float sums)
+            "threads": torch.get_num_threads(),
         }
         if self.main:
             atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
