@@ -192,6 +192,25 @@ def test_resume_after_keyboard_interrupt_is_bit_identical(capsys, tmp_path, monk
     assert_same_run(run_root / name, ref_root / name, epochs=4)
 
 
+def test_resume_is_bit_identical_with_dropout_and_augmentation(capsys, tmp_path, monkeypatch):
+    """A model that draws from the global RNG (dropout) and augmented data (issue 17): nothing may draw from the
+    global RNG between the restore and the first batch."""
+    extra = ("--model.name", "wrn28_2", "--model.dropout", "0.3", "--data.name", "synthetic",
+             "--data.input_shape", "[3, 8, 8]", "--data.num_train", "64", "--data.num_test", "16",
+             "--batch_size", "16", "--method.name", "rigl", "--method.update_every", "3")
+    args = ["train", "--epochs", "3", "--run.plots", "false", "--run.progress", "false", *extra]
+    rc, _, err = cli(capsys, *args, "--run.dir", tmp_path / "ref")
+    assert rc == 0, err
+    interrupt_after_epoch(monkeypatch, 1)
+    rc, _, err = cli(capsys, *args, "--run.dir", tmp_path / "run")
+    assert rc == 130, err
+    monkeypatch.undo()
+    name = "rigl-wrn28_2-synthetic-s0"
+    rc, _, err = cli(capsys, "train", "--resume", tmp_path / "run" / name)
+    assert rc == 0, err
+    assert_same_run(tmp_path / "run" / name, tmp_path / "ref" / name, epochs=3)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc/self/fd")
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(capsys, tmp_path, reference):
     # killed inside the 3rd checkpoint write: the temp file is complete but not yet renamed

@@ -172,6 +172,9 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
 
     data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
     log = RunLogger(run_dir, cfg, rank=rank, resume=resume, data_info=data_info)
+    # iterating a DataLoader draws its base seed from the global RNG: do it before the restore, which
+    # must be the last thing before the first batch (a resumed run would otherwise drift from one that never stopped)
+    example = next(iter(eval_loaders["test"]))[0][:1].to(device)
     start_epoch = 0
     if resume:
         start_epoch = log.restore(model, optimizer, lr_schedule, sparsifier)
@@ -179,7 +182,6 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
             raise SparsetrainError(f"cannot resume with a different length of training ({total_steps} steps now, "
                                    f"{sparsifier.ctx.total_steps} in the checkpoint): the method's schedules "
                                    "depend on it. Keep epochs, batch_size and the data as they were.")
-    example = next(iter(eval_loaders["test"]))[0][:1].to(device)
     started = time.perf_counter() - log.elapsed
     for epoch in range(start_epoch, cfg["epochs"]):
         sampler.set_epoch(epoch)
