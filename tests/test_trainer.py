@@ -211,6 +211,24 @@ def test_resume_is_bit_identical_with_dropout_and_augmentation(capsys, tmp_path,
     assert_same_run(tmp_path / "run" / name, tmp_path / "ref" / name, epochs=3)
 
 
+def test_a_torn_last_metrics_line_loses_only_itself(capsys, tmp_path, monkeypatch):
+    """Cut the end off metrics.jsonl (the checkpointed epoch's record): resume keeps every intact update record."""
+    interrupt_after_epoch(monkeypatch, 2)
+    rc, _, err = cli(capsys, *train_args(tmp_path, extra=("--method.name", "rigl", *UPDATE_EVERY_3)))
+    assert rc == 130, err
+    monkeypatch.undo()
+    run_dir = tmp_path / "rigl-cnn1d-mnist1d-s0"
+    path = run_dir / "metrics.jsonl"
+    before = read_jsonl(path)
+    updates = [r["step"] for r in before if r.get("event") == "update"]
+    path.write_bytes(path.read_bytes()[:-40])  # tears the epoch-2 record, the last line
+    rc, _, err = cli(capsys, "train", "--resume", run_dir)
+    assert rc == 0, err
+    after = read_jsonl(path)
+    assert [r["step"] for r in after if r.get("event") == "update"][: len(updates)] == updates
+    assert [r["epoch"] for r in after if r.get("event") == "epoch"] == [1, 3, 4]  # only the torn record is gone
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc/self/fd")
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(capsys, tmp_path, reference):
     # killed inside the 3rd checkpoint write: the temp file is complete but not yet renamed

@@ -7,6 +7,7 @@ the checkpoint (a killed epoch) are dropped so the log matches the weights.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -124,6 +125,10 @@ class RunLogger:
                  "elapsed": self.elapsed, "best": self.best, "history_seen": self.history_seen,
                  "updates_logged": self.updates_logged, "method": self.cfg["method"]["name"],
                  "data_info": self.data_info}
+        metrics = self.dir / "metrics.jsonl"
+        if metrics.is_file():  # the log reaches the disk before the checkpoint that it must match
+            with open(metrics, "a") as fh:
+                os.fsync(fh.fileno())
         save_checkpoint(state, self.dir / CHECKPOINT)
 
     def restore(self, model, optimizer, lr_schedule, sparsifier) -> int:
@@ -149,26 +154,24 @@ class RunLogger:
         # the fresh sparsifier's history holds only its init entry: later events are new
         self.history_seen = len(sparsifier.history) if sparsifier is not None else 0
         self.updates_logged = state["updates_logged"]
-        self._truncate_metrics(state["epoch"])
+        self._truncate_metrics(state["epoch"], int(state["lr_schedule"]["last_epoch"]))
         if self.main:
             atomic_write_text(self.dir / "config.yaml", dump_config(self.cfg))
         return int(state["epoch"])
 
-    def _truncate_metrics(self, epoch: int) -> None:
-        """Keep metric records up to the checkpointed epoch (drop a killed epoch's records)."""
+    def _truncate_metrics(self, epoch: int, step: int) -> None:
+        """Keep the intact metric records up to the checkpoint (epoch ``epoch``, optimizer step ``step``).
+
+        A killed epoch's records go; so does a line a kill tore, and only that line: the step
+        limit comes from the checkpoint, not from the (possibly torn) epoch record.
+        """
         path = self.dir / "metrics.jsonl"
         if not path.is_file():
             return
-        kept, step_limit = [], None
         from sparsetrain.train.plots import read_metrics
-        records = read_metrics(self.dir)
-        for r in records:
-            if r.get("event") == "epoch" and r["epoch"] == epoch:
-                step_limit = r["step"]
-        for r in records:
-            if (r.get("event") == "epoch" and r["epoch"] <= epoch) or \
-               (r.get("event") == "update" and step_limit is not None and r["step"] <= step_limit):
-                kept.append(r)
+        kept = [r for r in read_metrics(self.dir)
+                if (r.get("event") == "epoch" and r["epoch"] <= epoch)
+                or (r.get("event") == "update" and r["step"] <= step)]
         self.history = kept
         if self.main:
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
