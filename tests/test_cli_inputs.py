@@ -54,3 +54,24 @@ def test_a_truncated_checkpoint_is_called_damaged(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(SparsetrainError, match="is damaged .*--overwrite"):
         load_checkpoint(path)
+
+
+def test_run_files_follow_the_umask_and_a_full_disk_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from sparsetrain.errors import SparsetrainError
+    from sparsetrain.train import checkpoint
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save_checkpoint({"epoch": 1}, path)
+    assert path.stat().st_mode & 0o777 == checkpoint.FILE_MODE  # not mkstemp's 0600
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    with pytest.raises(SparsetrainError, match="No space left on device; the previous checkpoint.pt is intact"):
+        checkpoint.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert checkpoint.load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
