@@ -134,3 +134,16 @@ def test_example_input_and_data_reach_the_method_context():
     sparsetrain.attach(net, opt, Method(init=init), total_steps=10, example_input=x, data=[(x, y)],
                        loss_fn=torch.nn.functional.cross_entropy)
     assert seen["example"] is x and len(seen["batches"]) == 1 and seen["loss"] is torch.nn.functional.cross_entropy
+
+
+def test_attach_with_the_optimizer_forgotten_or_a_meta_model_says_what_to_do():
+    import torch
+    from torch import nn
+
+    import sparsetrain
+    from sparsetrain.errors import SparsetrainError
+    with pytest.raises(SparsetrainError, match="the second argument is the optimizer"):
+        sparsetrain.attach(nn.Linear(4, 4), "rigl", density=0.1, total_steps=10)
+    meta = nn.Linear(4, 4, device="meta")
+    with pytest.raises(SparsetrainError, match="meta device"):
+        sparsetrain.attach(meta, torch.optim.SGD(meta.parameters(), lr=0.1), "rigl", total_steps=10)

@@ -363,6 +363,14 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
         >>> round(sp.density(), 2)
         0.1
     """
+    if isinstance(optimizer, str):
+        raise SparsetrainError(f"attach(model, optimizer, method, ...): the second argument is the optimizer, got the "
+                               f"string {optimizer!r}. Write sparsetrain.attach(model, optimizer, {optimizer!r}, ...).")
+    meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise SparsetrainError(f"the model's parameters are on the meta device ({meta[0]}, ...): they hold no "
+                               "values to sparsify. Materialise them first (model.to_empty(device=...) and "
+                               "initialise, or load the weights), then attach.")
     if total_steps is None:
         raise SparsetrainError("attach() needs total_steps, the number of optimizer steps in training "
                                "(e.g. total_steps=epochs * len(train_loader)).")
