@@ -92,3 +92,32 @@ def test_imp_and_gems_folders_use_the_same_rule(tmp_path):
     assert (imp / "my_plot.svg").is_file()
     gems = make_run(tmp_path / "gems")
     assert replace_folder(gems, what="Gem-Miner folder").name.startswith("gems.old-")
+
+
+def test_two_writers_cannot_share_a_run_folder_and_a_stale_lock_is_taken_over(tmp_path):
+    import os
+    import socket
+
+    from sparsetrain.train.folders import LOCK_NAME, acquire_run_lock, release_run_lock
+    run = make_run(tmp_path / "run")
+    (run / LOCK_NAME).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live process holds it
+    with pytest.raises(SparsetrainError, match="in use by another sparsetrain process"):
+        acquire_run_lock(run)
+    with pytest.raises(SparsetrainError, match="in use"):  # --overwrite does not move it away either
+        replace_folder(run)
+    (run / LOCK_NAME).write_text(f"999999999 {socket.gethostname()}\n")  # its process is gone: stale
+    assert acquire_run_lock(run).read_text().split()[0] == str(os.getpid())
+    release_run_lock(run)
+    assert not (run / LOCK_NAME).exists()
+
+
+def test_resume_while_the_run_is_training_is_refused(tmp_path, capsys):
+    import os
+    import socket
+
+    from sparsetrain.train.folders import LOCK_NAME
+    run = make_run(tmp_path / "run")
+    (run / LOCK_NAME).write_text(f"{os.getppid()} {socket.gethostname()}\n")
+    rc = main(["train", "--resume", str(run)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "in use by another sparsetrain process" in err and "Traceback" not in err

@@ -102,6 +102,8 @@ def replace_folder(path: Path, what: str = "run folder") -> Path | None:
         raise SparsetrainError(f"refusing to overwrite {path}: it is not a {what} sparsetrain wrote (it holds files "
                                "sparsetrain does not write, or none of its marker files). Move it away yourself or "
                                "choose another name.")
+    acquire_run_lock(path)  # a run still writing there is never moved away under it
+    release_run_lock(path)
     aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     n = 1
     while aside.exists():
@@ -110,3 +112,58 @@ def replace_folder(path: Path, what: str = "run folder") -> Path | None:
     path.rename(aside)
     print(f"--overwrite: the old {what} {path} is kept as {aside}")
     return aside
+
+
+LOCK_NAME = "run.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def acquire_run_lock(run_dir: Path) -> Path:
+    """Take ``run_dir/run.lock`` (pid and host) or refuse: two writers must never share a run folder.
+
+    A lock whose process is gone (on this host) is stale and taken over, as is
+    one this process already holds. Released by :func:`release_run_lock`, and at exit.
+    """
+    import atexit
+    import socket
+
+    path, host, pid = run_dir / LOCK_NAME, socket.gethostname(), os.getpid()
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            try:
+                owner_pid, owner_host = path.read_text().split()[:2]
+                owner = int(owner_pid)
+            except (OSError, ValueError):
+                owner, owner_host = -1, host  # unreadable: treat as stale
+            if owner_host == host and (owner == pid or not _alive(owner)):
+                path.unlink(missing_ok=True)
+                continue
+            raise SparsetrainError(f"{run_dir} is in use by another sparsetrain process (pid {owner} on "
+                                   f"{owner_host}); wait for it to end or stop it. If it is gone, delete {path}."
+                                   ) from None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{pid} {host}\n")
+        atexit.register(release_run_lock, run_dir)
+        return path
+    raise SparsetrainError(f"could not take the lock {path}; delete it if no run uses {run_dir}.")
+
+
+def release_run_lock(run_dir: Path) -> None:
+    """Remove ``run_dir/run.lock`` if this process holds it."""
+    path = run_dir / LOCK_NAME
+    try:
+        if int(path.read_text().split()[0]) == os.getpid():
+            path.unlink(missing_ok=True)
+    except (OSError, ValueError, IndexError):
+        pass

@@ -22,6 +22,7 @@ from sparsetrain.metrics.channels import channel_stats
 from sparsetrain.metrics.flops import sparse_flops
 from sparsetrain.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sparsetrain.train.config import dump_config
+from sparsetrain.train.folders import acquire_run_lock, release_run_lock
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -56,7 +57,12 @@ class RunLogger:
         self.updates_logged = 0
         self.history: list[dict] = []
         if self.main:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SparsetrainError(f"cannot create the run folder {self.dir}: {exc.strerror or exc}. Choose a "
+                                       "writable --run.dir.") from None
+            acquire_run_lock(self.dir)
             for stale in self.dir.glob(f".{CHECKPOINT}.*.tmp"):  # left by a kill during a write
                 stale.unlink(missing_ok=True)
             if not resume:  # when resuming, config.yaml is rewritten only once restore() succeeds
@@ -202,6 +208,7 @@ class RunLogger:
             if self.cfg["run"]["plots"]:
                 from sparsetrain.train.plots import plot_run
                 plot_run(self.dir)
+            release_run_lock(self.dir)
         return summary
 
 
