@@ -474,3 +474,11 @@ def test_stale_temp_checkpoint_is_cleaned_and_cut_metrics_line_is_skipped(capsys
     assert cli(capsys, "train", "--resume", run_dir)[0] == 0
     assert not list(run_dir.glob(".checkpoint.pt.*.tmp"))
     assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("event") == "epoch"] == [1, 2]
+
+
+def test_optimizer_and_schedule_overrides_on_resume_are_refused(capsys, tmp_path):
+    """Regression (issue 17): --schedule.gamma on --resume acted one step late; it is now refused in one line."""
+    assert cli(capsys, *train_args(tmp_path, epochs=1))[0] == 0
+    for override in (("--schedule.gamma", "0.1"), ("--optim.lr", "0.5")):
+        rc, _, err = cli(capsys, "train", "--resume", tmp_path / RUN, *override)
+        assert rc == 2 and "restores" in err and "start a new run" in err and "Traceback" not in err

@@ -33,6 +33,10 @@ def prepare_run_dir(cfg: dict, resume: str | None, overwrite: bool) -> tuple[Pat
     return run_dir, False
 
 
+#: config sections whose values live in the checkpoint's state: changing them on --resume is refused
+FROZEN_ON_RESUME = ("optim", "schedule", "seed", "label_smoothing", "sparsity")
+
+
 # ---------------------------------------------------------------- train
 def configure_train(p) -> None:
     p.add_argument("--config", "-c", help="a recipe name (sparsetrain recipes) or a YAML file")
@@ -42,10 +46,15 @@ def configure_train(p) -> None:
 
 
 def cmd_train(args, extra: list[str]) -> int:
-    from sparsetrain.train.config import dump_config, load_config
+    from sparsetrain.train.config import dump_config, load_config, parse_overrides
     if args.resume:
         if not (Path(args.resume) / "config.yaml").is_file():
             raise SparsetrainError(f"cannot resume {args.resume}: not a run folder (no config.yaml).")
+        frozen = sorted(k for k in parse_overrides(extra) if k in FROZEN_ON_RESUME)
+        if frozen:
+            raise SparsetrainError(
+                f"--resume restores {', '.join(frozen)} from the checkpoint (optimizer and LR schedule state, RNG), so "
+                "a change there would act late or not at all. Resume without it, or start a new run with it.")
         cfg = load_config(Path(args.resume) / "config.yaml", extra)
     else:
         cfg = load_config(args.config, extra)
