@@ -66,10 +66,11 @@ class Sparsifier:
             raise SparsetrainError("this optimizer already has a sparsifier attached; call "
                                    ".detach() on the old one first.")
         self.model, self.optimizer, self.method = model, optimizer, method
+        sharding.check_wrappers(model)
         params = select_parameters(model, include, exclude, embeddings)
         #: FSDP2: weights, gradients, state and masks are DTensors; the hot path works on local shards
-        self._sharded = sharding.check_wrappers(model, params)
-        self._slots = sharding.parameter_slots(unwrap(model), list(params)) if self._sharded else []
+        self._sharded = sharding.check_sharded(params)
+        self._slots = sharding.parameter_slots(unwrap(model), list(params))  # to see fully_shard after attach
         generator = torch.Generator().manual_seed(int(seed))
         self.ctx = SparseContext(params=params, masks={}, optimizer=optimizer,
                                  total_steps=total_steps, generator=generator, model=unwrap(model),
@@ -136,8 +137,7 @@ class Sparsifier:
     @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
         ctx = self.ctx
-        if self._sharded:
-            sharding.check_not_resharded(self._slots)
+        sharding.check_not_resharded(self._slots)
         grads = {n: p.grad for n, p in ctx.params.items() if p.grad is not None}
         for observe in self.method.observers:
             observe(ctx, grads)

@@ -17,7 +17,7 @@ FSDP2 run picks exactly the masks the same run picks under DDP. The price is
 memory during an update: each rank briefly holds the full sparsified weights
 (and what the method reads), as FSDP itself does for one layer at a time.
 
-Not supported, each with one clear error (:func:`check_wrappers`):
+Not supported, each with one clear error (:func:`check_wrappers`, :func:`check_sharded`):
 FSDP1 (``FullyShardedDataParallel``), DeepSpeed, and ``fully_shard`` applied
 after ``attach`` (see docs/guides/multi-gpu.md, "Sharded training (FSDP2)").
 
@@ -78,12 +78,11 @@ def count(mask: Tensor) -> int:
     return count_true(mask)
 
 
-def check_wrappers(model: nn.Module, params: dict[str, Tensor]) -> bool:
-    """Refuse the sharding wrappers sparsetrain cannot see into; True when FSDP2 shards ``params``.
+def check_wrappers(model: nn.Module) -> None:
+    """Refuse the sharding wrappers sparsetrain cannot see into (FSDP1, DeepSpeed), before selection.
 
     Example:
-        >>> check_wrappers(nn.Linear(2, 2), {"weight": nn.Linear(2, 2).weight})
-        False
+        >>> check_wrappers(nn.Linear(2, 2))
     """
     for module in model.modules():
         kinds = {k.__name__ for k in type(module).__mro__}
@@ -99,6 +98,15 @@ def check_wrappers(model: nn.Module, params: dict[str, Tensor]) -> bool:
                 "partitions weights outside torch, so sparsetrain's step hooks never see them. Use "
                 "torch.distributed.fsdp.fully_shard (FSDP2) or DistributedDataParallel instead "
                 "(docs/guides/multi-gpu.md).")
+
+
+def check_sharded(params: dict[str, Tensor]) -> bool:
+    """True when FSDP2 shards the selected ``params`` (all of them); refuses DeepSpeed ZeRO-3 and a mix.
+
+    Example:
+        >>> check_sharded({"weight": nn.Linear(2, 2).weight})
+        False
+    """
     if any(hasattr(p, "ds_id") for p in params.values()):
         raise SparsetrainError(
             "these parameters are partitioned by DeepSpeed ZeRO-3, which sparsetrain cannot mask; use "
@@ -118,11 +126,17 @@ def check_not_resharded(slots: list[tuple[dict, str, Tensor]]) -> None:
     ``slots`` holds ``(module._parameters, name, parameter)`` as seen at attach.
     """
     for registry, key, param in slots:
-        if registry.get(key) is not param:
+        now = registry.get(key)
+        if now is not param:
+            if is_sharded(now) and not is_sharded(param):
+                raise SparsetrainError(
+                    "fully_shard was applied after sparsetrain.attach: the sparsifier and the optimizer still "
+                    "hold the unsharded weights, which no longer train. Apply fully_shard first (to every block, "
+                    "then to the model), then build the optimizer over model.parameters(), then attach.")
             raise SparsetrainError(
-                "the model's parameters were replaced after sparsetrain.attach (fully_shard applied after "
-                "attach?): the sparsifier and the optimizer still hold the old tensors. Apply fully_shard "
-                "first, then build the optimizer over model.parameters(), then attach.")
+                f"the model's parameter {key!r} was replaced after sparsetrain.attach, so the sparsifier and "
+                "the optimizer no longer hold the weights that train. Change the model first, then build "
+                "the optimizer and attach.")
 
 
 def parameter_slots(model: nn.Module, names: list[str]) -> list[tuple[dict, str, Tensor]]:
@@ -285,9 +299,9 @@ def load_checkpoint(sparsifier, checkpoint_id: str, key: str = "sparsifier") -> 
     Call it on every rank.
 
     Example:
-        >>> import torch.distributed.checkpoint as dcp  # doctest: +SKIP
-        >>> dcp.save({"model": ..., "optim": ..., "sparsifier": sp.state_dict()}, checkpoint_id=path)
-        >>> load_checkpoint(sp, path)  # after loading the model and the optimizer
+        >>> import torch.distributed.checkpoint as dcp
+        >>> dcp.save({"model": ..., "optim": ..., "sparsifier": sp.state_dict()}, checkpoint_id=path)  # doctest: +SKIP
+        >>> load_checkpoint(sp, path)  # after loading the model and the optimizer  # doctest: +SKIP
     """
     import torch.distributed.checkpoint as dcp
 
