@@ -162,3 +162,18 @@ def _ctx():
 
     p = nn.Parameter(torch.ones(2))
     return SparseContext({"w": p}, {"w": torch.ones(2, dtype=torch.bool)}, None, 1, torch.Generator())
+
+
+@pytest.mark.ddp
+@needs_gloo
+def test_benchmark_quick_reports_the_fsdp2_over_ddp_ratio(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fsdp_bench", WORKER.parent.parent / "benchmarks" / "fsdp.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "RESULTS.md"
+    assert bench.main(["--quick", "--steps", "4", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "<!-- begin fsdp-latest -->" in text and "| FSDP2 / DDP, sparse |" in text
+    assert "| fsdp2 sparse |" in capsys.readouterr().out
