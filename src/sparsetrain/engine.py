@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from sparsetrain import distributed, sharding
 from sparsetrain.context import SparseContext
+from sparsetrain.core.kernels import count_true
 from sparsetrain.core.selection import select_parameters, unwrap
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.registry import Method, create_method
@@ -107,11 +108,15 @@ class Sparsifier:
 
     def density(self) -> float:
         """Overall density over the sparsified parameters (active / total)."""
-        return sum(self._active.values()) / self.ctx.total_numel()
+        return sum(self._counts().values()) / self.ctx.total_numel()
 
     def report(self) -> DensityReport:
         """Per-layer table: shape, numel, active, density (``print`` it)."""
-        return density_report(self.ctx.params, self.ctx.masks, self._active)
+        return density_report(self.ctx.params, self.ctx.masks, self._counts())
+
+    def _counts(self) -> dict[str, int]:
+        """Active weights per layer (FSDP2: as counted at the last update)."""
+        return self._active if self._sharded else {n: count_true(m) for n, m in self.ctx.masks.items()}
 
     def itop_rate(self) -> float:
         """Fraction of weights ever active (ITOP's R_s, ALGORITHMS.md 1.6)."""
@@ -214,7 +219,8 @@ class Sparsifier:
             # a full mask for a sharded weight (a state saved without FSDP2): keep this rank's slice
             ctx.masks[n] = sharding.shard_like(m, p) if self._sharded and not sharding.is_sharded(m) else m
         distributed.broadcast_masks(ctx.masks)
-        self._active = {n: sharding.count(m) for n, m in ctx.masks.items()}
+        if self._sharded:  # counted over all ranks here, where every rank takes part, so rank 0 may ask alone
+            self._active = {n: sharding.count(m) for n, m in ctx.masks.items()}
         # float masks are converted again only for masks that changed (ops replace a mask
         # when they change it; the version counter catches in-place edits)
         old, fmask = self._fmask_src, {}
