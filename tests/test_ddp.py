@@ -7,12 +7,7 @@ and weights after each update and writes what it saw to a JSON file.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +18,7 @@ from sparsetrain.methods import method_signature
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _kit import all_variants  # noqa: E402
+from _launch import run_two_ranks  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
@@ -32,30 +28,9 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(out)]
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"DDP worker timed out after 240 s:\n{(e.stderr or '')[-4000:]}")
-    elapsed = time.monotonic() - start
-    result_file = out / "ddp_results.json"
-    assert proc.returncode == 0 and result_file.exists(), (
-        f"DDP worker failed (rc={proc.returncode}):\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}")
-    results = json.loads(result_file.read_text())
-    results["elapsed_s"] = elapsed
-    return results
+    return run_two_ranks(WORKER, tmp_path_factory.mktemp("ddp"), "ddp_results.json", timeout=240)
 
 
 def test_two_ranks_ran_every_method(ddp_results):

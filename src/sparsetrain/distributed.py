@@ -23,10 +23,16 @@ def broadcast_masks(masks: dict[str, Tensor]) -> None:
     Ranks already agree when gradients are all-reduced and generators share a
     seed; broadcasting after each update (rare) makes that a guarantee rather
     than an assumption, at the cost of one byte per weight per update.
+    An FSDP2 shard (a DTensor mask) is this rank's own: its full mask was
+    broadcast before it was cut (``sharding.full_view``), so it is left alone.
     """
+    from sparsetrain.sharding import is_sharded  # sharding builds on this module
+
     if world_size() == 1:
         return
     for name in sorted(masks):
+        if is_sharded(masks[name]):
+            continue
         buf = masks[name].to(torch.uint8)
         dist.broadcast(buf, src=0)
         masks[name] = buf.bool()

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sparsetrain import distributed
+from sparsetrain import distributed, sharding
 from sparsetrain.context import SparseContext
 from sparsetrain.core.kernels import count_true
 from sparsetrain.core.selection import select_parameters, unwrap
@@ -67,7 +67,11 @@ class Sparsifier:
             raise SparsetrainError("this optimizer already has a sparsifier attached; call "
                                    ".detach() on the old one first.")
         self.model, self.optimizer, self.method = model, optimizer, method
+        sharding.check_wrappers(model)
         params = select_parameters(model, include, exclude, embeddings)
+        #: FSDP2: weights, gradients, state and masks are DTensors; the hot path works on local shards
+        self._sharded = sharding.check_sharded(params)
+        self._slots = sharding.parameter_slots(unwrap(model), list(params))  # to see fully_shard after attach
         generator = torch.Generator().manual_seed(int(seed))
         self.ctx = SparseContext(params=params, masks={}, optimizer=optimizer,
                                  total_steps=total_steps, generator=generator, model=unwrap(model),
@@ -80,7 +84,8 @@ class Sparsifier:
         self._fmask_list: list = []
         self._coupled_params: list = []
         self._coupled_masks: list = []
-        event = method.init(self.ctx)
+        with sharding.full_view(self.ctx) as view:
+            event = method.init(view)
         self._apply_topology()
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
         self.history.append({"step": 0, **event, "density": self.density()})
@@ -103,16 +108,19 @@ class Sparsifier:
 
     def density(self) -> float:
         """Overall density over the sparsified parameters (active / total)."""
-        masks = self.ctx.masks.values()
-        return sum(count_true(m) for m in masks) / sum(m.numel() for m in masks)
+        return sum(self._counts().values()) / self.ctx.total_numel()
 
     def report(self) -> DensityReport:
         """Per-layer table: shape, numel, active, density (``print`` it)."""
-        return density_report(self.ctx.params, self.ctx.masks)
+        return density_report(self.ctx.params, self.ctx.masks, self._counts())
+
+    def _counts(self) -> dict[str, int]:
+        """Active weights per layer (FSDP2: as counted at the last update)."""
+        return self._active if self._sharded else {n: count_true(m) for n, m in self.ctx.masks.items()}
 
     def itop_rate(self) -> float:
         """Fraction of weights ever active (ITOP's R_s, ALGORITHMS.md 1.6)."""
-        fired = sum(count_true(m) for m in self.fired.values())
+        fired = sum(sharding.count(m) for m in self.fired.values())
         return fired / self.ctx.total_numel()
 
     def __repr__(self) -> str:
@@ -134,28 +142,28 @@ class Sparsifier:
     @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
         ctx = self.ctx
+        sharding.check_not_resharded(self._slots)
         grads = {n: p.grad for n, p in ctx.params.items() if p.grad is not None}
         for observe in self.method.observers:
             observe(ctx, grads)
         self._due = self.method.due(ctx.step + 1, ctx.total_steps) if self.method.updates else []
         if self._due and any(u.op.needs_grad for u in self._due):
             ctx.grads = {n: g.detach().clone() for n, g in grads.items()}
+        values = [sharding.local(g) for g in grads.values()] if self._sharded else list(grads.values())
         if len(grads) == len(self._fmask_list):  # every parameter has a gradient: the cached list
-            torch._foreach_mul_(list(grads.values()), self._fmask_list)
+            torch._foreach_mul_(values, self._fmask_list)
         elif grads:
-            torch._foreach_mul_(list(grads.values()), [self._fmask[n] for n in grads])
+            torch._foreach_mul_(values, [self._fmask[n] for n in grads])
         for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
             if p.grad is not None:
-                p.grad.mul_(m)
+                sharding.local(p.grad).mul_(m)
 
     @torch.no_grad()
     def _post_step(self, optimizer, args, kwargs) -> None:
         # torch calls step hooks with args = (optimizer, *step_args): a closure is args[1] or a kwarg
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if type(optimizer) not in ZERO_PRESERVING or closure is not None:
-            torch._foreach_mul_(self._param_list, self._fmask_list)
-            for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
-                p.mul_(m)
+            self._mask_weights()
             self._mask_optimizer_state()
         self.ctx.step += 1
         if self._due:
@@ -192,10 +200,11 @@ class Sparsifier:
 
     def _run(self, updates) -> None:
         event: dict[str, Any] = {}
-        for i, update in enumerate(updates):
-            if i:  # the original applies masks after each update: what one removed, the next regrows from 0
-                self.ctx.zero_inactive()
-            event.update(update.op(self.ctx))
+        with sharding.full_view(self.ctx) as view:
+            for i, update in enumerate(updates):
+                if i:  # the original applies masks after each update: what one removed, the next regrows from 0
+                    view.zero_inactive()
+                event.update(update.op(view))
         self._apply_topology()
         for n, m in self.ctx.masks.items():
             self.fired[n] |= m
@@ -206,8 +215,12 @@ class Sparsifier:
         """Make masks exact and identical on all ranks, then zero weights and optimizer state."""
         ctx = self.ctx
         for n, p in ctx.params.items():
-            ctx.masks[n] = ctx.masks[n].to(device=p.device, dtype=torch.bool)
+            m = ctx.masks[n].to(device=p.device, dtype=torch.bool)
+            # a full mask for a sharded weight (a state saved without FSDP2): keep this rank's slice
+            ctx.masks[n] = sharding.shard_like(m, p) if self._sharded and not sharding.is_sharded(m) else m
         distributed.broadcast_masks(ctx.masks)
+        if self._sharded:  # counted over all ranks here, where every rank takes part, so rank 0 may ask alone
+            self._active = {n: sharding.count(m) for n, m in ctx.masks.items()}
         # float masks are converted again only for masks that changed (ops replace a mask
         # when they change it; the version counter catches in-place edits)
         old, fmask = self._fmask_src, {}
@@ -218,19 +231,25 @@ class Sparsifier:
                     and src[2].device == p.device and src[2]._version == src[3]:
                 fmask[n] = src[2]
             else:
-                fmask[n] = m.to(p.dtype)
+                fmask[n] = sharding.local(m).to(p.dtype)
         self._fmask_src = {n: (ctx.masks[n], ctx.masks[n]._version, f, f._version) for n, f in fmask.items()}
         self._fmask = fmask
         self._param_list = list(ctx.params.values())
         self._fmask_list = [self._fmask[n] for n in ctx.params]
-        # coupled 1-D parameters follow the output units that still have an active weight
+        # coupled 1-D parameters follow the output units that still have an active weight (under
+        # FSDP2 a weight and its bias are both cut along dim 0 at the same rows: local rows match)
         self._coupled_params = [p for p, _ in ctx.coupled.values()]
-        self._coupled_masks = [ctx.masks[src].reshape(ctx.masks[src].shape[0], -1).any(1).to(p.dtype)
+        self._coupled_masks = [_rows_alive(sharding.local(ctx.masks[src])).to(p.dtype)
                                for p, src in ctx.coupled.values()]
-        torch._foreach_mul_(self._param_list, self._fmask_list)
-        for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
-            p.mul_(m)
+        self._mask_weights()
         self._mask_optimizer_state()
+
+    def _mask_weights(self) -> None:
+        # FSDP2 may re-point a parameter's local shard (at its first forward): look it up every time
+        weights = [sharding.local(p) for p in self._param_list] if self._sharded else self._param_list
+        torch._foreach_mul_(weights, self._fmask_list)
+        for p, m in zip(self._coupled_params, self._coupled_masks, strict=True):
+            sharding.local(p).mul_(m)
 
     def _mask_optimizer_state(self) -> None:
         if self.optimizer is None:
@@ -241,7 +260,7 @@ class Sparsifier:
         for p, fmask in pairs:
             for value in self.optimizer.state.get(p, {}).values():
                 if isinstance(value, Tensor) and value.shape == p.shape:
-                    states.append(value)
+                    states.append(sharding.local(value))
                     masks.append(fmask if value.dtype == p.dtype else fmask.to(value.dtype))
         if states:
             torch._foreach_mul_(states, masks)
@@ -296,9 +315,9 @@ class Sparsifier:
         self.ctx.masks = {n: m.clone() for n, m in state["masks"].items()}
         self.ctx.generator.set_state(state["generator"])
         device = next(iter(self.ctx.params.values())).device
-        self.ctx.state = _to_device(state["method_state"], device)
+        self.ctx.state = sharding.shard_state(_to_device(state["method_state"], device), self.ctx.params)
         self._apply_topology()
-        self.fired = {n: state["fired"][n].to(self.ctx.masks[n].device).clone() for n in self.ctx.masks}
+        self.fired = {n: _like(state["fired"][n], self.ctx.masks[n]) for n in self.ctx.masks}
 
     def detach(self) -> nn.Module:
         """Remove the hooks; the model stays a plain module with its zeros."""
@@ -308,6 +327,17 @@ class Sparsifier:
         if self.optimizer is not None:
             self.optimizer._sparsetrain_attached = False  # type: ignore[attr-defined]
         return self.model
+
+
+def _rows_alive(mask: Tensor) -> Tensor:
+    """Per output unit (dim 0): whether any of its weights is active."""
+    return mask.reshape(mask.shape[0], -1).any(1)
+
+
+def _like(mask: Tensor, like: Tensor) -> Tensor:
+    """A saved mask as a copy on ``like``'s device and in its layout (a full mask is cut to a shard)."""
+    mask = mask.to(like.device).clone()
+    return sharding.shard_like(mask, like) if sharding.is_sharded(like) and not sharding.is_sharded(mask) else mask
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -34,8 +34,12 @@ class DensityReport:
         return "\n".join(lines)
 
 
-def density_report(params: dict[str, Tensor], masks: dict[str, Tensor]) -> DensityReport:
+def density_report(params: dict[str, Tensor], masks: dict[str, Tensor],
+                   active: dict[str, int] | None = None) -> DensityReport:
     """Build a :class:`DensityReport` from parameters and their masks.
+
+    ``active`` gives the counts when the caller has them (the engine counts
+    sharded FSDP2 masks over all ranks once per update).
 
     Example:
         >>> w = torch.zeros(2, 3); m = torch.tensor([[1, 0, 0], [0, 1, 1]], dtype=torch.bool)
@@ -45,7 +49,7 @@ def density_report(params: dict[str, Tensor], masks: dict[str, Tensor]) -> Densi
     rows = []
     for name, p in params.items():
         numel = math.prod(p.shape)
-        active = int(torch.count_nonzero(masks[name]))
-        rows.append({"name": name, "shape": list(p.shape), "numel": numel, "active": active,
-                     "density": active / numel})
+        n_active = int(torch.count_nonzero(masks[name])) if active is None else active[name]
+        rows.append({"name": name, "shape": list(p.shape), "numel": numel, "active": n_active,
+                     "density": n_active / numel})
     return DensityReport(rows)
