@@ -39,6 +39,10 @@ class SparseContext:
         data: an iterable of ``(inputs, targets)`` batches for ops that score
             weights on data before training (SNIP, GraSP); read once at init.
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` used with ``data``.
+        removed: ``{name: weights}`` physically removed from each parameter by
+            shrinking (:mod:`sparsetrain.structured.shrink`). They still count in
+            :meth:`numel`, so densities and budgets keep referring to the
+            original sizes and a shrunk run picks the same masks as a masked one.
     """
 
     params: dict[str, nn.Parameter]
@@ -54,6 +58,7 @@ class SparseContext:
     example_input: Any = None
     data: Any = None
     loss_fn: Any = None
+    removed: dict[str, int] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -66,8 +71,8 @@ class SparseContext:
         return {n: p.shape for n, p in self.params.items()}
 
     def numel(self, name: str) -> int:
-        """Number of weights of ``name``."""
-        return math.prod(self.params[name].shape)
+        """Number of weights of ``name`` at its original size (shrinking does not change it)."""
+        return math.prod(self.params[name].shape) + self.removed.get(name, 0)
 
     def active(self, name: str) -> int:
         """Number of active weights of ``name`` (counted, never summed from floats)."""
@@ -78,7 +83,7 @@ class SparseContext:
         return sum(self.active(n) for n in self.params)
 
     def total_numel(self) -> int:
-        """Weights over all sparsified parameters."""
+        """Weights over all sparsified parameters, at their original sizes."""
         return sum(self.numel(n) for n in self.params)
 
     def grad(self, name: str) -> Tensor:

@@ -58,7 +58,8 @@ class Sparsifier:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, method: Method, *,
                  total_steps: int, seed: int = 0, include=None, exclude=(), embeddings: bool = False,
                  hooks: bool = True, example_input: Any = None, data: Any = None,
-                 loss_fn: Any = None) -> None:
+                 loss_fn: Any = None, shrink: bool = False, shrink_every: int | None = None,
+                 shrink_strict: bool = True) -> None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
             raise SparsetrainError(
                 f"total_steps must be a positive int (the number of optimizer steps in training, "
@@ -84,11 +85,20 @@ class Sparsifier:
         self._fmask_list: list = []
         self._coupled_params: list = []
         self._coupled_masks: list = []
+        #: ever-active weights in channels a shrink removed (they still count in itop_rate)
+        self.fired_removed = 0
+        #: width-spec entries of the modules a shrink narrowed (``{"module": {type, attrs, tensors}}``)
+        self.widths: dict[str, Any] = {}
+        self._shrinker = None
         with sharding.full_view(self.ctx) as view:
             event = method.init(view)
         self._apply_topology()
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
         self.history.append({"step": 0, **event, "density": self.density()})
+        if shrink:
+            from sparsetrain.structured.shrink import Shrinker
+            self._shrinker = Shrinker(every=shrink_every, strict=shrink_strict)
+            self._shrinker.check(self)
         if optimizer is not None:
             optimizer._sparsetrain_attached = True  # type: ignore[attr-defined]
             if hooks:
@@ -120,7 +130,7 @@ class Sparsifier:
 
     def itop_rate(self) -> float:
         """Fraction of weights ever active (ITOP's R_s, ALGORITHMS.md 1.6)."""
-        fired = sum(sharding.count(m) for m in self.fired.values())
+        fired = sum(sharding.count(m) for m in self.fired.values()) + self.fired_removed
         return fired / self.ctx.total_numel()
 
     def __repr__(self) -> str:
@@ -170,6 +180,28 @@ class Sparsifier:
             self._run(self._due)
         self._due = []
         self.ctx.grads = {}
+        if self._shrinker is not None and self._shrinker.due(self):
+            self.shrink()
+
+    def shrink(self) -> dict[str, Any]:
+        """Narrow the model now: remove every channel the method froze (``attach(..., shrink=True)``).
+
+        Runs by itself on the shrink cadence; call it to shrink at another
+        point (e.g. before saving). Returns the history entry (channels removed,
+        parameters left). docs/guides/faster.md, "Shrink while training".
+        """
+        from sparsetrain.structured.shrink import Shrinker, shrink
+        if self._shrinker is None:
+            self._shrinker = Shrinker()
+            self._shrinker.check(self)
+        event = {"step": self.ctx.step, **shrink(self)}
+        self.history.append(event)
+        return event
+
+    def width_spec(self) -> dict[str, Any]:
+        """The width spec of the narrowed modules (:func:`sparsetrain.structured.widths.rebuild` reads it)."""
+        return {"format": "sparsetrain-width-spec", "version": 1, "model": type(self.ctx.model).__name__,
+                "removed": {}, "widths": dict(self.widths)}
 
     @torch.no_grad()
     def update(self, op: Op, grads: dict[str, Tensor] | None = None) -> dict[str, Any]:
@@ -284,6 +316,9 @@ class Sparsifier:
             "fired": {n: m.detach().cpu().clone() for n, m in self.fired.items()},
             "generator": self.ctx.generator.get_state(),
             "method_state": _to_cpu(self.ctx.state),
+            "removed": dict(self.ctx.removed),
+            "fired_removed": self.fired_removed,
+            "width_spec": self.width_spec(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,6 +348,9 @@ class Sparsifier:
         self.ctx.step = int(state["step"])
         self.ctx.total_steps = int(state["total_steps"])
         self.ctx.masks = {n: m.clone() for n, m in state["masks"].items()}
+        self.ctx.removed = dict(state.get("removed", {}))
+        self.fired_removed = int(state.get("fired_removed", 0))
+        self.widths = dict(state.get("width_spec", {}).get("widths", {}))
         self.ctx.generator.set_state(state["generator"])
         device = next(iter(self.ctx.params.values())).device
         self.ctx.state = sharding.shard_state(_to_device(state["method_state"], device), self.ctx.params)
@@ -363,7 +401,8 @@ def _to_device(obj: Any, device: torch.device) -> Any:
 def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: str | Method = "rigl", *,
            total_steps: int | None = None, seed: int = 0, include=None, exclude=(),
            embeddings: bool = False, hooks: bool = True, example_input: Any = None, data: Any = None,
-           loss_fn: Any = None, **method_kwargs: Any) -> Sparsifier:
+           loss_fn: Any = None, shrink: bool = False, shrink_every: int | None = None, shrink_strict: bool = True,
+           **method_kwargs: Any) -> Sparsifier:
     """Make ``model`` train sparse with ``method``; the training loop stays as it was.
 
     Args:
@@ -383,6 +422,14 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
             score weights on data at initialisation (SNIP, GraSP).
         loss_fn: ``loss_fn(outputs, targets)``, used with ``data``
             (default: cross-entropy, applied by the methods that need it).
+        shrink: narrow the model in place while it trains, as the method
+            removes channels for good (Chase), so training gets faster;
+            outputs are unchanged. Needs ``example_input``.
+            docs/guides/faster.md, "Shrink while training".
+        shrink_every: shrink every this many optimizer steps (default: after
+            each of the method's channel-removal events).
+        shrink_strict: with False, a model the dependency graph cannot trace
+            trains unshrunk after a warning instead of failing at attach.
         **method_kwargs: the method's hyperparameters (``density``, ...).
 
     Example:
@@ -413,4 +460,5 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
         raise SparsetrainError(f"method must be a registered name or a Method, got {type(method).__name__}.")
     return Sparsifier(model, optimizer, method, total_steps=total_steps, seed=seed, include=include,
                       exclude=exclude, embeddings=embeddings, hooks=hooks, example_input=example_input,
-                      data=data, loss_fn=loss_fn)
+                      data=data, loss_fn=loss_fn, shrink=shrink, shrink_every=shrink_every,
+                      shrink_strict=shrink_strict)

@@ -15,6 +15,7 @@ from sparsetrain.ops.channels import (
     drop_global,
     grow_global_to,
     prune_channels,
+    shrink_rule,
 )
 from sparsetrain.ops.channels import channel_sparsity as sparsity_curve
 from sparsetrain.schedules import constant, cosine_decay
@@ -104,12 +105,14 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
                      grow_global_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
     updates = []
     init = ops.init_random(distribution, density)
+    shrink = None
     if channel_sparsity > 0:
         init = ops.chain(init, channel_plan(channel_sparsity, min_ratio, prune_skip, ignore))
         removal = prune_channels(sparsity_curve(channel_sparsity, end, curve), score, score_norm)
         updates.append(ops.when(channel_cadence(channel_every, offset, end), removal))
+        shrink = shrink_rule(channel_cadence(channel_every, offset, end))
     switch = soft_end if mest else 0.0
     if mest:
         updates.append(ops.when(cadence.every(update_every, end=switch), soft))
     updates.append(ops.when(cadence.every(update_every, start=switch), dst))
-    return Method(init=init, updates=tuple(updates))
+    return Method(init=init, updates=tuple(updates), shrink=shrink)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from sparsetrain.context import SparseContext
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.ops.base import Op, Update
+from sparsetrain.ops.base import Op, Shrink, Update
 
 #: called before every optimizer step with the dense gradients (e.g. SNFS's EMA)
 Observer = Callable[[SparseContext, dict[str, Tensor]], None]
@@ -20,7 +20,8 @@ Observer = Callable[[SparseContext, dict[str, Tensor]], None]
 
 @dataclass
 class Method:
-    """A sparse-training method: an initial topology, scheduled updates, per-step observers.
+    """A sparse-training method: an initial topology, scheduled updates, per-step observers and,
+    for a method that empties channels for good, how the model may be narrowed while it trains.
 
     Example:
         >>> from sparsetrain import ops
@@ -34,6 +35,8 @@ class Method:
     observers: tuple[Observer, ...] = ()
     name: str = "custom"
     config: dict[str, Any] = field(default_factory=dict)
+    #: set by methods that empty whole channels for good (``attach(..., shrink=True)``)
+    shrink: Shrink | None = None
 
     def due(self, step: int, total: int) -> list[Update]:
         """The updates that run after optimizer step ``step``."""

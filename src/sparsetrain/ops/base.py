@@ -87,6 +87,36 @@ class Update:
         return self.cadence(step, total)
 
 
+@dataclass(frozen=True)
+class Shrink:
+    """How a method lets the engine narrow the model while it trains (``attach(..., shrink=True)``).
+
+    A method that empties whole channels *for good* declares it with this; one
+    without it has nothing to shrink.
+
+    Attributes:
+        frozen: ``ctx -> {parameter name: bool}``: positions that will never be
+            active again (a removed channel's rows and columns). A channel is
+            narrowed away only when every weight slice that produces or reads
+            it is frozen, so a channel the method may still regrow into stays.
+        narrow: ``(ctx, keep) -> None``: narrows the method's own state that is
+            not filed under a parameter's name (e.g. a per-channel plan);
+            ``keep`` is ``{parameter name: {dim: kept indices}}``. State filed
+            under a parameter's name and shaped like it is narrowed generically.
+        due: ``(step, total) -> bool``: the default shrink cadence (e.g. right
+            after each channel-removal event).
+
+    Example:
+        >>> never = Shrink(frozen=lambda ctx: {}, due=lambda step, total: False)
+        >>> never.narrow is None
+        True
+    """
+
+    frozen: Callable[[SparseContext], dict[str, Any]]
+    due: Cadence
+    narrow: Callable[[SparseContext, dict[str, dict[int, Any]]], None] | None = None
+
+
 def when(cadence: Cadence, op: Op) -> Update:
     """Schedule ``op`` on ``cadence`` (optax-style combinator)."""
     return Update(cadence, op)

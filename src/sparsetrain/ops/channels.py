@@ -3,8 +3,11 @@ alternatives), the gradual channel-sparsity schedule with the minimum width, exa
 selection and removal, and global growth restricted to the surviving channels.
 
 The plan lives in ``ctx.state["chase"]`` (tensors and primitives, so it round-trips through
-the sparsifier's state_dict): per channel group its alive flags, minimum width and the
-positions of its producer weights (output slices) and consumer weights (input slices).
+the sparsifier's state_dict): per channel group its alive flags, minimum width, original size
+and fan-in, and the positions of its producer weights (output slices) and consumer weights
+(input slices). Removed channels never come back, so a model may be narrowed while it trains
+(:data:`SHRINK`, :mod:`sparsetrain.structured.shrink`): the plan keeps counting against the
+original sizes, so a shrunk run removes and grows exactly what a masked run does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from sparsetrain.context import SparseContext
 from sparsetrain.core.topk import exact_count, floor_count, global_topk
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.ops.base import Op
+from sparsetrain.ops.base import Op, Shrink
 from sparsetrain.schedules import Schedule
 
 SCORES = ("umm", "mask_wise", "kernel_wise", "connection_wise")
@@ -86,7 +89,7 @@ def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: I
         if ctx.model is None or ctx.example_input is None:
             raise SparsetrainError("chase removes channels found by tracing the model: attach it with "
                                    "example_input=<an input batch> (the trainer does this).")
-        plan: dict = {"alive": {}, "min": {}, "producers": {}, "consumers": {}}
+        plan: dict = {"alive": {}, "min": {}, "producers": {}, "consumers": {}, "size": {}, "fan": {}}
         params = dict(ctx.model.named_parameters())
         for g in channel_groups(ctx.model, ctx.example_input, prune_skip=prune_skip, ignore=ignore):
             weights = [s for s in g.producers if s.param.endswith("weight")]
@@ -94,6 +97,9 @@ def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: I
                 continue
             plan["alive"][g.name] = torch.ones(g.size, dtype=torch.bool)
             plan["min"][g.name] = min_width(g.size, target, beta)
+            plan["size"][g.name] = g.size
+            plan["fan"][g.name] = [sum(_fan(params[s.param].shape, s.dim, k) * len(s.index[0]) for s in weights)
+                                   for k in (False, True)]
             plan["producers"][g.name] = [[s.param, s.dim, s.positions()] for s in weights]
             plan["consumers"][g.name] = [[s.param, s.dim, s.positions()] for s in g.consumers]
             for s in g.producers:
@@ -103,6 +109,12 @@ def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: I
         ctx.state[KEY] = plan
         return {"channel_groups": len(plan["alive"]), "channels": plan["total"]}
     return Op(run, name="channel_plan")
+
+
+def _fan(shape: torch.Size, dim: int, kernels: bool) -> int:
+    """Weights (or kernels) per channel row of a producer: the denominator of the channel scores."""
+    per_row = math.prod(shape) // shape[dim]
+    return per_row // math.prod(shape[2:]) if kernels else per_row
 
 
 def _rows(t: Tensor, dim: int, pos: Tensor) -> Tensor:
@@ -123,7 +135,8 @@ def channel_scores(ctx: SparseContext, how: str = "umm") -> dict[str, Tensor]:
     if how not in SCORES:
         raise unknown_choice("channel score", how, SCORES)
     out = {}
-    for name, slices in ctx.state[KEY]["producers"].items():
+    plan = ctx.state[KEY]
+    for name, slices in plan["producers"].items():
         num = den = None
         for param, dim, pos in slices:
             mask = ctx.masks[param]
@@ -140,11 +153,14 @@ def channel_scores(ctx: SparseContext, how: str = "umm") -> dict[str, Tensor]:
                 a, b = rows.sum(1), rows.shape[1]
             num = a if num is None else num + a
             den = b if den is None else den + b
+        if how != "mask_wise" and name in plan.get("fan", {}):  # the fan-in before any shrink
+            den = plan["fan"][name][int(how == "kernel_wise")]
         out[name] = (num / den if how != "mask_wise" else num / den.clamp(min=1)).cpu()
     return out
 
 
-def normalize_scores(scores: dict[str, Tensor], alive: dict[str, Tensor], how: str = "none") -> dict[str, Tensor]:
+def normalize_scores(scores: dict[str, Tensor], alive: dict[str, Tensor], how: str = "none",
+                     sizes: dict[str, int] | None = None) -> dict[str, Tensor]:
     """Make channel scores comparable across groups before the global ranking (our extension).
 
     ``none`` (the seed, ALGORITHMS.md 5.2): scores as they are, ranked globally. UMM then
@@ -156,7 +172,9 @@ def normalize_scores(scores: dict[str, Tensor], alive: dict[str, Tensor], how: s
     rule self-limiting: a group that lost channels has a lower mean, so its survivors
     look stronger at the next event. (Dividing by the survivors' mean does the opposite
     and, measured on VGG-19, piles removal onto a few layers again.) A group whose
-    scores are all 0 keeps zeros: its channels are empty and free to remove.
+    scores are all 0 keeps zeros: its channels are empty and free to remove. ``sizes``
+    are the groups' original channel counts (default: the length of each score vector;
+    they differ once a model is shrunk).
 
     Example:
         >>> s = {"a": torch.tensor([1.0, 3.0]), "b": torch.tensor([0.1, 0.2, 9.0])}
@@ -171,7 +189,7 @@ def normalize_scores(scores: dict[str, Tensor], alive: dict[str, Tensor], how: s
         return scores
     out = {}
     for name, score in scores.items():
-        mean = score[alive[name].to(score.device)].sum() / score.numel()
+        mean = score[alive[name].to(score.device)].sum() / (sizes or {}).get(name, score.numel())
         out[name] = score / mean if float(mean) > 0 else torch.zeros_like(score)
     return out
 
@@ -264,6 +282,46 @@ def surviving(ctx: SparseContext) -> dict[str, Tensor]:
     return out
 
 
+def frozen(ctx: SparseContext) -> dict[str, Tensor]:
+    """``{param: bool}``: True on the slices of removed channels, which never become active again."""
+    return {param: ~allowed for param, allowed in surviving(ctx).items()}
+
+
+def _renumber(pos: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """New positions of ``pos`` along a dimension that now holds only ``kept`` (sorted), and which survive."""
+    kept = kept.to(pos.device)
+    new = torch.searchsorted(kept, pos).clamp(max=kept.numel() - 1)
+    return new, kept[new] == pos
+
+
+def narrow_plan(ctx: SparseContext, keep: dict[str, dict[int, Tensor]]) -> None:
+    """Follow a shrink: drop the plan's entries for channels that are gone, renumber the positions.
+
+    Counts (``total``, ``size``, ``fan``, ``min``) keep their original values, so
+    the channel schedule and the scores see the run as if nothing were narrowed.
+    """
+    plan = ctx.state.get(KEY)
+    for name in list(plan["alive"]) if plan else []:
+        param, dim, pos = plan["producers"][name][0]
+        if dim not in keep.get(param, {}):
+            continue
+        _, ok = _renumber(pos, keep[param][dim])
+        stays = ok.all(1)
+        plan["alive"][name] = plan["alive"][name][stays.to(plan["alive"][name].device)]
+        for part in ("producers", "consumers"):
+            entries = []
+            for p, d, q in plan[part][name]:
+                q = q[stays.to(q.device)]
+                entries.append([p, d, _renumber(q, keep[p][d])[0] if d in keep.get(p, {}) else q])
+            plan[part][name] = entries
+
+
+def shrink_rule(due) -> Shrink:
+    """The :class:`~sparsetrain.ops.base.Shrink` of a method whose channels are removed by :func:`prune_channels`
+    on the cadence ``due``: frozen = the removed channels' slices, and the plan follows each shrink."""
+    return Shrink(frozen=frozen, due=due, narrow=narrow_plan)
+
+
 def prune_channels(sparsity: Schedule, score: str = "umm", norm: str = "none") -> Op:
     """One channel-removal event: bring the removed share of the plan's channels up to S(t).
 
@@ -284,7 +342,7 @@ def prune_channels(sparsity: Schedule, score: str = "umm", norm: str = "none") -
         k = floor_count(s * plan["total"]) - done
         before = ctx.total_active()
         alive = {g: a.cpu() for g, a in plan["alive"].items()}  # the plan may live on the GPU after a resume
-        scores = normalize_scores(channel_scores(ctx, score), alive, norm) if k > 0 else {}
+        scores = normalize_scores(channel_scores(ctx, score), alive, norm, plan.get("size")) if k > 0 else {}
         n = remove_channels(ctx, select_channels(scores, alive, plan["min"], k, ctx.generator)) if k > 0 else 0
         return {"channel_sparsity": round((done + n) / plan["total"], 6), "channels_removed": n,
                 "weights_freed": before - ctx.total_active()}
@@ -323,5 +381,5 @@ def drop_global(fraction: Schedule, criterion: str | Criterion = "magnitude") ->
 
 
 __all__ = ["CURVES", "SCORES", "SCORE_NORMS", "channel_cadence", "channel_plan", "channel_scores",
-           "channel_sparsity", "drop_global", "grow_global_to", "min_width", "normalize_scores", "prune_channels",
-           "remove_channels", "select_channels", "surviving"]
+           "channel_sparsity", "drop_global", "frozen", "grow_global_to", "min_width", "narrow_plan",
+           "normalize_scores", "prune_channels", "remove_channels", "select_channels", "shrink_rule", "surviving"]

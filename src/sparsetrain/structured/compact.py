@@ -165,21 +165,39 @@ def _plan(group, params, modules, inputs, empty: list[int], approximate: bool, r
     return plan
 
 
-def _keep_index(n: int, drop: set[int]) -> Tensor:
-    return torch.tensor([i for i in range(n) if i not in drop], dtype=torch.long)
+def channel_drops(groups, removed: list[list[int]]) -> dict[str, dict[int, set[int]]]:
+    """``{module: {dim: positions}}`` to delete when ``removed[i]`` root channels of ``groups[i]`` go.
 
-
-def _remove(model: nn.Module, groups, plans: list[_Plan]) -> None:
-    """Apply every plan: slice producers, norms and consumers, then add the folded shifts to biases."""
+    Producer rows, consumer columns (a flatten maps one channel to several) and
+    the entries of the group's channel-wise norms (dim 0).
+    """
     drops: dict[str, dict[int, set[int]]] = {}
-    for g, plan in zip(groups, plans, strict=True):
-        root = torch.tensor(plan.removed, dtype=torch.long)
+    for g, chosen in zip(groups, removed, strict=True):
+        root = torch.tensor(chosen, dtype=torch.long)
         for s in (*g.producers, *g.consumers):
             if s.param.endswith(".weight"):
                 module = s.param.rsplit(".", 1)[0]
                 drops.setdefault(module, {}).setdefault(s.dim, set()).update(s.positions()[root].flatten().tolist())
         for norm in g.norms:
-            drops.setdefault(norm, {}).setdefault(0, set()).update(plan.removed)
+            drops.setdefault(norm, {}).setdefault(0, set()).update(chosen)
+    return drops
+
+
+def keep_indices(model: nn.Module, drops: dict[str, dict[int, set[int]]]) -> dict[str, dict[int, Tensor]]:
+    """The complement of :func:`channel_drops`: ``{module: {dim: kept positions (sorted)}}``."""
+    modules = dict(model.named_modules())
+    keep = {}
+    for name, dims in drops.items():
+        module = modules[name]
+        layer = hasattr(module, "in_channels") or hasattr(module, "in_features")
+        keep[name] = {d: torch.tensor([i for i in range(module.weight.shape[d] if layer else _features(module))
+                                       if i not in drop], dtype=torch.long) for d, drop in dims.items()}
+    return keep
+
+
+def _remove(model: nn.Module, groups, plans: list[_Plan]) -> None:
+    """Apply every plan: slice producers, norms and consumers, then add the folded shifts to biases."""
+    keep = keep_indices(model, channel_drops(groups, [plan.removed for plan in plans]))
     modules = dict(model.named_modules())
     for plan in plans:  # shifts are computed on the full widths: fold first, then slice
         for name, shift in plan.shifts.items():
@@ -189,11 +207,8 @@ def _remove(model: nn.Module, groups, plans: list[_Plan]) -> None:
                                                        dtype=module.weight.dtype, device=module.weight.device))
             with torch.no_grad():
                 module.bias.add_(shift.to(module.bias))
-    for name, dims in drops.items():
-        module = modules[name]
-        sizes = {d: (module.weight.shape[d] if hasattr(module, "in_channels") or hasattr(module, "in_features")
-                     else _features(module)) for d in dims}
-        resize_module(module, {d: _keep_index(sizes[d], drop) for d, drop in dims.items()})
+    for name, dims in keep.items():
+        resize_module(modules[name], dims)
 
 
 def _features(module: nn.Module) -> int:
@@ -287,4 +302,4 @@ def _verify(small: nn.Module, example_input: Any, reference: Any, approximate: b
                                "misread an operation of this model; compaction is not possible for it.")
 
 
-__all__ = ["compact", "rebuild"]
+__all__ = ["channel_drops", "compact", "keep_indices", "rebuild"]

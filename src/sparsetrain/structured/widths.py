@@ -38,28 +38,36 @@ def _index(t: Tensor | None, dim: int, idx: Tensor) -> Tensor | None:
     return None if t is None else t.detach().index_select(dim, idx.to(t.device)).clone()
 
 
-def _set(module: nn.Module, name: str, value: Tensor | None) -> None:
+def _set(module: nn.Module, name: str, value: Tensor | None, in_place: bool = False) -> None:
     if value is None:
         return
-    if name in module._parameters:
+    if in_place and module._parameters.get(name) is not None:
+        old = module._parameters[name]
+        old.data = value  # the same Parameter object: optimizers, hooks and user references stay valid
+        if old.grad is not None:
+            old.grad = None
+    elif name in module._parameters:
         module._parameters[name] = nn.Parameter(value, requires_grad=module._parameters[name].requires_grad)
     else:
         module._buffers[name] = value
 
 
-def resize_module(module: nn.Module, keep: dict[int, Tensor]) -> None:
+def resize_module(module: nn.Module, keep: dict[int, Tensor], *, in_place: bool = False) -> None:
     """Keep only the indices ``keep[dim]`` along weight dimension ``dim`` (norms: dim 0 = features).
 
     Conv / Linear: dim 0 and 1 of the weight (the bias follows the output
     dimension); BatchNorm / InstanceNorm / channel-wise GroupNorm: the features.
     Width attributes (``out_channels``, ``in_features``, ...) are updated.
+    ``in_place=True`` narrows the existing ``nn.Parameter`` objects (their
+    ``.data``; gradients are dropped) instead of creating new ones, so an
+    optimizer that holds them keeps working (:mod:`sparsetrain.structured.shrink`).
     """
     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
         out_dim = 1 if getattr(module, "transposed", False) else 0
         for dim, idx in keep.items():
-            _set(module, "weight", _index(module.weight, dim, idx))
+            _set(module, "weight", _index(module.weight, dim, idx), in_place)
             if dim == out_dim:
-                _set(module, "bias", _index(module.bias, 0, idx))
+                _set(module, "bias", _index(module.bias, 0, idx), in_place)
         shape = module.weight.shape
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = shape[0], shape[1]
@@ -70,7 +78,7 @@ def resize_module(module: nn.Module, keep: dict[int, Tensor]) -> None:
     elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
         idx = keep[0]
         for name in ("weight", "bias", "running_mean", "running_var"):
-            _set(module, name, _index(getattr(module, name, None), 0, idx))
+            _set(module, name, _index(getattr(module, name, None), 0, idx), in_place)
         if isinstance(module, nn.GroupNorm):
             module.num_channels = module.num_groups = len(idx)
         else:
@@ -89,9 +97,20 @@ def module_widths(small: nn.Module, source: nn.Module) -> dict[str, dict[str, An
         shapes = {k: None if v is None else list(v.shape) for k, v in tensors.items()}
         old_shapes = {k: None if v is None else list(v.shape) for k, v in {**old._parameters, **old._buffers}.items()}
         if shapes != old_shapes:
-            attrs = {a: getattr(module, a) for a in _ATTRS if hasattr(module, a)}
-            widths[name] = {"type": type(module).__name__, "attrs": attrs, "tensors": shapes}
+            widths[name] = width_entry(module)
     return widths
+
+
+def width_entry(module: nn.Module) -> dict[str, Any]:
+    """One module's entry of a width spec: its type, width attributes and tensor shapes.
+
+    Example:
+        >>> width_entry(nn.Linear(4, 3, bias=False))["attrs"]
+        {'in_features': 4, 'out_features': 3}
+    """
+    tensors = {**module._parameters, **module._buffers}
+    return {"type": type(module).__name__, "attrs": {a: getattr(module, a) for a in _ATTRS if hasattr(module, a)},
+            "tensors": {k: None if v is None else list(v.shape) for k, v in tensors.items()}}
 
 
 def _check_spec(spec: Any) -> dict[str, Any]:
@@ -157,4 +176,4 @@ def rebuild(model_or_factory: nn.Module | Callable[[], nn.Module], spec: dict[st
     return model
 
 
-__all__ = ["apply_widths", "module_widths", "rebuild", "resize_module"]
+__all__ = ["apply_widths", "module_widths", "rebuild", "resize_module", "width_entry"]
