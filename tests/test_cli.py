@@ -30,7 +30,7 @@ from sparsetrain.train.recipes import list_recipes
 TINY = ["--data.num_samples", "600", "--batch_size", "50", "--model.width", "8", "--threads", "1",
         "--run.plots", "false", "--method.update_every", "3"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PLOTS = ("accuracy.png", "density.png", "layer_density.png", "itop.png")
+PLOTS = ("accuracy.png", "density.png", "layer_density.png", "itop.png", "throughput.png")
 
 
 

@@ -114,10 +114,11 @@ def test_shrunk_run_matches_its_masked_twin(opt_cls):
                     torch.testing.assert_close(value, narrow(opt_m.state[pm[n]][key], keep[n]), rtol=1e-9,
                                                atol=1e-12)
     shrinks = [h for h in sp_s.history if "shrunk" in h]
-    assert [h["step"] for h in shrinks] == [4, 8, 12] and shrinks[0]["shrunk"] > 0
-    params_s = sum(p.numel() for p in small.parameters())
-    assert params_s < sum(p.numel() for p in masked.parameters()) == shrinks[0]["parameters"] + \
-        sum(p.numel() for p in masked.parameters()) - shrinks[0]["parameters"]
+    assert [h["step"] for h in shrinks] == [0, 4, 8, 12] and shrinks[1]["shrunk"] > 0
+    assert shrinks[0]["parameters"] == sum(p.numel() for p in masked.parameters())
+    assert shrinks[-1]["parameters"] == sum(p.numel() for p in small.parameters()) < shrinks[0]["parameters"]
+    assert shrinks[0]["widths"]["3"] == [24, 16] and shrinks[-1]["widths"]["3"] == [small[3].out_channels,
+                                                                                     small[3].in_channels]
     assert small[3].out_channels < 24 and small[4].num_features == small[3].out_channels == small[6].in_channels
 
 
@@ -233,10 +234,27 @@ def test_an_untraceable_model_fails_at_attach_unless_asked_to_train_unshrunk():
         opt.zero_grad()
         net(x).sum().backward()
         opt.step()
-    assert not any("shrunk" in h for h in sp.history) and net.conv.out_channels == 8
+    assert [h["shrunk"] for h in sp.history if "shrunk" in h] == [0] and net.conv.out_channels == 8
 
 
 def test_shrink_every_sets_the_cadence():
     net = _net()
     sp, _ = _run(net, True, 12, shrink_every=5)
-    assert [h["step"] for h in sp.history if "shrunk" in h] == [5, 10]
+    assert [h["step"] for h in sp.history if "shrunk" in h] == [0, 5, 10]
+
+
+def test_a_graph_kept_alive_across_the_shrink_does_not_break_the_next_backward():
+    """Regression: autograd cached each parameter's gradient accumulator with its old shape while the last
+    step's output was alive (every loop that keeps ``out`` for its accuracy count)."""
+    net = _net()
+    sp, opt = _run(net, True, 0)
+    kept = []
+    for t in range(6):
+        x, y = _batch(t)
+        out = net(x)
+        opt.zero_grad(set_to_none=False)  # grads narrowed with their parameters, or dropped
+        nn.functional.cross_entropy(out, y).backward()
+        opt.step()
+        kept.append(out)
+    assert any(h.get("shrunk") for h in sp.history)
+    assert all(p.grad is None or p.grad.shape == p.shape for p in net.parameters())

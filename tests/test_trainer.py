@@ -110,9 +110,13 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+#: epoch fields measured on the wall clock (they differ between two runs of the same thing)
+WALL_CLOCK = ("time", "step_time", "samples_per_s")
+
+
 def comparable_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock field."""
-    return [{k: v for k, v in r.items() if k != "time"} for r in read_jsonl(run_dir / "metrics.jsonl")]
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in read_jsonl(run_dir / "metrics.jsonl")]
 
 
 def load_ckpt(run_dir: Path) -> dict:

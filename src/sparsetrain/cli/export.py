@@ -55,12 +55,19 @@ def compact_run(run: str | Path, *, calibrate: int = 0, out: str | Path | None =
         small, spec = compact(loaded.model, x, masks=loaded.masks, calibration=calibration, round_to=round_to)
     for w in caught:
         print(f"note: {w.message}")
+    spec = _from_original(spec, small, loaded)
     folder = Path(out) if out else loaded.folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "compact.safetensors"
     save_compact(small, spec, path, metadata={"model": loaded.cfg["model"]["name"]})
     (folder / "width_spec.json").write_text(json.dumps(spec, indent=1))
     return loaded, small, spec, path
+
+
+def _from_original(spec: dict, small: nn.Module, loaded: LoadedRun) -> dict:
+    """The width spec against the architecture as built (a run shrunk while it trained is narrower already)."""
+    from sparsetrain.structured.widths import module_widths
+    return {**spec, "widths": module_widths(small, loaded.factory())}
 
 
 # ---------------------------------------------------------------- compact
@@ -106,6 +113,7 @@ def cmd_export(args, extra) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nothing removable: export the masked model as it is
         small, spec = compact(loaded.model, x, masks=loaded.masks, round_to=args.round_to)
+    spec = _from_original(spec, small, loaded)
     if args.sparse:
         save_compact(small, spec, args.sparse, metadata={"model": loaded.cfg["model"]["name"]})
         print(f"wrote      {args.sparse}")

@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import gc
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -173,6 +172,27 @@ def narrow_state(obj: Any, keep: Keep, shapes: dict[str, torch.Size]) -> Any:
     return obj
 
 
+def layer_widths(model: nn.Module) -> dict[str, list[int]]:
+    """``{layer: [out, in]}`` of every convolution / linear layer (channels or features).
+
+    Example:
+        >>> layer_widths(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(8, 2)))
+        {'0': [8, 3], '1': [2, 8]}
+    """
+    out = {}
+    for name, m in unwrap(model).named_modules():
+        if isinstance(m, nn.Linear):
+            out[name] = [m.out_features, m.in_features]
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            out[name] = [m.out_channels, m.in_channels]
+    return out
+
+
+def _event(model: nn.Module, shrunk: int) -> dict[str, Any]:
+    return {"shrunk": shrunk, "parameters": sum(p.numel() for p in model.parameters()),
+            "widths": layer_widths(model)}
+
+
 def _forward(model: nn.Module, example_input: Any) -> Any:
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -227,6 +247,7 @@ class Shrinker:
             warnings.warn(f"shrink=True: the model cannot be narrowed ({err}); it trains unshrunk "
                           "(shrink_strict=False).", stacklevel=3)
             self.active = False
+        sp.history.append({"step": sp.ctx.step, **_event(unwrap(sp.model), 0)})  # the widths at the start
 
     def due(self, sp: Sparsifier) -> bool:
         step, total = sp.ctx.step, sp.ctx.total_steps
@@ -237,7 +258,8 @@ class Shrinker:
 
 @torch.no_grad()
 def shrink(sp: Sparsifier) -> dict[str, Any]:
-    """Narrow ``sp``'s model, optimizer, masks and method state in place; returns the history event.
+    """Narrow ``sp``'s model, optimizer, masks and method state in place; returns the history event
+    (channels removed, parameters and ``{layer: [out, in]}`` widths after it).
 
     Identical on every rank (masks and method state are), with no communication.
     """
@@ -245,11 +267,8 @@ def shrink(sp: Sparsifier) -> dict[str, Any]:
     model = unwrap(sp.model)
     picks = removable(model, ctx.example_input, rule.frozen(ctx), ctx.masks)
     if not picks:
-        return {"shrunk": 0, "parameters": sum(p.numel() for p in model.parameters())}
+        return _event(model, 0)
     reference = _forward(model, ctx.example_input)
-    # the tracer's autograd graph sits in reference cycles: free it now, or a narrowed parameter's old
-    # gradient accumulator (which remembers the old shape) would be reused by the next backward
-    gc.collect()
     params = dict(model.named_parameters())
     shapes = {n: params[n].shape for n in params}
     keep = narrow_model(model, picks, sp.widths)
@@ -269,8 +288,8 @@ def shrink(sp: Sparsifier) -> dict[str, Any]:
             out, reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max() + 1)):
         raise SparsetrainError("shrinking changed the model's outputs: the dependency graph misread an operation "
                                "of this model. Train it with shrink=False (please report this).")
-    return {"shrunk": sum(len(c) for _, c in picks), "parameters": sum(p.numel() for p in model.parameters())}
+    return _event(model, sum(len(c) for _, c in picks))
 
 
-__all__ = ["NARROWABLE", "Shrinker", "check_optimizer", "narrow", "narrow_model", "narrow_optimizer",
+__all__ = ["NARROWABLE", "Shrinker", "check_optimizer", "layer_widths", "narrow", "narrow_model", "narrow_optimizer",
            "narrow_state", "removable", "shrink"]

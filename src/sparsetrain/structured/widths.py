@@ -42,10 +42,12 @@ def _set(module: nn.Module, name: str, value: Tensor | None, in_place: bool = Fa
     if value is None:
         return
     if in_place and module._parameters.get(name) is not None:
-        old = module._parameters[name]
-        old.data = value  # the same Parameter object: optimizers, hooks and user references stay valid
-        if old.grad is not None:
-            old.grad = None
+        old = module._parameters[name]  # the same Parameter object: optimizers, hooks and user references stay valid
+        # autograd caches the parameter's gradient accumulator, with the old shape, while any earlier graph
+        # (the last step's loss) is alive; it drops the cache only when the dtype changes: change it twice
+        old.data = value.new_empty(0, dtype=torch.float64 if value.dtype != torch.float64 else torch.float32)
+        old.data = value
+        old.grad = None
     elif name in module._parameters:
         module._parameters[name] = nn.Parameter(value, requires_grad=module._parameters[name].requires_grad)
     else:

@@ -76,7 +76,8 @@ def _yaml_problem(exc: Exception, file: str | None = None) -> str:
 EPOCH_KEYS = ("start", "end", "soft_end")
 
 #: sections whose extra keys are builder keyword arguments, and the keys the trainer keeps for itself
-TRAINER_KEYS = {"data": ("name", "root", "val_fraction", "augment"), "model": ("name",), "method": ("name",)}
+TRAINER_KEYS = {"data": ("name", "root", "val_fraction", "augment"), "model": ("name",),
+                "method": ("name", "shrink", "shrink_every")}
 BUILDER_SECTIONS = tuple(TRAINER_KEYS)
 
 

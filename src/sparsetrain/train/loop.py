@@ -160,14 +160,20 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
 
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
                          **_input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
-                         **builder_kwargs(cfg, "model")).to(device)
+                         **builder_kwargs(cfg, "model"))
+    if resume:  # a run shrunk while it trained continues at its narrowed widths
+        apply_saved_widths(model, run_dir)
+    model = model.to(device)
     optimizer = build_optimizer(cfg, model)
     lr_schedule = build_lr_schedule(cfg, optimizer, total_steps, steps_per_epoch)
     sparsifier = None
+    if cfg["method"]["name"] == "dense" and cfg["method"].get("shrink"):
+        raise SparsetrainError("method.shrink narrows a model as a sparse method removes channels; a dense run has "
+                               "nothing to shrink. Use --method.name chase (or drop --method.shrink).")
     if cfg["method"]["name"] != "dense":
         sparsifier = sparsetrain.attach(model, optimizer, cfg["method"]["name"], total_steps=total_steps,
                                         seed=cfg["seed"], **cfg["sparsity"], **method_kwargs(cfg, steps_per_epoch),
-                                        **calibration(train_loader, device))
+                                        **calibration(train_loader, device), **shrink_kwargs(cfg))
     net = tdist.wrap(model, device)
 
     data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
@@ -187,6 +193,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
         sampler.set_epoch(epoch)
         net.train()
         loss_sum = correct = seen = 0
+        epoch_start = time.perf_counter()
         for x, y in log.progress(train_loader, epoch):
             x, y = x.to(device), y.to(device)
             if splits.augment is not None:
@@ -201,15 +208,20 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if net is not model and just_shrunk(sparsifier):  # DDP's buckets hold the old widths: wrap again
+                net = tdist.wrap(model, device)
             lr_schedule.step()
             loss_sum += loss.item() * y.numel()
             correct += (out.argmax(1) == y).sum().item()
             seen += 1
             log.update_events(sparsifier)
+        step_time = (time.perf_counter() - epoch_start) / max(1, seen)
         loss_sum, correct, count = tdist.all_reduce_sum([loss_sum, correct, seen * y.numel()])
         metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                    "train_loss": loss_sum / max(1, count), "train_acc": correct / max(1, count),
-                   "lr": optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started}
+                   "lr": optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started,
+                   "step_time": step_time, "samples_per_s": cfg["batch_size"] / step_time,
+                   "parameters": sum(p.numel() for p in model.parameters())}
         for name, loader in eval_loaders.items():
             metrics[f"{name}_acc"], metrics[f"{name}_loss"] = evaluate(model, loader, device)
         if sparsifier is not None:
@@ -218,6 +230,38 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
     summary = log.finish(model, sparsifier, example, time.perf_counter() - started)
     tdist.teardown()
     return summary
+
+
+def shrink_kwargs(cfg: dict) -> dict[str, Any]:
+    """``--method.shrink true`` / ``--method.shrink_every N``: narrow the model while it trains.
+
+    Example:
+        >>> shrink_kwargs({"method": {"name": "chase", "shrink": True}})
+        {'shrink': True}
+    """
+    method = cfg["method"]
+    out = {"shrink": method["shrink"]} if method.get("shrink") else {}
+    if method.get("shrink_every") is not None:
+        out["shrink_every"] = method["shrink_every"]
+    return out
+
+
+def just_shrunk(sparsifier) -> bool:
+    """Whether the optimizer step that just ran narrowed the model."""
+    last = sparsifier.history[-1] if sparsifier is not None else {}
+    return bool(last.get("shrunk")) and last["step"] == sparsifier.step_count
+
+
+def apply_saved_widths(model: nn.Module, run_dir: str | Path) -> None:
+    """Narrow a freshly built model to the widths its checkpoint was saved at (a run shrunk while training)."""
+    from sparsetrain.structured.widths import apply_widths
+    from sparsetrain.train.checkpoint import load_checkpoint
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        return  # restore() says what is missing
+    spec = (load_checkpoint(path).get("sparsifier") or {}).get("width_spec")
+    if spec and spec.get("widths"):
+        apply_widths(model, spec)
 
 
 def _input_kwargs(model_name: str, input_shape, given: dict | None = None) -> dict[str, int]:

@@ -35,7 +35,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write accuracy.png, density.png, layer_density.png and itop.png into ``run_dir``; returns the paths."""
+    """Write accuracy.png, density.png, layer_density.png, itop.png and throughput.png into ``run_dir``;
+    returns the paths."""
     plt = _pyplot()
     if plt is None:
         return []
@@ -84,6 +85,13 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.plot([p[0] for p in itop], [p[1] for p in itop])
         ax.set(xlabel="epoch", ylabel="ITOP rate R_s", title="Weights ever active", ylim=(0, 1.05))
         written.append(_save(fig, run_dir / "itop.png", plt))
+
+    speed = [(r["epoch"], r["samples_per_s"]) for r in epochs if "samples_per_s" in r]
+    if speed:  # a run that shrinks while it trains gets faster as it goes
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([p[0] for p in speed], [p[1] for p in speed], marker="o")
+        ax.set(xlabel="epoch", ylabel="training samples / s", title="Training throughput", ylim=(0, None))
+        written.append(_save(fig, run_dir / "throughput.png", plt))
     return written
 
 

@@ -62,6 +62,10 @@ def load_run(run: str | Path) -> LoadedRun:
     def factory() -> nn.Module:
         return create_model(name, **all_kwargs)
     model = factory()
+    spec = (state.get("sparsifier") or {}).get("width_spec")
+    if spec and spec.get("widths"):  # a run shrunk while it trained (--method.shrink)
+        from sparsetrain.structured.widths import apply_widths
+        apply_widths(model, spec)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -203,6 +203,9 @@ class RunLogger:
             # bit-exact reproduction holds for the same seed *and* the same thread count (CPU float sums)
             "threads": torch.get_num_threads(),
         }
+        shrinks = [h for h in sparsifier.history if "shrunk" in h] if sparsifier is not None else []
+        if shrinks:  # --method.shrink: parameters and {layer: [out, in]} widths at the start and after each shrink
+            summary["shrink"] = [{k: h[k] for k in ("step", "shrunk", "parameters", "widths")} for h in shrinks]
         if self.main:
             atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
             if self.cfg["run"]["plots"]:
