@@ -258,3 +258,42 @@ def test_a_graph_kept_alive_across_the_shrink_does_not_break_the_next_backward()
         kept.append(out)
     assert any(h.get("shrunk") for h in sp.history)
     assert all(p.grad is None or p.grad.shape == p.shape for p in net.parameters())
+
+
+def test_torch_compile_recompiles_once_per_shrink_and_computes_what_eager_does():
+    net = _net()
+    twin = copy.deepcopy(net)
+    graphs = []
+
+    def count_graphs(gm, example_inputs):  # a dynamo backend that runs the captured graph eagerly
+        graphs.append(gm)
+        return gm.forward
+
+    compiled = torch.compile(net, backend=count_graphs)
+    runs = [(compiled, *_run(compiled, True, 0)), (twin, *_run(twin, True, 0))]
+    for t in range(12):
+        for model, _, opt in runs:
+            _step(model, opt, t)
+    shrinks = [h["step"] for h in runs[0][1].history if h.get("shrunk")]
+    # one graph at the start, one more after each shrink that a later step's forward saw
+    assert len(shrinks) >= 2 and len(graphs) == 1 + len([s for s in shrinks if s < 12])
+    net.eval(), twin.eval()
+    with torch.no_grad():
+        x = _batch(5)[0]
+        assert torch.equal(compiled(x), twin(x))
+
+
+def test_amp_training_shrinks_and_keeps_the_invariants():
+    net = _net()
+    sp, opt = _run(net, True, 0)
+    scaler = torch.amp.GradScaler("cpu")
+    for t in range(10):
+        x, y = _batch(t)
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(net(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        _check_invariants(sp, opt, net)
+    assert any(h.get("shrunk") for h in sp.history) and net[3].out_channels < 24
