@@ -31,18 +31,13 @@ def _identical(local, world_size: int) -> bool:
     return all(torch.equal(gathered[0], g) for g in gathered[1:])
 
 
-def _flat(tensors, dtype):
-    import torch
-
-    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
-
-
 def run(rank: int, world_size: int) -> list[dict]:
     import torch
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
     import sparsetrain
+    from ddp_worker import _flat
     from sparsetrain.train.loop import just_shrunk
 
     torch.manual_seed(rank)  # DDP broadcasts rank 0's weights at construction
@@ -79,18 +74,16 @@ def main(out_dir: str) -> int:
     import torch
     import torch.distributed as dist
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    rank, world_size = dist.get_rank(), dist.get_world_size()
     try:
-        records = run(rank, world_size)
-    except Exception:
-        print(f"rank {rank}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        result = {"world_size": dist.get_world_size(), "records": run(dist.get_rank(), dist.get_world_size())}
+    except Exception:  # a non-zero exit: torch.distributed.run then stops the other rank
+        print(f"rank {dist.get_rank()}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
         raise
-    if rank == 0:
-        Path(out_dir, "shrink_results.json").write_text(json.dumps({"world_size": world_size, "records": records}))
-    dist.barrier()
+    if dist.get_rank() == 0:
+        Path(out_dir, "shrink_results.json").write_text(json.dumps(result))
+    dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
     return 0
 
