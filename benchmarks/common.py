@@ -113,6 +113,20 @@ def write_section(key: str, body: str, path: str | Path = RESULTS) -> Path:
     return path
 
 
+def fill_defaults(args, sizes: dict) -> None:
+    """Set every size option the user left out (``None``) from ``sizes`` (a script's full or quick sizes).
+
+    Example:
+        >>> import argparse
+        >>> args = argparse.Namespace(steps=None, batch=8)
+        >>> fill_defaults(args, {"steps": 100, "batch": 32}); (args.steps, args.batch)
+        (100, 8)
+    """
+    for key, value in sizes.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def pyplot():
     """matplotlib's pyplot on the Agg backend, or None when matplotlib is missing."""
     try:

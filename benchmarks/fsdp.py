@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Tee, demote, machine_info, table, write_section  # noqa: E402
+from common import Tee, demote, fill_defaults, machine_info, table, write_section  # noqa: E402
 
 SETUPS = ("ddp dense", "ddp sparse", "fsdp2 dense", "fsdp2 sparse")
 FULL = {"widths": "1024,1024", "batch": 256, "steps": 100, "rounds": 5, "update_every": 50}
@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=None, help="Markdown file for the report (default: "
                         "benchmarks/RESULTS.md, section 'fsdp-latest'; --quick: none)")
     args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, QUICK if args.quick else FULL)
     if os.environ.get("SPARSETRAIN_FSDP_BENCH_WORKER") == "1":
         worker(args)
         return 0

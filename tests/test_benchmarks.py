@@ -225,3 +225,16 @@ def test_diagnostics_mask_cost_prints_every_mask_dtype(capsys):
     out = capsys.readouterr().out
     for dtype in ("float32", "float16", "bfloat16", "uint8", "bool"):
         assert f"| {dtype} |" in out
+
+
+def test_shrink_tiny_times_three_setups_and_compares_accuracy(tmp_path, capsys):
+    shrink = importlib.import_module("shrink")
+    assert doctest.testmod(shrink).failed == 0
+    results = tmp_path / "RESULTS.md"
+    assert shrink.main(["--tiny", "--models", "vgg19", "--out", str(tmp_path / "runs"), "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "<!-- begin shrink-latest -->" in text
+    for row in ("| dense |", "| chase |", "| chase + shrink |", "| all layers |", "| resnet20 / digits | 0 |",
+                "| cnn1d / mnist1d | 0 |"):
+        assert row in text, row
+    assert (tmp_path / "runs" / "cnn1d-shrink-s0" / "summary.json").is_file()

@@ -1,0 +1,250 @@
+"""Shrink while training (issue 14): end-to-end CPU training time of dense vs Chase (masked) vs
+Chase + shrink, where the time goes per layer, and accuracy at equal epochs.
+
+    python benchmarks/shrink.py                     # timing (VGG-19, ResNet-50) + accuracy, on a QUIET machine
+    python benchmarks/shrink.py --skip-accuracy     # timing only
+    python benchmarks/shrink.py --skip-timing       # accuracy only (~10 min on one thread)
+    python benchmarks/shrink.py --tiny              # smoke run: tiny sizes, writes nothing
+
+Timing. CIFAR-shaped models (3x32x32 inputs, 100 classes: ``vgg19`` and ``resnet50`` of the
+trainer) train ``--steps`` SGD steps (momentum 0.9, weight decay 5e-4) on synthetic batches of
+``--batch``, three ways: dense; Chase at density 0.1 and channel sparsity 0.5 with the channels
+masked; the same Chase with ``shrink=True``. Chase's arguments are the bundled recipes'
+(``chase_cifar100_vgg19`` / ``chase_cifar100_resnet50``: ERK, cubic channel schedule to 130/160 of
+the run, UMM scores, min_ratio, ignore) with its channel events scaled to this run: ``channel_every``
+and ``channel_offset`` are multiplied by steps / the recipe's 72,000 steps (160 epochs x 450), so as
+large a share of the run is trained at the narrowed widths as in the seed. Parameter updates (MEST /
+DST) run every ``--update-every`` steps (default steps / 4): the seed's 1000 steps scaled the same
+way would put a global top-k every few steps, an overhead the seed never pays. A run's time is
+measured from ``attach`` (the traces included) to the end of its last step; each repetition runs
+the three set-ups in a shuffled order, and the table gives medians over ``--reps`` repetitions.
+
+Where the time goes: every convolution / linear layer alone (forward + backward of its input's
+shape, median of ``--layer-reps``) at the full widths and at the widths the shrunk run ended with.
+
+Accuracy: the trainer (``sparsetrain.train.loop.train``) on CIFAR ResNet-20 / scikit-learn digits
+and on the 1D CNN / MNIST-1D (recipe ``chase_mnist1d`` at S_c = 0.5; the ResNet-20 configuration of
+``benchmarks/chase_residual.py``), ``--seeds`` seeds, masked Chase vs Chase + shrink at equal
+epochs. A shrunk run computes what the masked run does (only float sums in another order), so the
+accuracies should agree to noise. Writes section ``shrink-latest`` of ``benchmarks/RESULTS.md``
+(not with ``--tiny``).
+
+Timings taken on a busy machine are not results: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import chase_accuracy  # noqa: E402  (train-or-reuse)
+import chase_residual  # noqa: E402  (the ResNet-20 / digits configuration, Chase's schedule scaling)
+import common  # noqa: E402
+
+SETUPS = ("dense", "chase", "chase + shrink")
+RECIPES = {"vgg19": "chase_cifar100_vgg19", "resnet50": "chase_cifar100_resnet50"}
+#: steps of the seed's CIFAR-100 runs (160 epochs x 450 batches of 100), to which the recipes' intervals belong
+SEED_STEPS = 72_000
+FULL = {"steps": 60, "batch": 32, "reps": 3, "layer_reps": 5, "seeds": 3, "epochs": 20}
+TINY = {"steps": 6, "batch": 2, "reps": 1, "layer_reps": 1, "seeds": 1, "epochs": 1}
+
+
+def chase_kwargs(model: str, steps: int, update_every: int) -> dict:
+    """The recipe's Chase arguments with its channel events scaled to a run of ``steps``.
+
+    Example:
+        >>> kw = chase_kwargs("vgg19", 720, 180)
+        >>> kw["channel_every"], kw["channel_offset"], kw["update_every"], kw["end"]
+        (80, 5, 180, 0.8125)
+    """
+    from sparsetrain.train.config import load_config
+    from sparsetrain.train.loop import method_kwargs
+    cfg = load_config(RECIPES[model])
+    kwargs = method_kwargs(cfg, 450)
+    scale = steps / SEED_STEPS
+    kwargs.update(channel_every=max(1, round(kwargs["channel_every"] * scale)),
+                  channel_offset=round(kwargs["channel_offset"] * scale), update_every=update_every)
+    return kwargs
+
+
+def build(model: str) -> nn.Module:
+    from sparsetrain.train.models import create_model
+    torch.manual_seed(0)
+    return create_model(model, num_classes=100, in_channels=3)
+
+
+def train_run(model: str, setup: str, batches: list, kwargs: dict, steps: int) -> tuple[float, nn.Module, list]:
+    """Seconds from attach to the end of the last step; the trained model and the sparsifier's history."""
+    import sparsetrain
+    net = build(model)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    start = time.perf_counter()
+    sp = None
+    if setup != "dense":
+        sp = sparsetrain.attach(net, opt, "chase", total_steps=steps, example_input=batches[0][0][:2],
+                                shrink=setup.endswith("shrink"), **kwargs)
+    for t in range(steps):
+        x, y = batches[t % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return time.perf_counter() - start, net, sp.history if sp is not None else []
+
+
+def layer_times(model: nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """Forward + backward seconds of every convolution / linear layer alone, on its input's shape (median)."""
+    shapes: dict[str, tuple] = {}
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    def remember(name):
+        def hook(module, args):
+            shapes.setdefault(name, tuple(args[0].shape))
+        return hook
+    handles = [m.register_forward_pre_hook(remember(n)) for n, m in layers.items()]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    out = {}
+    for name, layer in layers.items():
+        layer = copy.deepcopy(layer).train()
+        inp = torch.randn(shapes[name], requires_grad=True)
+        samples = []
+        for i in range(reps + 1):  # the first one warms up
+            start = time.perf_counter()
+            y = layer(inp)
+            y.backward(torch.ones_like(y))
+            if i:
+                samples.append(time.perf_counter() - start)
+        out[name] = statistics.median(samples)
+    return out
+
+
+def timing(args) -> list[str]:
+    lines = []
+    for model in args.models.split(","):
+        update_every = args.update_every or max(1, args.steps // 4)
+        kwargs = chase_kwargs(model, args.steps, update_every)
+        g = torch.Generator().manual_seed(0)
+        batches = [(torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 100, (args.batch,), generator=g))
+                   for _ in range(4)]
+        times: dict[str, list[float]] = {s: [] for s in SETUPS}
+        order, rng = list(SETUPS), random.Random(0)
+        shrunk, history = None, []
+        for _ in range(args.reps):
+            rng.shuffle(order)
+            for setup in order:
+                seconds, net, hist = train_run(model, setup, batches, kwargs, args.steps)
+                times[setup].append(seconds)
+                if setup.endswith("shrink"):
+                    shrunk, history = net, hist
+        med = {s: statistics.median(v) for s, v in times.items()}
+        lines += [f"### {model}, CIFAR shape, batch {args.batch}, {args.steps} steps", "",
+                  f"Chase: density {kwargs['density']}, channel sparsity {kwargs['channel_sparsity']}, "
+                  f"channel events every {kwargs['channel_every']} steps (offset {kwargs['channel_offset']}) "
+                  f"until {kwargs['end']:.4f} of the run, parameter updates every {update_every} steps; "
+                  f"medians of {args.reps} interleaved repetitions.", ""]
+        rows = [[s, f"{med[s]:.2f}", f"{med['dense'] / med[s]:.3f}x", ", ".join(f"{t:.2f}" for t in times[s])]
+                for s in SETUPS]
+        lines += [common.table(["set-up", "wall-clock s (median)", "speed-up vs dense", "repetitions"], rows), ""]
+        shrinks = [h for h in history if "shrunk" in h]
+        steps = ", ".join(f"{h['step']}: {h['parameters'] / 1e6:.2f}M" for h in shrinks)
+        lines += [f"Parameters of the shrunk run (step: count): {steps}", ""]
+        lines += per_layer(model, shrunk, batches[0][0], args.layer_reps)
+    return lines
+
+
+def per_layer(model: str, shrunk: nn.Module, x: torch.Tensor, reps: int) -> list[str]:
+    before, after = layer_times(build(model), x, reps), layer_times(shrunk, x, reps)
+    widths = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+              for n, m in build(model).named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    now = {n: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+           for n, m in shrunk.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    top = sorted(before, key=before.get, reverse=True)[:12]
+    rows = [[n, f"{widths[n]} -> {now[n]}", f"{1e3 * before[n]:.2f}", f"{1e3 * after[n]:.2f}",
+             f"{before[n] / after[n]:.2f}x"] for n in top]
+    rows.append(["all layers", "", f"{1e3 * sum(before.values()):.1f}", f"{1e3 * sum(after.values()):.1f}",
+                 f"{sum(before.values()) / sum(after.values()):.2f}x"])
+    return ["Where the time goes: forward + backward of each layer alone (the 12 slowest at full width), "
+            "full widths vs the widths the shrunk run ended with:", "",
+            common.table(["layer", "out width", "ms before", "ms after", "speed-up"], rows), ""]
+
+
+def accuracy(args) -> list[str]:
+    from sparsetrain.train.config import load_config
+    from sparsetrain.train.data import create_dataset
+    rows = []
+    for task in ("resnet20 / digits", "cnn1d / mnist1d"):
+        for seed in range(args.seeds):
+            accs = {}
+            for shrink in (False, True):
+                if task.startswith("resnet20"):
+                    cfg = chase_residual.config("chase none", seed, args.epochs, 64, 1)
+                else:
+                    steps = args.epochs * -(-len(create_dataset("mnist1d").train) // 128)
+                    cfg = load_config("chase_mnist1d", {
+                        "seed": seed, "epochs": args.epochs, "threads": 1, "run": {"plots": False, "progress": False},
+                        "method": {"channel_sparsity": 0.5, **chase_residual.chase_schedule(steps)}})
+                cfg["method"]["shrink"] = shrink
+                name = f"{task.split(' ')[0]}-{'shrink' if shrink else 'masked'}-s{seed}"
+                summary = chase_accuracy._train(cfg, Path(args.out) / name)
+                accs[shrink] = (summary["final_test_acc"], summary.get("shrink", [{}])[-1].get("parameters"))
+            rows.append([task, str(seed), f"{100 * accs[False][0]:.2f}", f"{100 * accs[True][0]:.2f}",
+                         f"{100 * (accs[True][0] - accs[False][0]):+.2f}", f"{accs[True][1] or '-'}"])
+    return [f"### Accuracy at equal epochs ({args.epochs} epochs, {args.seeds} seeds)", "",
+            common.table(["model / data", "seed", "masked Chase %", "Chase + shrink %", "difference",
+                          "params at the end (shrunk)"], rows), ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes, one repetition, writes nothing")
+    parser.add_argument("--models", default="vgg19,resnet50")
+    for key, value in FULL.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"default {value}")
+    parser.add_argument("--update-every", type=int, default=None, help="steps between parameter updates "
+                        "(default: steps / 4)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "runs" / "shrink"), help="run folders of the accuracy part")
+    parser.add_argument("--results", default=None, help="Markdown file for the report (default: "
+                        "benchmarks/RESULTS.md, section 'shrink-latest'; --tiny: none)")
+    args = parser.parse_args(argv)
+    common.fill_defaults(args, TINY if args.tiny else FULL)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    with common.Tee() as tee:
+        print("# Shrink while training: dense vs Chase vs Chase + shrink" + (" (--tiny)" if args.tiny else ""))
+        print()
+        for line in common.machine_info("cpu"):
+            print(f"- {line}")
+        print(f"- torch threads: {torch.get_num_threads()}")
+        print()
+        if not args.skip_timing:
+            print("\n".join(timing(args)))
+        if not args.skip_accuracy:
+            print("\n".join(accuracy(args)))
+        print(f"Total {time.perf_counter() - started:.0f} s.")
+    results = args.results or (None if args.tiny else str(HERE / "RESULTS.md"))
+    if results:
+        command = "python benchmarks/shrink.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+        common.write_section("shrink-latest", "## Shrink while training, latest run (issue 14)\n\n"
+                             f"```\n{command}\n```\n\n" + common.demote(tee.text(), 2), results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
