@@ -97,6 +97,8 @@ def test_shrunk_run_matches_its_masked_twin(opt_cls):
         assert {n: sp_s.ctx.active(n) for n in sp_s.masks} == {n: sp_m.ctx.active(n) for n in sp_m.masks}
         assert {n: sp_s.ctx.numel(n) for n in sp_s.masks} == {n: sp_m.ctx.numel(n) for n in sp_m.masks}
         assert sp_s.density() == sp_m.density()
+        assert [(r["numel"], r["active"]) for r in sp_s.report().rows] == \
+            [(r["numel"], r["active"]) for r in sp_m.report().rows]
         assert sp_s.itop_rate() == pytest.approx(sp_m.itop_rate())
         x, _ = _batch(1000 + t, dtype=torch.float64)
         masked.eval(), small.eval()

@@ -50,6 +50,15 @@ def test_summary_reports_parameters_and_widths_over_time(shrunk_run):
     assert (shrunk_run / "throughput.png").stat().st_size > 0
 
 
+def test_report_of_a_shrunk_run_counts_the_original_sizes(capsys, shrunk_run):
+    rc, out, err = cli(capsys, "report", str(shrunk_run))
+    assert rc == 0, err
+    summary = json.loads((shrunk_run / "summary.json").read_text())
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert float(total.split()[-1]) == pytest.approx(summary["density"], abs=1e-4)
+    assert f"ITOP rate  {summary['itop_rate']:.4f}" in out
+
+
 def test_resume_of_a_shrunk_run_is_bit_identical(capsys, tmp_path, monkeypatch, shrunk_run):
     interrupt_after_epoch(monkeypatch, 2)
     rc, _, err = cli(capsys, *SHRINK_RUN, "--run.dir", str(tmp_path))

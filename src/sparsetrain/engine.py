@@ -122,7 +122,7 @@ class Sparsifier:
 
     def report(self) -> DensityReport:
         """Per-layer table: shape, numel, active, density (``print`` it)."""
-        return density_report(self.ctx.params, self.ctx.masks, self._counts())
+        return density_report(self.ctx.params, self.ctx.masks, self._counts(), self.ctx.removed)
 
     def _counts(self) -> dict[str, int]:
         """Active weights per layer (FSDP2: as counted at the last update)."""

@@ -35,11 +35,13 @@ class DensityReport:
 
 
 def density_report(params: dict[str, Tensor], masks: dict[str, Tensor],
-                   active: dict[str, int] | None = None) -> DensityReport:
+                   active: dict[str, int] | None = None, removed: dict[str, int] | None = None) -> DensityReport:
     """Build a :class:`DensityReport` from parameters and their masks.
 
     ``active`` gives the counts when the caller has them (the engine counts
-    sharded FSDP2 masks over all ranks once per update).
+    sharded FSDP2 masks over all ranks once per update). ``removed``: weights a
+    shrink took out of each parameter; ``numel`` and ``density`` then refer to
+    the original size (``shape`` is the current one), as in the masked run.
 
     Example:
         >>> w = torch.zeros(2, 3); m = torch.tensor([[1, 0, 0], [0, 1, 1]], dtype=torch.bool)
@@ -48,7 +50,7 @@ def density_report(params: dict[str, Tensor], masks: dict[str, Tensor],
     """
     rows = []
     for name, p in params.items():
-        numel = math.prod(p.shape)
+        numel = math.prod(p.shape) + (removed or {}).get(name, 0)
         n_active = int(torch.count_nonzero(masks[name])) if active is None else active[name]
         rows.append({"name": name, "shape": list(p.shape), "numel": numel, "active": n_active,
                      "density": n_active / numel})

@@ -82,9 +82,10 @@ def report(run: str | Path) -> str:
              f"method     {cfg['method']['name']}   epoch {loaded.epoch}/{cfg['epochs']}"]
     if masks:
         lines.append("")
-        lines.append(str(density_report({n: params[n] for n in masks}, masks)))
-        fired = sum(int(torch.count_nonzero(m)) for m in sp["fired"].values())
-        lines.append(f"\nITOP rate  {fired / sum(m.numel() for m in masks.values()):.4f}")
+        removed = sp.get("removed") or {}  # weights a shrink took out (--method.shrink): counted at full size
+        lines.append(str(density_report({n: params[n] for n in masks}, masks, removed=removed)))
+        fired = sum(int(torch.count_nonzero(m)) for m in sp["fired"].values()) + sp.get("fired_removed", 0)
+        lines.append(f"\nITOP rate  {fired / (sum(m.numel() for m in masks.values()) + sum(removed.values())):.4f}")
     flops = sparse_flops(loaded.model, torch.zeros(1, *loaded.input_shape), masks)
     lines.append(f"FLOPs      dense {flops['dense']:,}   sparse {flops['sparse']:,}   ({flops['ratio']:.4f}x)")
     return "\n".join(lines)
