@@ -181,21 +181,26 @@ class Sparsifier:
         self._due = []
         self.ctx.grads = {}
         if self._shrinker is not None and self._shrinker.due(self):
-            self.shrink()
+            self._shrink(record_nothing=False)
 
     def shrink(self) -> dict[str, Any]:
         """Narrow the model now: remove every channel the method froze (``attach(..., shrink=True)``).
 
-        Runs by itself on the shrink cadence; call it to shrink at another
-        point (e.g. before saving). Returns the history entry (channels removed,
-        parameters left). docs/guides/faster.md, "Shrink while training".
+        Runs by itself on the shrink cadence (where it records only shrinks
+        that removed something); call it to shrink at another point (e.g.
+        before saving). Returns the history entry (channels removed, parameters
+        and widths after it). docs/guides/faster.md, "Shrink while training".
         """
+        return self._shrink(record_nothing=True)
+
+    def _shrink(self, record_nothing: bool) -> dict[str, Any]:
         from sparsetrain.structured.shrink import Shrinker, shrink
         if self._shrinker is None:
             self._shrinker = Shrinker()
             self._shrinker.check(self)
         event = {"step": self.ctx.step, **shrink(self)}
-        self.history.append(event)
+        if event["shrunk"] or record_nothing:
+            self.history.append(event)
         return event
 
     def width_spec(self) -> dict[str, Any]:

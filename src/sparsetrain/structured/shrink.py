@@ -214,11 +214,14 @@ class Shrinker:
         strict: a model the dependency graph cannot trace is an error at attach;
             with False it trains unshrunk after one warning.
         active: False once a non-strict check found the model untraceable.
+        settled: frozen positions left after the last shrink (ones it could not
+            remove); a shrink that finds no more skips the trace.
     """
 
     every: int | None = None
     strict: bool = True
     active: bool = True
+    settled: int = 0
 
     def check(self, sp: Sparsifier) -> None:
         """Bad input gets one message at attach, before training starts."""
@@ -263,9 +266,14 @@ def shrink(sp: Sparsifier) -> dict[str, Any]:
 
     Identical on every rank (masks and method state are), with no communication.
     """
-    ctx, rule = sp.ctx, sp.method.shrink
+    ctx, rule, shrinker = sp.ctx, sp.method.shrink, sp._shrinker
     model = unwrap(sp.model)
-    picks = removable(model, ctx.example_input, rule.frozen(ctx), ctx.masks)
+    frozen = rule.frozen(ctx)
+    pending = sum(int(f.sum()) for f in frozen.values())
+    if pending == shrinker.settled:  # nothing froze since the last shrink: no trace needed
+        return _event(model, 0)
+    picks = removable(model, ctx.example_input, frozen, ctx.masks)
+    shrinker.settled = pending
     if not picks:
         return _event(model, 0)
     reference = _forward(model, ctx.example_input)
@@ -283,6 +291,7 @@ def shrink(sp: Sparsifier) -> dict[str, Any]:
     if rule.narrow is not None:
         rule.narrow(ctx, keep)
     sp._apply_topology()
+    shrinker.settled = sum(int(f.sum()) for f in rule.frozen(ctx).values())  # what stays: unremovable
     out = _forward(model, ctx.example_input)
     if not isinstance(out, Tensor) or out.shape != reference.shape or not torch.allclose(
             out, reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max() + 1)):
