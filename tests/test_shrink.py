@@ -182,6 +182,16 @@ def test_state_dict_of_a_shrunk_run_resumes_bit_for_bit():
     assert sp.density() == sp2.density() and sp.itop_rate() == sp2.itop_rate()
 
 
+def test_a_shrunk_state_loaded_into_a_full_width_model_says_how_to_narrow_it():
+    net = _net()
+    sp, _ = _run(net, True, 5)
+    fresh = _net()
+    sp2 = sparsetrain.attach(fresh, torch.optim.SGD(fresh.parameters(), lr=0.1), "chase", total_steps=20,
+                             example_input=_batch(99)[0], **CHASE)
+    with pytest.raises(SparsetrainError, match="shrank while training.*apply_widths"):
+        sp2.load_state_dict(sp.state_dict())
+
+
 def test_narrow_state_narrows_what_is_filed_under_a_parameter():
     keep = {"w": {0: torch.tensor([0, 2])}}
     state = {"ema": {"w": torch.arange(3.0), "v": torch.arange(3.0)}, "n": 3, "other": [torch.ones(3)]}

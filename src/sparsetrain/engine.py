@@ -336,10 +336,13 @@ class Sparsifier:
             missing = sorted(set(ours) - set(state["shapes"]))
             extra = sorted(set(state["shapes"]) - set(ours))
             wrong = sorted(n for n in set(ours) & set(state["shapes"]) if ours[n] != state["shapes"][n])
+            shrunk = bool(state.get("width_spec", {}).get("widths")) and wrong
+            hint = (" It was saved by a run that shrank while training: narrow the model first with "
+                    "sparsetrain.structured.widths.apply_widths(model, state['width_spec'])." if shrunk else "")
             raise SparsetrainError(
                 "this sparsifier state_dict comes from a different model: "
                 f"missing {missing[:5]}, unexpected {extra[:5]}, different shapes {wrong[:5]}. "
-                "Load it into the same architecture with the same include/exclude selection.")
+                "Load it into the same architecture with the same include/exclude selection." + hint)
         if state["method"] != self.method.name:
             raise SparsetrainError(f"this state_dict was saved by method {state['method']!r}, "
                                    f"but this sparsifier runs {self.method.name!r}.")
