@@ -75,3 +75,24 @@ def test_run_files_follow_the_umask_and_a_full_disk_keeps_the_old_checkpoint(tmp
     monkeypatch.undo()
     assert checkpoint.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_a_full_disk_while_drawing_plots_names_the_file_and_keeps_the_run(capsys, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from matplotlib.figure import Figure
+
+    def full(self, fh, **kwargs):
+        fh.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    rc = main(["train", "--epochs", "1", "--data.num_samples", "300", "--model.width", "4", "--threads", "1",
+               "--run.dir", str(tmp_path), "--run.name", "r"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"cannot write {tmp_path / 'r' / 'accuracy.png'}: No space left on device" in err
+    assert "checkpoint.pt and summary.json are intact" in err and f"sparsetrain plot {tmp_path / 'r'}" in err
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl",
+                                                                  "summary.json"]  # no half PNG, no lock left

@@ -224,13 +224,10 @@ def plot_schedules(path: str, names: list[str] | None = None, end_sparsity: floa
     ``exp`` is drawn from start 1e-6 (it cannot start at 0; the blog's 0.0001 %); the others from 0.
     Needs matplotlib (``pip install sparsetrain[plot]``). Returns ``path``.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SparsetrainError("plot_schedules needs matplotlib: pip install 'sparsetrain[plot]'.") from None
+    from sparsetrain.train.plots import pyplot, save_figure
+    plt = pyplot()
+    if plt is None:
+        raise SparsetrainError("plot_schedules needs matplotlib: pip install 'sparsetrain[plot]'.")
     names = list(SPARSITY_SCHEDULES) if names is None else names
     xs = [i / 200 for i in range(201)]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -240,10 +237,8 @@ def plot_schedules(path: str, names: list[str] | None = None, end_sparsity: floa
         ax.plot(xs, [fn(start, end_sparsity, x) for x in xs], label=name)
     ax.set_xlabel("position in the pruning window")
     ax.set_ylabel("sparsity (fraction removed)")
-    ax.set_title("Pruning schedules (ALGORITHMS.md 8.1)")
+    ax.set_title("Pruning schedules")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
     return path

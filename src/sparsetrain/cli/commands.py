@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from sparsetrain.errors import SparsetrainError
@@ -68,7 +69,13 @@ def cmd_train(args, extra: list[str]) -> int:
         Path(args.resume or Path(cfg["run"]["dir"]) / default_run_name(cfg)), bool(args.resume))
     from sparsetrain.train import dist
     dist.barrier()
-    summary = train(cfg, run_dir, resume=resume)
+    try:
+        summary = train(cfg, run_dir, resume=resume)
+    except KeyboardInterrupt:
+        if rank == 0:
+            print(f"sparsetrain train: interrupted; the last checkpoint is intact (resume with --resume {run_dir}).",
+                  file=sys.stderr)
+        return 130
     if rank == 0:
         print_summary(summary, run_dir)
     return 0

@@ -430,8 +430,8 @@ def write_summary(out: Path, imp: ImpConfig, rows: list[dict]) -> None:
 
 def plot_rounds(rows: list[dict], path: Path, title: str = "IMP") -> Path | None:
     """Test accuracy vs density, one point per round (log density axis, sparser to the right)."""
-    from sparsetrain.train.plots import _pyplot
-    plt = _pyplot()
+    from sparsetrain.train.plots import pyplot, save_figure
+    plt = pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -445,9 +445,7 @@ def plot_rounds(rows: list[dict], path: Path, title: str = "IMP") -> Path | None
     ax.invert_xaxis()
     ax.set(xlabel="density (fraction of weights kept)", ylabel="test accuracy %", title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -26,11 +26,13 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: str | Path, write) -> None:
+def atomic_write_bytes(path: str | Path, write,
+                       advice: str = "Free some space or choose another folder, then --resume.") -> None:
     """Call ``write(file_object)`` on a temp file next to ``path``, then rename it over ``path``.
 
     The file gets the user's umask like any other tool's; a disk that is full or
-    read-only gives one line naming the file, and the previous ``path`` stays intact.
+    read-only gives one line naming the file and ending in ``advice``, and the
+    previous ``path`` stays intact.
     """
     path = Path(path)
     try:
@@ -48,8 +50,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-        raise SparsetrainError(f"cannot write {path}: {exc.strerror or exc}; {kept}. Free some space or choose "
-                               "another folder, then --resume.") from None
+        raise SparsetrainError(f"cannot write {path}: {exc.strerror or exc}; {kept}. {advice}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

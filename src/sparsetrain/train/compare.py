@@ -113,8 +113,8 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
 def plot_compare(rows: list[dict], path: Path) -> None:
     """Accuracy (mean ± std over seeds): against density when configurations were run at
     several densities, else one bar per configuration labelled with its density."""
-    from sparsetrain.train.plots import _pyplot
-    plt = _pyplot()
+    from sparsetrain.train.plots import pyplot, save_figure
+    plt = pyplot()
     if plt is None:
         return
     groups: dict[str, list[dict]] = {}
@@ -132,9 +132,7 @@ def plot_compare(rows: list[dict], path: Path) -> None:
                 ax.errorbar(xs, ys, yerr=[100 * r["acc_std"] for r in group], marker="o", capsize=3, label=name)
         ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="Accuracy vs sparsity at equal budget")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
         return
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
     xs = range(len(rows))
@@ -142,6 +140,4 @@ def plot_compare(rows: list[dict], path: Path) -> None:
     ax.set_xticks(list(xs), [f"{r['label']}\nd={r['density']:.2f}" for r in rows], fontsize=8)
     lo = min(100 * (r["acc_mean"] - r["acc_std"]) for r in rows)
     ax.set(ylabel="test accuracy (%)", title="Accuracy at equal budget", ylim=(max(0, lo - 5), 100))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

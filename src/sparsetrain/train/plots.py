@@ -7,9 +7,16 @@ import warnings
 from pathlib import Path
 
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.train.checkpoint import atomic_write_bytes
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's ``pyplot`` on the file-only Agg backend, or None (with one warning) when it is missing.
+
+    Example:
+        >>> plt = pyplot()
+        >>> fig, ax = plt.subplots(); _ = ax.plot([0, 1])
+    """
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -36,7 +43,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write accuracy.png, density.png, layer_density.png and itop.png into ``run_dir``; returns the paths."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     run_dir = Path(run_dir)
@@ -51,7 +58,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.plot([r["epoch"] for r in epochs], [100 * r[key] for r in epochs], label=label)
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax.legend()
-    written.append(_save(fig, run_dir / "accuracy.png", plt))
+    written.append(save_figure(fig, run_dir / "accuracy.png"))
 
     points = [(r["step"], r["density"]) for r in updates if "density" in r]
     points += [(r["step"], r["density"]) for r in epochs if "density" in r]
@@ -64,7 +71,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.plot([p[0] for p in shares], [p[1] for p in shares], label="channels sparser than the model")
             ax.legend()
         ax.set(xlabel="step", ylabel="density / share", title="Density over training", ylim=(0, 1.05))
-        written.append(_save(fig, run_dir / "density.png", plt))
+        written.append(save_figure(fig, run_dir / "density.png"))
 
     layers = [r["layer_density"] for r in updates if "layer_density" in r]
     summary = run_dir / "summary.json"
@@ -75,20 +82,34 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.bar(range(len(final)), list(final.values()))
         ax.set_xticks(range(len(final)), list(final), rotation=75, fontsize=7)
         ax.set(ylabel="density", title="Per-layer density (end of training)", ylim=(0, 1.05))
-        fig.tight_layout()
-        written.append(_save(fig, run_dir / "layer_density.png", plt))
+        written.append(save_figure(fig, run_dir / "layer_density.png"))
 
     itop = [(r["epoch"], r["itop_rate"]) for r in epochs if "itop_rate" in r]
     if itop:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([p[0] for p in itop], [p[1] for p in itop])
         ax.set(xlabel="epoch", ylabel="ITOP rate R_s", title="Weights ever active", ylim=(0, 1.05))
-        written.append(_save(fig, run_dir / "itop.png", plt))
+        written.append(save_figure(fig, run_dir / "itop.png"))
     return written
 
 
-def _save(fig, path: Path, plt) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG atomically and close it.
+
+    A full or read-only disk gives one line naming the file (the checkpoint is
+    written separately and stays intact), never a traceback from matplotlib.
+
+    Example:
+        >>> import tempfile, os
+        >>> fig, ax = pyplot().subplots(); _ = ax.plot([0, 1])
+        >>> save_figure(fig, os.path.join(tempfile.mkdtemp(), "a.png")).name
+        'a.png'
+    """
+    import matplotlib.pyplot as plt
+    path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), advice="Free some space.")
+    finally:
+        plt.close(fig)
     return path

@@ -155,7 +155,8 @@ class RunLogger:
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
         if sparsifier is not None:
-            sparsifier.load_state_dict(state["sparsifier"])
+            fix = f"set them back under method: in {self.dir / 'config.yaml'} to resume, or start a new run"
+            sparsifier.load_state_dict(state["sparsifier"], fix=fix)
         self.elapsed, self.best = state["elapsed"], state["best"]
         # the fresh sparsifier's history holds only its init entry: later events are new
         self.history_seen = len(sparsifier.history) if sparsifier is not None else 0
@@ -204,12 +205,21 @@ class RunLogger:
             "threads": torch.get_num_threads(),
         }
         if self.main:
-            atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
-            if self.cfg["run"]["plots"]:
-                from sparsetrain.train.plots import plot_run
-                plot_run(self.dir)
-            release_run_lock(self.dir)
+            try:
+                atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
+                if self.cfg["run"]["plots"]:
+                    self._plot()
+            finally:
+                release_run_lock(self.dir)
         return summary
+
+    def _plot(self) -> None:
+        from sparsetrain.train.plots import plot_run
+        try:
+            plot_run(self.dir)
+        except SparsetrainError as exc:  # the training is done: say what is safe and how to redraw
+            raise SparsetrainError(f"{exc} The run finished: {CHECKPOINT} and summary.json are intact; draw the "
+                                   f"plots later with `sparsetrain plot {self.dir}`.") from None
 
 
 def _is_jsonable(value: Any) -> bool:
