@@ -127,6 +127,7 @@ class RunLogger:
             return
         state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": _cuda_rng(model),
                  "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
                  "elapsed": self.elapsed, "best": self.best, "history_seen": self.history_seen,
                  "updates_logged": self.updates_logged, "method": self.cfg["method"]["name"],
@@ -154,6 +155,9 @@ class RunLogger:
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and _cuda_rng(model) is not None:
+            # dropout on the GPU draws from it; set_rng_state takes a CPU tensor
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), next(model.parameters()).device)
         if sparsifier is not None:
             fix = f"set them back under method: in {self.dir / 'config.yaml'} to resume, or start a new run"
             sparsifier.load_state_dict(state["sparsifier"], fix=fix)
@@ -220,6 +224,12 @@ class RunLogger:
         except SparsetrainError as exc:  # the training is done: say what is safe and how to redraw
             raise SparsetrainError(f"{exc} The run finished: {CHECKPOINT} and summary.json are intact; draw the "
                                    f"plots later with `sparsetrain plot {self.dir}`.") from None
+
+
+def _cuda_rng(model) -> torch.Tensor | None:
+    """The RNG state of the model's CUDA device (every rank draws in step with rank 0), or None on CPU."""
+    device = next(model.parameters()).device
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def _is_jsonable(value: Any) -> bool:
