@@ -102,6 +102,8 @@ def configure_compare(p) -> None:
     p.add_argument("--config", "-c", help="base recipe for --methods")
     p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<methods>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an existing output folder (an earlier comparison is kept as NAME.old-<time>)")
     p.add_argument("--densities", help="comma-separated densities: run every sparse configuration at each "
                                        "(accuracy-vs-sparsity plot), e.g. 0.2,0.1,0.05")
 
@@ -112,7 +114,7 @@ def cmd_compare(args, extra: list[str]) -> int:
         raise SparsetrainError("compare needs recipes or --methods a,b,c (e.g. --methods dense,rigl,granet).")
     densities = [float(d) for d in args.densities.split(",")] if args.densities else None
     compare(recipes=args.recipes, methods=args.methods.split(",") if args.methods else None, base=args.config,
-            seeds=args.seeds, overrides=extra, out=args.out, densities=densities)
+            seeds=args.seeds, overrides=extra, out=args.out, densities=densities, overwrite=args.overwrite)
     return 0
 
 

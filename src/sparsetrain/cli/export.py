@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.train.checkpoint import atomic_write_text
 from sparsetrain.train.report import LoadedRun, load_run
 
 
@@ -59,7 +60,7 @@ def compact_run(run: str | Path, *, calibrate: int = 0, out: str | Path | None =
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "compact.safetensors"
     save_compact(small, spec, path, metadata={"model": loaded.cfg["model"]["name"]})
-    (folder / "width_spec.json").write_text(json.dumps(spec, indent=1))
+    atomic_write_text(folder / "width_spec.json", json.dumps(spec, indent=1))
     return loaded, small, spec, path
 
 
@@ -187,7 +188,7 @@ def cmd_bench(args, extra) -> int:
         chosen = {n: d["choice"] for n, d in info["csr"].items()}
         print(f"csr layers: {chosen or 'no sparse linear layer'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "info": info}, indent=1, default=str))
+        atomic_write_text(args.json, json.dumps({"rows": rows, "info": info}, indent=1, default=str))
     return 0
 
 

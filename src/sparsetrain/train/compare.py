@@ -6,8 +6,12 @@ import json
 import statistics
 from pathlib import Path
 
+import yaml
+
+from sparsetrain.errors import SparsetrainError
 from sparsetrain.train.checkpoint import atomic_write_text
 from sparsetrain.train.config import load_config
+from sparsetrain.train.folders import replace_folder
 
 #: method arguments that mean the same in every method, carried over when --methods switches method
 SHARED_METHOD_ARGS = ("density", "update_every", "distribution")
@@ -78,11 +82,13 @@ def density_sweep(configs: list[tuple[str, dict]], densities: list[float]) -> li
 
 def compare(recipes: list[str] | None = None, methods: list[str] | None = None, base: str | None = None,
             seeds: int = 3, overrides: list[str] | None = None, out: str | None = None,
-            densities: list[float] | None = None) -> list[dict]:
+            densities: list[float] | None = None, overwrite: bool = False) -> list[dict]:
     """Run every configuration for ``seeds`` seeds; print and write the table (compare.md/json) and plot.
 
     With ``densities`` every sparse configuration runs at each density and the
-    plot shows accuracy against density, one line per configuration.
+    plot shows accuracy against density, one line per configuration. An
+    existing output folder is refused unless ``overwrite``; then an earlier
+    comparison is moved aside (``NAME.old-<time>``), anything else refused.
     """
     from sparsetrain.train.loop import train
     overrides = list(overrides or [])
@@ -91,6 +97,9 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
     if densities:
         configs = density_sweep(configs, densities)
     out_dir = Path(out or f"runs/compare-{'-'.join(label for label, _ in configs)}"[:120])
+    _prepare_out(out_dir, overwrite)
+    atomic_write_text(out_dir / "compare.yaml", yaml.safe_dump(  # the marker that makes it a compare folder
+        {"configurations": [label for label, _ in configs], "seeds": seeds, "overrides": overrides}))
     rows = []
     for label, cfg in configs:
         base_label = label.split("@")[0]
@@ -102,12 +111,19 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
         rows.append({**summarise(label, summaries), "config": base_label})
     table = _table(rows)
     print("\n" + table)
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "compare.md", table + "\n")
     atomic_write_text(out_dir / "compare.json", json.dumps(rows, indent=2))
     plot_compare(rows, out_dir / "compare.png")
     print(f"\nwritten: {out_dir / 'compare.md'}, compare.json, compare.png")
     return rows
+
+
+def _prepare_out(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not overwrite:
+            raise SparsetrainError(f"{out_dir} already exists. Pass --overwrite to start again (an earlier comparison "
+                                   "is kept as NAME.old-<time>) or choose another --out.")
+        replace_folder(out_dir, what="compare folder")
 
 
 def plot_compare(rows: list[dict], path: Path) -> None:
