@@ -103,7 +103,7 @@ def test_rounds_follow_the_target():
     ({"rounds": 2, "prune_fraction": 20}, r"looks like a percentage: pass 0.2"),
     ({"rounds": 2, "prune_fraction": 1.0}, r"in \(0, 1\)"),
     ({}, r"give imp.rounds"),
-    ({"rounds": 0}, r"positive integer"),
+    ({"rounds": 0}, r"whole number >= 1"),
     ({"rounds": 2, "scope": "glob"}, r"Did you mean: global"),
     ({"rounds": 2, "rewind": "weight"}, r"Did you mean: weights"),
     ({"rounds": 2, "rewind_iter": -1}, r"optimizer step"),

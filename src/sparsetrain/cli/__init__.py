@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["train"]
     argv, extra = split_overrides(parser, argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed its message (bad option, a value a check refused, --help)
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return 0

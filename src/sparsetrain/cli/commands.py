@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.cli import arguments
+from sparsetrain.errors import SparsetrainError, check_density
 from sparsetrain.train.folders import check_run_name, replace_folder
 
 
@@ -100,21 +101,21 @@ def configure_compare(p) -> None:
     p.add_argument("--methods", help="comma-separated method names on the default (or --config) setup, "
                                      "'dense' included")
     p.add_argument("--config", "-c", help="base recipe for --methods")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    p.add_argument("--seeds", type=arguments.count(), default=3, help="seeds per configuration (default 3)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<methods>)")
     p.add_argument("--overwrite", action="store_true",
                    help="start again in an existing output folder (an earlier comparison is kept as NAME.old-<time>)")
-    p.add_argument("--densities", help="comma-separated densities: run every sparse configuration at each "
-                                       "(accuracy-vs-sparsity plot), e.g. 0.2,0.1,0.05")
+    p.add_argument("--densities", type=arguments.comma_list(check_density),
+                   help="comma-separated densities: run every sparse configuration at each "
+                        "(accuracy-vs-sparsity plot), e.g. 0.2,0.1,0.05")
 
 
 def cmd_compare(args, extra: list[str]) -> int:
     from sparsetrain.train.compare import compare
     if not args.recipes and not args.methods:
         raise SparsetrainError("compare needs recipes or --methods a,b,c (e.g. --methods dense,rigl,granet).")
-    densities = [float(d) for d in args.densities.split(",")] if args.densities else None
     compare(recipes=args.recipes, methods=args.methods.split(",") if args.methods else None, base=args.config,
-            seeds=args.seeds, overrides=extra, out=args.out, densities=densities, overwrite=args.overwrite)
+            seeds=args.seeds, overrides=extra, out=args.out, densities=args.densities, overwrite=args.overwrite)
     return 0
 
 
@@ -178,7 +179,8 @@ def cmd_plot(args, extra) -> int:
 def configure_schedules(p) -> None:
     p.add_argument("--plot", metavar="PNG", nargs="?", const="schedules.png",
                    help="draw every schedule into a PNG (default schedules.png)")
-    p.add_argument("--sparsity", type=float, default=0.9, help="final sparsity for the table and plot (0.9)")
+    p.add_argument("--sparsity", type=arguments.fraction(), default=0.9,
+                   help="final sparsity for the table and plot (0.9)")
 
 
 def cmd_schedules(args, extra) -> int:
@@ -216,7 +218,7 @@ COMMANDS = {
                 "lottery-ticket procedures: imp (iterative magnitude pruning with rewinding) or gems (Gem-Miner)",
                 lambda p: __import__("sparsetrain.cli.tickets", fromlist=["_"]).configure(p),
                 "  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
-                "  sparsetrain tickets imp --config imp_mnist1d_mlp --set epochs=20 imp.rounds=3 imp.scope=global\n"
+                "  sparsetrain tickets imp --config imp_mnist1d_mlp --epochs 20 --imp.rounds 3 --imp.scope global\n"
                 "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
                 "  sparsetrain tickets gems --config gems.yaml\n"),
     "compact": (lambda args, extra: __import__("sparsetrain.cli.export", fromlist=["_"]).cmd_compact(args, extra),

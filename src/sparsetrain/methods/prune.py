@@ -20,7 +20,7 @@ from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_g
 from sparsetrain.core.topk import exact_count, global_topk
 from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int
+from sparsetrain.methods.common import check_count, check_density
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops import Op
 from sparsetrain.pruning_criteria import remember_weights
@@ -166,7 +166,7 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
         sparsity = 1.0 - check_density(density)
     if context not in ("local", "global"):
         raise unknown_choice("context", context, ["local", "global"])
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     get_granularity(granularity)
     get_criterion(criterion)
     sched = SparsitySchedule(schedule, start_sparsity=start_sparsity, end_sparsity=sparsity, start=start, end=end,

@@ -50,7 +50,7 @@ from torch import Tensor
 from sparsetrain import ops
 from sparsetrain.context import SparseContext
 from sparsetrain.core.topk import ceil_count, exact_count, global_topk, topk_mask
-from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
+from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.methods import registry
 from sparsetrain.methods.registry import Method
 from sparsetrain.ops import Op
@@ -109,8 +109,8 @@ def make_imp_config(raw: dict[str, Any] | None) -> ImpConfig:
     if rounds is None and target is None:
         raise SparsetrainError("give imp.rounds (pruning rounds after the dense one) or imp.target_density "
                                "(fraction of weights kept at the end), e.g. --imp.target_density 0.1.")
-    if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1):
-        raise SparsetrainError(f"imp.rounds must be a positive integer, got {rounds!r}.")
+    if rounds is not None:
+        check_count(rounds, "imp.rounds")
     if target is not None:
         need = rounds_to_reach(target, p)
         if rounds is not None and need > rounds:
