@@ -47,16 +47,15 @@ def run_blocks(page: Path) -> list[str]:
 def registries_restored():
     """Pages may register methods and criteria: take them out again afterwards, so the
     rest of the session (which iterates over every registered method) does not see them."""
-    saved = (dict(registry._BUILDERS), dict(registry._INFO), dict(criteria._REGISTRY),
-             set(criteria.GRADIENT_CRITERIA))
+    saved = (dict(registry._BUILDERS), dict(registry._INFO), dict(criteria.CRITERIA._items),
+             dict(criteria.CRITERIA._aliases))
     try:
         yield
     finally:
-        for live, copy in zip((registry._BUILDERS, registry._INFO, criteria._REGISTRY), saved[:3], strict=True):
+        for live, copy in zip((registry._BUILDERS, registry._INFO, criteria.CRITERIA._items,
+                               criteria.CRITERIA._aliases), saved, strict=True):
             live.clear()
             live.update(copy)
-        criteria.GRADIENT_CRITERIA.clear()
-        criteria.GRADIENT_CRITERIA.update(saved[3])
 
 
 def execute(page: Path) -> dict:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import NMGranularity, get_granularity
-from sparsetrain.criteria import list_criteria
+from sparsetrain.criteria import CRITERIA, list_criteria
 from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.ops import init_random, prune_and_regrow, regrow
 from sparsetrain.ops.base import Op
@@ -28,7 +28,7 @@ def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: flo
     criterion (e.g. the schedule study's ``movement``, ``large_init``) drops
     its lowest scores.
     """
-    if prune not in PRUNE_MODES and prune not in list_criteria():
+    if prune not in PRUNE_MODES and prune not in CRITERIA:
         raise unknown_choice("prune mode", prune, [*PRUNE_MODES, *list_criteria()])
     if prune == "threshold":
         return drop_below(threshold)
@@ -44,7 +44,7 @@ def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: st
     With a ``granularity`` other than ``weight`` whole groups (kernels, rows,
     filters, blocks) are dropped and regrown, scored by their mean.
     """
-    if growth not in list_criteria():  # any registered criterion can choose what grows
+    if growth not in CRITERIA:  # any registered criterion (or alias) can choose what grows
         raise unknown_choice("growth mode (a criterion)", growth, list_criteria())
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)

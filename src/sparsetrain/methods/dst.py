@@ -15,8 +15,8 @@ from sparsetrain.methods.common import (
     regeneration,
 )
 from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops import remember_weights
 from sparsetrain.ops.regrow import adjusted_death
-from sparsetrain.pruning_criteria import remember_weights
 from sparsetrain.schedules import constant, cosine_decay
 
 

@@ -22,8 +22,7 @@ from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import check_count, check_density
 from sparsetrain.methods.registry import Method, register_method
-from sparsetrain.ops import Op
-from sparsetrain.pruning_criteria import remember_weights
+from sparsetrain.ops import Op, remember_weights
 from sparsetrain.sparsity_schedules import SparsitySchedule
 
 #: fasterai's ``Sparsifier(layer_type=nn.Conv2d)``: only 2-D convolutions are pruned unless told otherwise
