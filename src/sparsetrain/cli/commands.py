@@ -184,10 +184,10 @@ def configure_schedules(p) -> None:
 
 
 def cmd_schedules(args, extra) -> int:
-    from sparsetrain.sparsity_schedules import SPARSITY_SCHEDULES, SparsitySchedule, plot_schedules
+    from sparsetrain.schedules import CURVES, SparsitySchedule, plot_schedules
     positions = [0.0, 0.25, 0.5, 0.75, 1.0]
     print(f"{'schedule':<10} " + " ".join(f"{'pos ' + str(p):>8}" for p in positions))
-    for name in SPARSITY_SCHEDULES:
+    for name in CURVES.names():
         sched = SparsitySchedule(name, start_sparsity=1e-6 if name == "exp" else 0.0, end_sparsity=args.sparsity)
         print(f"{name:<10} " + " ".join(f"{sched.at(p):8.4f}" for p in positions))
     if args.plot:

@@ -23,7 +23,7 @@ from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import check_count, check_density
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops import Op, remember_weights
-from sparsetrain.sparsity_schedules import SparsitySchedule
+from sparsetrain.schedules import SparsitySchedule
 
 #: fasterai's ``Sparsifier(layer_type=nn.Conv2d)``: only 2-D convolutions are pruned unless told otherwise
 FASTERAI_LAYER_TYPE = "Conv2d"
