@@ -63,13 +63,13 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from sparsetrain.train.dist import setup
+    from sparsetrain.distributed import setup
     from sparsetrain.train.loop import train
     _, rank, _ = setup(cfg["device"])
     run_dir, resume = prepare_run_dir(cfg, args.resume, args.overwrite) if rank == 0 else (
         Path(args.resume or Path(cfg["run"]["dir"]) / default_run_name(cfg)), bool(args.resume))
-    from sparsetrain.train import dist
-    dist.barrier()
+    from sparsetrain import distributed
+    distributed.barrier()
     try:
         summary = train(cfg, run_dir, resume=resume)
     except KeyboardInterrupt:

@@ -170,7 +170,7 @@ def cmd_bench(args, extra) -> int:
         torch.set_num_threads(args.threads)
     model, x, masks = _bench_target(args)
     if args.device != "cpu":  # compact and decide CSR / 2:4 on the device that will run the model
-        from sparsetrain.train.dist import pick_device
+        from sparsetrain.distributed import pick_device
         args.device = str(pick_device(args.device))
         model, x = model.to(args.device), x.to(args.device)
         masks = {k: v.to(args.device) for k, v in masks.items()}

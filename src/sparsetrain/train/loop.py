@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 import sparsetrain
+from sparsetrain import distributed as tdist
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods import method_signature
-from sparsetrain.train import dist as tdist
 from sparsetrain.train.config import EPOCH_KEYS, builder_kwargs
 from sparsetrain.train.data import create_dataset
 from sparsetrain.train.models import create_model
