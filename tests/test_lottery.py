@@ -209,7 +209,7 @@ def test_rewind_iter_beyond_the_round_is_refused(tmp_path):
     cfg, imp = tiny(rounds=1, rewind_iter=23)
     with pytest.raises(SparsetrainError, match="beyond the 22 optimizer steps"):
         run_imp(cfg, imp, tmp_path)
-    assert lottery.ROUND_METHOD not in sparsetrain.list_methods()  # only registered while a round trains
+    assert lottery.ROUND_METHOD not in sparsetrain.list_methods()  # the round is handed to train() as an object
 
 
 def test_resume_at_round_granularity_and_from_an_interrupted_round(tmp_path, monkeypatch):

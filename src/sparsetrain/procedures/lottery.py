@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass
@@ -51,7 +50,6 @@ from sparsetrain import ops
 from sparsetrain.context import SparseContext
 from sparsetrain.core.topk import ceil_count, exact_count, global_topk, topk_mask
 from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
-from sparsetrain.methods import registry
 from sparsetrain.methods.registry import Method
 from sparsetrain.ops import Op
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
@@ -215,28 +213,19 @@ def imp_round(masks: str | None = None, weights: str | None = None, save_rewind:
     return Method(init=install(masks, weights, save_rewind, rewind_iter), updates=updates)
 
 
-@contextlib.contextmanager
-def round_method():
-    """Register :func:`imp_round` as ``_imp_round`` while a round trains.
-
-    The trainer takes a method *name*; registering it only for the duration
-    keeps it out of ``sparsetrain methods`` and the every-method tests.
-    """
-    registry.register_method(ROUND_METHOD, family="lottery tickets (internal)",
-                             paper="Frankle & Carbin 2019")(imp_round)
-    try:
-        yield
-    finally:
-        registry.unregister_method(ROUND_METHOD)
-
-
 def train_round(cfg: dict, run_dir: Path, resume: bool = False, **method: Any) -> dict:
-    """Train one round into ``run_dir`` with the trainer; ``method`` are :func:`imp_round` arguments."""
+    """Train one round into ``run_dir`` with the trainer; ``method`` are :func:`imp_round` arguments.
+
+    The round's method is handed to the trainer as an object, so it never
+    enters the method registry (nor ``sparsetrain methods``).
+    """
     from sparsetrain.train.loop import train
     cfg = copy.deepcopy(cfg)
-    cfg["method"] = {"name": ROUND_METHOD, **{k: (str(v) if isinstance(v, Path) else v) for k, v in method.items()}}
-    with round_method():
-        return train(cfg, run_dir, resume=resume)
+    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in method.items()}
+    cfg["method"] = {"name": ROUND_METHOD, **args}
+    round_ = imp_round(**args)
+    round_.name, round_.config = ROUND_METHOD, args  # what a resumed round is checked against
+    return train(cfg, run_dir, resume=resume, method=round_)
 
 
 # ------------------------------------------------------------------------ configuration files
