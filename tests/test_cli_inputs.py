@@ -60,6 +60,7 @@ def test_run_files_follow_the_umask_and_a_full_disk_keeps_the_old_checkpoint(tmp
     import errno
     import os
 
+    from sparsetrain.core import files
     from sparsetrain.errors import SparsetrainError
     from sparsetrain.train import checkpoint
     path = tmp_path / "checkpoint.pt"
@@ -69,7 +70,7 @@ def test_run_files_follow_the_umask_and_a_full_disk_keeps_the_old_checkpoint(tmp
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(SparsetrainError, match="No space left on device; the previous checkpoint.pt is intact"):
         checkpoint.save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()

@@ -39,7 +39,7 @@ RUN = "granet-cnn1d-mnist1d-s0"
 #: checkpoint) or "checkpoint" (inside the N-th checkpoint write: temp file written, not yet renamed)
 SELF_SIGNAL = r"""
 import os, signal, sys
-import sparsetrain.train.checkpoint as checkpoint
+import sparsetrain.core.files as files
 import sparsetrain.train.run as run
 from sparsetrain.cli import main
 
@@ -72,7 +72,7 @@ else:
             if state["writes"] == n:
                 os.kill(os.getpid(), sig)
 
-    checkpoint.os.fsync = patched_fsync
+    files.os.fsync = patched_fsync
 sys.exit(main(argv))
 """
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from sparsetrain.cli import arguments
+from sparsetrain.core.files import atomic_write_text
 from sparsetrain.errors import SparsetrainError, check_count
-from sparsetrain.train.checkpoint import atomic_write_text
 from sparsetrain.train.report import LoadedRun, load_run
 
 

@@ -116,7 +116,7 @@ class SparsityCallback(TrainerCallback):
             warnings.warn(f"SparsityCallback: no checkpoint folder {folder}; the sparsifier state was not saved.",
                           stacklevel=2)
             return
-        from sparsetrain.train.checkpoint import atomic_write_bytes
+        from sparsetrain.core.files import atomic_write_bytes
         state_dict = self.sparsifier.state_dict()
         atomic_write_bytes(os.path.join(folder, STATE_FILE), lambda fh: torch.save(state_dict, fh),
                            advice="Free some space; the Trainer's own files are not affected.")

@@ -211,7 +211,7 @@ def sanity_masks(kind: str, masks: dict[str, Tensor], search: ScoreSearch,
 
 
 def _save_plot(rows: list[dict], path: Path) -> Path | None:
-    from sparsetrain.train.plots import pyplot, save_figure
+    from sparsetrain.core.figures import pyplot, save_figure
     plt = pyplot()
     if plt is None:
         return None

@@ -324,7 +324,7 @@ def _prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: 
         else:
             raise SparsetrainError(f"{out} already holds an IMP procedure. Pass --resume to continue after its "
                                    "last complete round, --overwrite to start again, or another --out.")
-    from sparsetrain.train.checkpoint import atomic_write_text
+    from sparsetrain.core.files import atomic_write_text
     # with a target the rounds follow from it: save none, so a resume may move the target further
     section = {**asdict(imp), "rounds": None if imp.target_density is not None else imp.rounds}
     text = yaml.safe_dump({**cfg, "method": {"name": "dense"}, "imp": section}, sort_keys=False)
@@ -408,7 +408,7 @@ def write_summary(out: Path, imp: ImpConfig, rows: list[dict]) -> None:
     """``imp_summary.json`` / ``.csv`` / ``.md`` and the accuracy-vs-density plot."""
     import json
 
-    from sparsetrain.train.checkpoint import atomic_write_text
+    from sparsetrain.core.files import atomic_write_text
     atomic_write_text(out / "imp_summary.json", json.dumps({"imp": asdict(imp), "rounds": rows}, indent=2))
     keys = ["round", "target_density", "density", "final_test_acc", "best_test_acc", "wall_time_s", "run"]
     csv = [",".join(keys)] + [",".join(str(row[k]) for k in keys) for row in rows]
@@ -419,7 +419,7 @@ def write_summary(out: Path, imp: ImpConfig, rows: list[dict]) -> None:
 
 def plot_rounds(rows: list[dict], path: Path, title: str = "IMP") -> Path | None:
     """Test accuracy vs density, one point per round (log density axis, sparser to the right)."""
-    from sparsetrain.train.plots import pyplot, save_figure
+    from sparsetrain.core.figures import pyplot, save_figure
     plt = pyplot()
     if plt is None:
         return None

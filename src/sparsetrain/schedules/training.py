@@ -167,7 +167,7 @@ def plot_schedules(path: str, names: list[str] | None = None, end_sparsity: floa
     ``exp`` is drawn from start 1e-6 (it cannot start at 0; the blog's 0.0001 %); the others from 0.
     Needs matplotlib (``pip install sparsetrain[plot]``). Returns ``path``.
     """
-    from sparsetrain.train.plots import pyplot, save_figure
+    from sparsetrain.core.figures import pyplot, save_figure
     plt = pyplot()
     if plt is None:
         raise SparsetrainError("plot_schedules needs matplotlib: pip install 'sparsetrain[plot]'.")

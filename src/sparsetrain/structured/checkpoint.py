@@ -94,7 +94,7 @@ def save_sparse(model: nn.Module, path: str | Path, masks: dict[str, Tensor] | N
     """
     from safetensors.torch import save
 
-    from sparsetrain.train.checkpoint import atomic_write_bytes
+    from sparsetrain.core.files import atomic_write_bytes
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     unknown = sorted(set(masks or {}) - set(state))
     if unknown:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from sparsetrain.core.files import atomic_write_text
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.train.checkpoint import atomic_write_text
 from sparsetrain.train.config import load_config
 from sparsetrain.train.folders import replace_folder
 
@@ -129,7 +129,7 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> None:
 def plot_compare(rows: list[dict], path: Path) -> None:
     """Accuracy (mean ± std over seeds): against density when configurations were run at
     several densities, else one bar per configuration labelled with its density."""
-    from sparsetrain.train.plots import pyplot, save_figure
+    from sparsetrain.core.figures import pyplot, save_figure
     plt = pyplot()
     if plt is None:
         return

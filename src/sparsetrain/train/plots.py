@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
+from sparsetrain.core.figures import pyplot, save_figure
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.train.checkpoint import atomic_write_bytes
-
-
-def pyplot():
-    """matplotlib's ``pyplot`` on the file-only Agg backend, or None (with one warning) when it is missing.
-
-    Example:
-        >>> plt = pyplot()
-        >>> fig, ax = plt.subplots(); _ = ax.plot([0, 1])
-    """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed: no plots (pip install 'sparsetrain[plot]').", stacklevel=3)
-        return None
-    return plt
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -91,25 +73,3 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.set(xlabel="epoch", ylabel="ITOP rate R_s", title="Weights ever active", ylim=(0, 1.05))
         written.append(save_figure(fig, run_dir / "itop.png"))
     return written
-
-
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG atomically and close it.
-
-    A full or read-only disk gives one line naming the file (the checkpoint is
-    written separately and stays intact), never a traceback from matplotlib.
-
-    Example:
-        >>> import tempfile, os
-        >>> fig, ax = pyplot().subplots(); _ = ax.plot([0, 1])
-        >>> save_figure(fig, os.path.join(tempfile.mkdtemp(), "a.png")).name
-        'a.png'
-    """
-    import matplotlib.pyplot as plt
-    path = Path(path)
-    fig.tight_layout()
-    try:
-        atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), advice="Free some space.")
-    finally:
-        plt.close(fig)
-    return path

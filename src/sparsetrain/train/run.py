@@ -17,10 +17,11 @@ from typing import Any
 import torch
 
 import sparsetrain
+from sparsetrain.core.files import atomic_write_text
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.metrics.channels import channel_stats
 from sparsetrain.metrics.flops import sparse_flops
-from sparsetrain.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
 from sparsetrain.train.config import dump_config
 from sparsetrain.train.folders import acquire_run_lock, release_run_lock
 
