@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except SparsetrainError as exc:
         print(f"sparsetrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`sparsetrain criteria | head`): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (python flushes stdout once more at exit)
+        return 0
     except KeyboardInterrupt:
         print(f"sparsetrain {args.command}: interrupted; the last checkpoint is intact (resume with --resume RUN).",
               file=sys.stderr)

@@ -195,6 +195,11 @@ def cmd_schedules(args, extra) -> int:
     return 0
 
 
+def _listing():
+    from sparsetrain.cli import listing
+    return listing
+
+
 COMMANDS = {
     "train": (cmd_train, "train one configuration into a run folder", configure_train,
               "  sparsetrain train\n  sparsetrain train --config rigl_mnist1d --method.density 0.05\n"
@@ -206,6 +211,15 @@ COMMANDS = {
                 "  sparsetrain compare granet_mnist1d rigl_mnist1d --seeds 2\n"),
     "methods": (cmd_methods, "list the registered methods", configure_methods,
                 "  sparsetrain methods\n  sparsetrain methods granet\n"),
+    "models": (lambda args, extra: _listing().lister("model", "models")(args, extra),
+               "list the registered models", lambda p: _listing().configure(p),
+               "  sparsetrain models\n  sparsetrain models 'resnet*'\n"),
+    "datasets": (lambda args, extra: _listing().lister("dataset", "datasets")(args, extra),
+                 "list the registered datasets", lambda p: _listing().configure(p),
+                 "  sparsetrain datasets\n"),
+    "criteria": (lambda args, extra: _listing().lister("criterion", "criteria")(args, extra),
+                 "list the registered criteria (what drop, grow and prune rank by)",
+                 lambda p: _listing().configure(p), "  sparsetrain criteria\n  sparsetrain criteria '*init*'\n"),
     "recipes": (cmd_recipes, "list the bundled recipes, or show one", configure_recipes,
                 "  sparsetrain recipes\n  sparsetrain recipes granet_cifar10_resnet50\n"),
     "schedules": (cmd_schedules, "the pruning schedules of the schedule study (table, --plot PNG)",

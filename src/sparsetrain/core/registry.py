@@ -63,6 +63,14 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
         self._aliases = {a: n for a, n in self._aliases.items() if n != name}
 
+    def snapshot(self) -> tuple[dict[str, T], dict[str, str]]:
+        """The current entries, for :meth:`restore` (tests and doc pages that register their own)."""
+        return dict(self._items), dict(self._aliases)
+
+    def restore(self, snapshot: tuple[dict[str, T], dict[str, str]]) -> None:
+        """Go back to a :meth:`snapshot`."""
+        self._items, self._aliases = dict(snapshot[0]), dict(snapshot[1])
+
     def canonical(self, name: str) -> str:
         """The registered name behind ``name`` (itself, or the name an alias stands for)."""
         name = self._aliases.get(name, name)
