@@ -90,7 +90,7 @@ def plot(rows: list[dict], dense: list[float], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sparsetrain.sparsity_schedules import SparsitySchedule
+    from sparsetrain.schedules import SparsitySchedule
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     steps = 200
     for label, kwargs in SCHEDULES:

@@ -461,3 +461,23 @@ def test_schedules_table_and_plot(capsys, tmp_path):
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:] if line and not line.startswith("/")}
     assert rows["agp"][-1] == "0.8000" and rows["one_shot"][0] == "0.8000" and rows["dsd"][-1] == "0.0000"
     assert_png(tmp_path / "s.png")
+
+
+@pytest.mark.parametrize("command, pattern, expect", [
+    ("models", "resnet2*", "resnet20"),
+    ("datasets", "mnist*", "mnist1d"),
+    ("criteria", "mag*", "magnitude (also large_final)"),
+])
+def test_every_registry_is_listed_by_a_glob(capsys, command, pattern, expect):
+    rc, out, err = cli(capsys, command, pattern)
+    assert rc == 0, err
+    assert expect in out and all(line.split()[0].startswith(pattern[:-1]) for line in out.splitlines())
+    rc, _, err = cli(capsys, command, "no-such-*")
+    assert rc == 2 and f"try 'sparsetrain {command}'" in err
+
+
+def test_a_second_registration_under_a_taken_name_is_an_error():
+    from sparsetrain.errors import SparsetrainError
+    from sparsetrain.train.models import register_model
+    with pytest.raises(SparsetrainError, match="a model named 'resnet20' is already registered"):
+        register_model("resnet20")(lambda num_classes=10: None)

@@ -60,6 +60,7 @@ def test_run_files_follow_the_umask_and_a_full_disk_keeps_the_old_checkpoint(tmp
     import errno
     import os
 
+    from sparsetrain.core import files
     from sparsetrain.errors import SparsetrainError
     from sparsetrain.train import checkpoint
     path = tmp_path / "checkpoint.pt"
@@ -69,9 +70,62 @@ def test_run_files_follow_the_umask_and_a_full_disk_keeps_the_old_checkpoint(tmp
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(SparsetrainError, match="No space left on device; the previous checkpoint.pt is intact"):
         checkpoint.save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert checkpoint.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_a_full_disk_while_drawing_plots_names_the_file_and_keeps_the_run(capsys, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from matplotlib.figure import Figure
+
+    def full(self, fh, **kwargs):
+        fh.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    rc = main(["train", "--epochs", "1", "--data.num_samples", "300", "--model.width", "4", "--threads", "1",
+               "--run.dir", str(tmp_path), "--run.name", "r"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"cannot write {tmp_path / 'r' / 'accuracy.png'}: No space left on device" in err
+    assert "checkpoint.pt and summary.json are intact" in err and f"sparsetrain plot {tmp_path / 'r'}" in err
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.jsonl",
+                                                                  "summary.json"]  # no half PNG, no lock left
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--methods", "dense", "--seeds", "0"], "argument --seeds: must be a whole number >= 1, got 0."),
+    (["compare", "--methods", "dense", "--densities", "abc"], "argument --densities: each value must be a number"),
+    (["compare", "--methods", "dense", "--densities", "0.1,50"], "It looks like a percentage: pass 0.5"),
+    (["compact", "runs/x", "--round-to", "0"], "argument --round-to: must be a whole number >= 1, got 0."),
+    (["compact", "runs/x", "--calibrate", "-1"], "argument --calibrate: must be a whole number >= 0, got -1."),
+    (["export", "runs/x", "--round-to", "2.5"], "argument --round-to: must be a whole number >= 1, got 2.5."),
+    (["bench", "resnet20", "--batch-sizes", "0,2"], "argument --batch-sizes: each value must be a whole number"),
+    (["bench", "resnet20", "--input-shape", "3,x"], "argument --input-shape: each value must be a whole number"),
+    (["bench", "resnet20", "--density", "10"], "argument --density: must be in (0, 1]"),
+    (["bench", "resnet20", "--reps", "0"], "argument --reps: must be a whole number >= 1, got 0."),
+    (["schedules", "--sparsity", "2"], "argument --sparsity: must be a fraction in [0, 1], got 2"),
+])
+def test_every_command_checks_its_numbers_like_the_config(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir()), "a refused command wrote something"
+
+
+def test_the_config_and_the_options_share_one_check():
+    from sparsetrain.cli.arguments import count
+    from sparsetrain.errors import SparsetrainError, check_count
+    from sparsetrain.train.config import load_config
+    with pytest.raises(SparsetrainError, match="epochs must be a whole number >= 1, got 0"):
+        load_config(None, ["--epochs", "0"])
+    with pytest.raises(SparsetrainError, match="epochs must be a whole number >= 1, got 0"):
+        check_count(0, "epochs")
+    assert count()("3") == 3

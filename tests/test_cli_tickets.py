@@ -12,9 +12,9 @@ import yaml
 from sparsetrain.cli import main
 
 #: a tiny MLP on scikit-learn's digits, one epoch of 22 steps per round
-TINY = ["--set", "data.name=digits", "model.name=mlp", "model.hidden=[16]", "batch_size=64", "epochs=1",
-        "threads=1", "optim.name=adam", "optim.lr=0.01", "optim.weight_decay=0.0", "schedule.name=constant",
-        "run.progress=false"]
+TINY = ["--data.name", "digits", "--model.name", "mlp", "--model.hidden", "[16]", "--batch_size", "64",
+        "--epochs", "1", "--threads", "1", "--optim.name", "adam", "--optim.lr", "0.01", "--optim.weight_decay", "0.0",
+        "--schedule.name", "constant", "--run.progress", "false"]
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -29,8 +29,8 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_imp_two_rounds_then_resume_with_a_third(tmp_path, capsys):
     out = tmp_path / "imp"
-    rc, stdout, err = cli(capsys, "tickets", "imp", "imp.rounds=2", "--config", "imp_mnist1d_mlp",
-                          "--out", str(out), *TINY, "imp.target_density=null", "imp.scope=global")
+    rc, stdout, err = cli(capsys, "tickets", "imp", "--imp.rounds", "2", "--config", "imp_mnist1d_mlp",
+                          "--out", str(out), *TINY, "--imp.target_density", "null", "--imp.scope", "global")
     assert rc == 0, err
     assert "| 2 | 0.6402 | 35.98 |" in stdout and "IMP round 2/2" in stdout
     for name in ("imp.yaml", "rewind.pt", "imp_summary.json", "imp_summary.csv", "imp_summary.md",
@@ -39,9 +39,9 @@ def test_imp_two_rounds_then_resume_with_a_third(tmp_path, capsys):
     saved = yaml.safe_load((out / "imp.yaml").read_text())
     assert saved["imp"]["rounds"] == 2 and saved["data"]["name"] == "digits"
     rc, _, err = cli(capsys, "tickets", "imp", "--config", "imp_mnist1d_mlp", "--out", str(out), *TINY,
-                     "imp.rounds=2", "imp.target_density=null", "imp.scope=global")
+                     "--imp.rounds", "2", "--imp.target_density", "null", "--imp.scope", "global")
     assert rc == 2 and "--resume" in err  # an existing folder is never trained over silently
-    rc, stdout, err = cli(capsys, "tickets", "imp", "imp.rounds=3", "--out", str(out), "--resume")
+    rc, stdout, err = cli(capsys, "tickets", "imp", "--imp.rounds", "3", "--out", str(out), "--resume")
     assert rc == 0, err
     assert "IMP round 3/3" in stdout and "IMP round 1/3" not in stdout  # complete rounds are skipped
     rows = json.loads((out / "imp_summary.json").read_text())["rounds"]
@@ -49,16 +49,27 @@ def test_imp_two_rounds_then_resume_with_a_third(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["imp.target_density=10"], "looks like a percentage: pass 0.1"),
-    (["imp.prune_fraction=20"], "looks like a percentage: pass 0.2"),
-    (["imp.target_density=0.01", "imp.rounds=3"], "cannot be reached in 3 rounds"),
-    (["imp.scope=glob"], "Did you mean: global"),
-    (["epochs"], "expected an override KEY=VALUE"),
+    (["--imp.target_density", "10"], "looks like a percentage: pass 0.1"),
+    (["--imp.prune_fraction", "20"], "looks like a percentage: pass 0.2"),
+    (["--imp.target_density", "0.01", "--imp.rounds", "3"], "cannot be reached in 3 rounds"),
+    (["--imp.scope", "glob"], "Did you mean: global"),
+    (["--imp.rounds", "0"], "imp.rounds must be a whole number >= 1, got 0"),
 ])
 def test_imp_bad_input_is_one_clear_message(capsys, tmp_path, args, message):
     rc, _, err = cli(capsys, "tickets", "imp", *args, "--config", "imp_mnist1d_mlp", "--out", str(tmp_path / "x"))
     assert rc == 2 and message in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_key_value_overrides_still_work_with_a_warning_naming_the_new_spelling(capsys, tmp_path):
+    with pytest.warns(FutureWarning, match="--imp.target_density 10 --epochs 2"):
+        rc, _, err = cli(capsys, "tickets", "imp", "imp.target_density=10", "--config", "imp_mnist1d_mlp",
+                         "--set", "epochs=2", "--out", str(tmp_path / "x"))
+    assert rc == 2 and "looks like a percentage: pass 0.1" in err  # the values reached the config
+    from sparsetrain.cli.tickets import key_value_overrides
+    from sparsetrain.errors import SparsetrainError
+    with pytest.raises(SparsetrainError, match="expected an override KEY=VALUE"):
+        key_value_overrides(["epochs"])
 
 
 def test_imp_needs_a_config_and_resume_needs_out(capsys, tmp_path):
@@ -103,7 +114,7 @@ def test_gems_arguments_reach_the_procedure(fake_gems, capsys, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "needs --config"),
-    (["epochs=3", "--config", "g.yaml"], "no overrides"),
+    (["--epochs", "3", "--config", "g.yaml"], "no overrides"),
     (["--config", "g.yaml", "--resume"], "no --resume"),
 ])
 def test_gems_bad_arguments(fake_gems, capsys, args, message):

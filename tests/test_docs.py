@@ -27,7 +27,7 @@ import sparsetrain
 from sparsetrain import criteria
 from sparsetrain.core.topk import exact_count
 from sparsetrain.distributions import layer_densities
-from sparsetrain.methods import method_signature, registry
+from sparsetrain.methods import method_signature
 from sparsetrain.train.recipes import list_recipes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,16 +47,13 @@ def run_blocks(page: Path) -> list[str]:
 def registries_restored():
     """Pages may register methods and criteria: take them out again afterwards, so the
     rest of the session (which iterates over every registered method) does not see them."""
-    saved = (dict(registry._BUILDERS), dict(registry._INFO), dict(criteria._REGISTRY),
-             set(criteria.GRADIENT_CRITERIA))
+    from sparsetrain.core.registry import REGISTRIES
+    saved = {kind: reg.snapshot() for kind, reg in REGISTRIES.items()}
     try:
         yield
     finally:
-        for live, copy in zip((registry._BUILDERS, registry._INFO, criteria._REGISTRY), saved[:3], strict=True):
-            live.clear()
-            live.update(copy)
-        criteria.GRADIENT_CRITERIA.clear()
-        criteria.GRADIENT_CRITERIA.update(saved[3])
+        for kind, snapshot in saved.items():
+            REGISTRIES[kind].restore(snapshot)
 
 
 def execute(page: Path) -> dict:

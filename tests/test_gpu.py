@@ -177,3 +177,25 @@ def test_autocast_with_grad_scaler_keeps_the_invariants(method, dtype):
         previous = counts
     assert applied < 24, "the inf step was not skipped"
     assert len(sp.history) > 1 or method == "static"
+
+
+# --------------------------------------------------------------------------- resume on the GPU
+@gpu
+def test_resume_on_cuda_is_bit_identical_with_dropout(capsys, tmp_path, monkeypatch):
+    """Dropout on the GPU draws from the CUDA RNG: the checkpoint carries it (issue 17)."""
+    from test_trainer import assert_same_run, cli, interrupt_after_epoch
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    args = ["train", "--epochs", "3", "--run.plots", "false", "--run.progress", "false", "--device", "cuda",
+            "--model.name", "wrn28_2", "--model.dropout", "0.3", "--data.name", "synthetic",
+            "--data.input_shape", "[3, 8, 8]", "--data.num_train", "64", "--data.num_test", "16",
+            "--batch_size", "16", "--method.name", "rigl", "--method.update_every", "3"]
+    rc, _, err = cli(capsys, *args, "--run.dir", tmp_path / "ref")
+    assert rc == 0, err
+    with monkeypatch.context() as m:
+        interrupt_after_epoch(m, 1)
+        assert cli(capsys, *args, "--run.dir", tmp_path / "run")[0] == 130
+    name = "rigl-wrn28_2-synthetic-s0"
+    rc, _, err = cli(capsys, "train", "--resume", tmp_path / "run" / name)
+    assert rc == 0, err
+    assert_same_run(tmp_path / "run" / name, tmp_path / "ref" / name, epochs=3)

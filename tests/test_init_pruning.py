@@ -290,8 +290,8 @@ def test_density_outside_0_1(method, density):
     ("grasp", {"distribution": "erkk"}, "unknown distribution 'erkk'"),
     ("random", {"distribution": "smartratio"}, "unknown distribution 'smartratio'. Did you mean: smart_ratio"),
     ("synflow", {"on_collapse": "ignore"}, "unknown on_collapse 'ignore'"),
-    ("snip", {"n_batches": 0}, "n_batches must be a positive integer"),
-    ("synflow", {"iterations": 2.5}, "iterations must be a positive integer"),
+    ("snip", {"n_batches": 0}, "n_batches must be a whole number >= 1"),
+    ("synflow", {"iterations": 2.5}, "iterations must be a whole number >= 1"),
     ("grasp", {"temperature": 0.0}, "temperature must be > 0"),
 ])
 def test_bad_arguments(method, kwargs, match):

@@ -103,7 +103,7 @@ def test_rounds_follow_the_target():
     ({"rounds": 2, "prune_fraction": 20}, r"looks like a percentage: pass 0.2"),
     ({"rounds": 2, "prune_fraction": 1.0}, r"in \(0, 1\)"),
     ({}, r"give imp.rounds"),
-    ({"rounds": 0}, r"positive integer"),
+    ({"rounds": 0}, r"whole number >= 1"),
     ({"rounds": 2, "scope": "glob"}, r"Did you mean: global"),
     ({"rounds": 2, "rewind": "weight"}, r"Did you mean: weights"),
     ({"rounds": 2, "rewind_iter": -1}, r"optimizer step"),
@@ -209,7 +209,7 @@ def test_rewind_iter_beyond_the_round_is_refused(tmp_path):
     cfg, imp = tiny(rounds=1, rewind_iter=23)
     with pytest.raises(SparsetrainError, match="beyond the 22 optimizer steps"):
         run_imp(cfg, imp, tmp_path)
-    assert lottery.ROUND_METHOD not in sparsetrain.list_methods()  # only registered while a round trains
+    assert lottery.ROUND_METHOD not in sparsetrain.list_methods()  # the round is handed to train() as an object
 
 
 def test_resume_at_round_granularity_and_from_an_interrupted_round(tmp_path, monkeypatch):

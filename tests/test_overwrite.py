@@ -121,3 +121,21 @@ def test_resume_while_the_run_is_training_is_refused(tmp_path, capsys):
     rc = main(["train", "--resume", str(run)])
     err = capsys.readouterr().err
     assert rc != 0 and "in use by another sparsetrain process" in err and "Traceback" not in err
+
+
+def test_compare_refuses_an_existing_folder_and_moves_only_an_earlier_comparison(in_tmp, capsys):
+    args = ["compare", "--methods", "dense", "--seeds", "1", "--epochs", "1", "--data.num_samples", "300",
+            "--model.width", "4", "--threads", "1", "--out"]
+    mine = in_tmp / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for extra in ([], ["--overwrite"]):
+        assert main([*args, str(mine), *extra]) == 2
+    assert (mine / "thesis.tex").read_text() == "years of work" and len(list(mine.iterdir())) == 1
+    assert main([*args, "cmp"]) == 0 and (in_tmp / "cmp" / "compare.yaml").is_file()
+    err = capsys.readouterr().err
+    assert main([*args, "cmp"]) == 2 and "already exists. Pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "cmp", "--overwrite"]) == 0, err
+    kept = [p for p in in_tmp.iterdir() if p.name.startswith("cmp.old-")]
+    assert len(kept) == 1 and (kept[0] / "compare.md").is_file() and (in_tmp / "cmp" / "compare.md").is_file()
+    assert main([*args, "."]) == 2 and (in_tmp / "my_notes.txt").is_file()

@@ -107,12 +107,16 @@ def test_rewind_point_and_reset_end():
         assert torch.equal(w[mask], rewind[n][mask])  # reset at the very end
 
 
-def test_global_context_and_bad_inputs():
-    _, sp = run(sparsity=0.9, context="global")
+def test_global_scope_and_bad_inputs():
+    _, sp = run(sparsity=0.9, scope="global")
     total = sum(m.numel() for m in sp.masks.values())
     assert sum(int(torch.count_nonzero(m)) for m in sp.masks.values()) == exact_count(0.1, total)
+    _, by_alias = run(sparsity=0.9, context="global")  # fasterai's word
+    assert all(torch.equal(sp.masks[n], by_alias.masks[n]) for n in sp.masks)
     with pytest.raises(SparsetrainError, match="local"):
         sparsetrain.create_method("prune", context="everywhere")
+    with pytest.raises(SparsetrainError, match="unknown scope 'local'"):
+        sparsetrain.create_method("prune", scope="local")
     with pytest.raises(SparsetrainError, match="agp"):
         sparsetrain.create_method("prune", schedule="agpp")
     with pytest.raises(SparsetrainError, match="large_final"):

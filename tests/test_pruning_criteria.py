@@ -1,13 +1,14 @@
-"""fasterai's pruning criteria on hand-worked tensors (ALGORITHMS.md 8.2, 8.3)."""
+"""fasterai's pruning criteria on hand-worked tensors (docs/algorithms.md, "Pruning criteria")."""
 
 import pytest
 import torch
 from torch import nn
 
-import sparsetrain.pruning_criteria as pc
 from sparsetrain.context import SparseContext
 from sparsetrain.criteria import get_criterion, list_criteria, needs_grad
+from sparsetrain.criteria.history import FASTERAI_CRITERIA
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.ops import remember_weights
 
 W0 = [1.0, -2.0, 0.5, 3.0]
 W = [2.0, -1.0, -0.5, 3.0]
@@ -18,7 +19,7 @@ def _ctx(remember=True):
     p = nn.Parameter(torch.tensor(W0))
     ctx = SparseContext({"w": p}, {"w": torch.ones(4, dtype=torch.bool)}, None, 10, torch.Generator().manual_seed(0))
     if remember:
-        pc.remember_weights("w0")(ctx)
+        remember_weights("w0")(ctx)
     with torch.no_grad():
         p.copy_(torch.tensor(W))
     ctx.grads["w"] = torch.tensor(G)
@@ -46,7 +47,7 @@ def test_hand_worked(name, want):
 
 def test_updating_criteria_follow_w_prev():
     ctx = _ctx()
-    pc.remember_weights("w_prev")(ctx)  # what a method chains after each mask computation: w_prev = W
+    remember_weights("w_prev")(ctx)  # what a method chains after each mask computation: w_prev = W
     with torch.no_grad():
         ctx.params["w"].copy_(torch.tensor([2.0, 0.0, -1.5, 1.0]))
     assert get_criterion("updating_movement")(ctx, "w").tolist() == [0.0, 1.0, 1.0, 2.0]
@@ -58,11 +59,11 @@ def test_remember_weights_is_a_detached_copy():
     ctx = _ctx()
     saved = ctx.state["w0"]["w"]
     assert not saved.requires_grad and saved.data_ptr() != ctx.params["w"].data_ptr()
-    assert pc.remember_weights().name == "remember_weights[w0]"
+    assert remember_weights().name == "remember_weights[w0]"
 
 
 def test_random_and_registration():
-    assert set(pc.FASTERAI_CRITERIA) <= set(list_criteria())
+    assert set(FASTERAI_CRITERIA) <= set(list_criteria(aliases=True))
     assert needs_grad("grad") and not needs_grad("movement")
     r = get_criterion("random")(_ctx(), "w")  # fasterai's random is the existing one
     assert r.shape == (4,) and ((0 <= r) & (r < 1)).all()
@@ -79,3 +80,21 @@ def test_missing_w0_is_a_clear_error(name):
 def test_unknown_criterion_lists_choices():
     with pytest.raises(SparsetrainError, match="Did you mean: large_final.*Choices: .*movmag"):
         get_criterion("large_finale")
+
+
+def test_aliases_are_one_function_and_the_old_module_still_imports_with_a_warning():
+    assert get_criterion("large_final") is get_criterion("magnitude")
+    assert get_criterion("grad") is get_criterion("taylor") and needs_grad("grad")
+    assert "large_final" not in list_criteria() and "large_final" in list_criteria(aliases=True)
+    import importlib
+    import sys
+    sys.modules.pop("sparsetrain.pruning_criteria", None)
+    with pytest.warns(FutureWarning, match="sparsetrain.pruning_criteria is deprecated"):
+        old = importlib.import_module("sparsetrain.pruning_criteria")
+    assert old.remember_weights is remember_weights and old.movement is get_criterion("movement")
+
+
+def test_a_second_criterion_under_a_taken_name_is_refused():
+    from sparsetrain.criteria import criterion
+    with pytest.raises(SparsetrainError, match="a criterion named 'large_final' is already registered"):
+        criterion("large_final")(lambda ctx, name: ctx.params[name])

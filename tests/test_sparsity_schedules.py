@@ -1,4 +1,4 @@
-"""fasterai pruning schedules at hand-computed points (ALGORITHMS.md 8.1, 8.3)."""
+"""The schedule curves (fasterai's pruning schedules) at hand-computed points."""
 
 import math
 from functools import partial
@@ -6,9 +6,9 @@ from functools import partial
 import pytest
 
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.sparsity_schedules import (
+from sparsetrain.schedules import SparsitySchedule, plot_schedules
+from sparsetrain.schedules.curves import (
     SPARSITY_SCHEDULES,
-    SparsitySchedule,
     agp,
     cos,
     dsd,
@@ -18,7 +18,6 @@ from sparsetrain.sparsity_schedules import (
     lin,
     one_cycle,
     one_shot,
-    plot_schedules,
 )
 
 
@@ -93,8 +92,9 @@ def test_iterative_n_steps_and_callable():
 
 
 def test_bad_inputs():
-    with pytest.raises(SparsetrainError, match="Choices: agp, cos, dsd, exp, iterative, lin, one_cycle, one_shot"):
-        get_sparsity_schedule("cosine")
+    with pytest.raises(SparsetrainError, match="Did you mean: cosine.*Choices: agp, cos, cosine, cubic, dsd, exp"):
+        get_sparsity_schedule("cosin")
+    assert get_sparsity_schedule("cosine") is cos and get_sparsity_schedule("cubic") is agp  # one of each
     with pytest.raises(SparsetrainError, match="percentage"):
         SparsitySchedule("agp", end_sparsity=95)
     with pytest.raises(SparsetrainError, match="start < end"):

@@ -39,7 +39,7 @@ RUN = "granet-cnn1d-mnist1d-s0"
 #: checkpoint) or "checkpoint" (inside the N-th checkpoint write: temp file written, not yet renamed)
 SELF_SIGNAL = r"""
 import os, signal, sys
-import sparsetrain.train.checkpoint as checkpoint
+import sparsetrain.core.files as files
 import sparsetrain.train.run as run
 from sparsetrain.cli import main
 
@@ -72,7 +72,7 @@ else:
             if state["writes"] == n:
                 os.kill(os.getpid(), sig)
 
-    checkpoint.os.fsync = patched_fsync
+    files.os.fsync = patched_fsync
 sys.exit(main(argv))
 """
 
@@ -254,9 +254,9 @@ def test_sigint_in_the_middle_of_an_epoch_then_resume(capsys, tmp_path, referenc
     # SIGINT after 4 steps of epoch 3 (the update at step 21 is already logged)
     proc = run_child("-c", SELF_SIGNAL, "SIGINT", "steps", "4", "--", *train_args(tmp_path))
     assert proc.returncode == 130, proc.stderr
-    assert "interrupted" in proc.stderr and "--resume" in proc.stderr
-    assert "Traceback" not in proc.stderr
     run_dir = tmp_path / RUN
+    assert f"interrupted; the last checkpoint is intact (resume with --resume {run_dir})" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert load_ckpt(run_dir)["epoch"] == 2
     steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
     assert max(steps) == 21, "the interrupted epoch's update should be in the log before resuming"
@@ -486,3 +486,15 @@ def test_optimizer_and_schedule_overrides_on_resume_are_refused(capsys, tmp_path
     for override in (("--schedule.gamma", "0.1"), ("--optim.lr", "0.5")):
         rc, _, err = cli(capsys, "train", "--resume", tmp_path / RUN, *override)
         assert rc == 2 and "restores" in err and "start a new run" in err and "Traceback" not in err
+
+
+def test_a_hand_edited_method_argument_on_resume_names_the_config_file(capsys, tmp_path):
+    assert cli(capsys, *train_args(tmp_path, epochs=1))[0] == 0
+    config_path = tmp_path / RUN / "config.yaml"
+    cfg = yaml.safe_load(config_path.read_text())
+    cfg["method"]["update_every"] = 7
+    config_path.write_text(yaml.safe_dump(cfg))
+    rc, _, err = cli(capsys, "train", "--resume", tmp_path / RUN)
+    assert rc == 2
+    assert "update_every: saved 3, now 7" in err and f"under method: in {config_path}" in err
+    assert "attach" not in err

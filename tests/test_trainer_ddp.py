@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from _kit import torch_state
+from _launch import free_port
 from sparsetrain.cli import main
 
 pytestmark = [
@@ -35,16 +35,10 @@ ARGS = ["train", "--model.name", "mlp", "--model.hidden", "[16, 16]", "--data.nu
 RUN = "granet-mlp-mnist1d-s0"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(*argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "sparsetrain", *argv]
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "sparsetrain", *argv]
     try:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -121,4 +115,6 @@ def test_an_existing_run_folder_is_refused_without_hanging(runs):
     proc = torchrun(*ARGS, "--run.dir", str(runs["ddp"]), timeout=120)
     assert proc.returncode != 0
     assert "already exists" in proc.stderr + proc.stdout and "--resume" in proc.stderr + proc.stdout
+    assert "[rank1]: Traceback" not in proc.stderr, "rank 1's gloo traceback buries rank 0's message"
+    assert "(rank 1): stopped because another process of this torchrun job stopped" in proc.stderr
     assert _ckpt(runs["ddp"])["epoch"] == 3  # untouched

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from sparsetrain.core.registry import Registry
 from sparsetrain.errors import check_density, unknown_choice
 
 Shapes = dict[str, torch.Size]
@@ -171,10 +172,10 @@ def smart_ratio_vgg(shapes: Shapes, density: float, linear_keep: float = 0.3) ->
     return smart_ratio(shapes, density, variant="vgg", linear_keep=linear_keep)
 
 
-DISTRIBUTIONS: dict[str, Distribution] = {
-    "uniform": uniform, "er": er, "erk": erk, "global": global_,
-    "smart_ratio": smart_ratio, "smart_ratio_vgg": smart_ratio_vgg,
-}
+DISTRIBUTIONS: Registry[Distribution] = Registry("distribution")
+for _name, _fn in (("uniform", uniform), ("er", er), ("erk", erk), ("global", global_), ("smart_ratio", smart_ratio),
+                   ("smart_ratio_vgg", smart_ratio_vgg)):
+    DISTRIBUTIONS.register(_name, _fn)
 
 
 def layer_densities(name: str, shapes: Shapes, density: float, dense_first: bool = False,
@@ -189,10 +190,7 @@ def layer_densities(name: str, shapes: Shapes, density: float, dense_first: bool
         >>> layer_densities("uniform", {"a": torch.Size([3, 3]), "b": torch.Size([3])}, 0.5, dense_first=True)
         {'a': 1.0, 'b': 0.5}
     """
-    key = name.lower()
-    if key not in DISTRIBUTIONS:
-        raise unknown_choice("distribution", name, DISTRIBUTIONS)
-    out = DISTRIBUTIONS[key](shapes, density, **kwargs)
+    out = DISTRIBUTIONS.get(name.lower())(shapes, density, **kwargs)
     if dense_first and len(out) > 1:
         out[next(iter(out))] = 1.0
     return out

@@ -326,8 +326,14 @@ class Sparsifier:
             "width_spec": self.width_spec(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; refuses a state from another model or method."""
+    def load_state_dict(self, state: dict[str, Any], fix: str = "attach with the same arguments to resume") -> None:
+        """Restore :meth:`state_dict` output; refuses a state from another model or method.
+
+        Args:
+            state: what :meth:`state_dict` returned.
+            fix: what the user should do when the method's arguments differ (the
+                trainer names its config file instead of ``attach``).
+        """
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise SparsetrainError("not a sparsetrain Sparsifier state_dict (missing format "
                                    f"{STATE_FORMAT!r}); pass the dict saved from Sparsifier.state_dict().")
@@ -352,7 +358,7 @@ class Sparsifier:
             diff = ", ".join(f"{k}: saved {state['config'].get(k)!r}, now {self.method.config.get(k)!r}"
                              for k in changed)
             raise SparsetrainError(f"this state_dict was saved with other {self.method.name} arguments ({diff}); "
-                                   "attach with the same arguments to resume.")
+                                   f"{fix}.")
         self.ctx.step = int(state["step"])
         self.ctx.total_steps = int(state["total_steps"])
         self.ctx.masks = {n: m.clone() for n, m in state["masks"].items()}

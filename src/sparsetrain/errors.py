@@ -48,3 +48,29 @@ def check_fraction(value: float, what: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise SparsetrainError(f"{what} must be a fraction in [0, 1], got {value!r}.")
     return value
+
+
+def check_count(value: object, what: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int if it is a whole number >= ``minimum`` (``1e3`` counts), else a clear error.
+
+    Example:
+        >>> check_count(3, "seeds")
+        3
+        >>> check_count(2.5, "epochs")
+        Traceback (most recent call last):
+        ...
+        sparsetrain.errors.SparsetrainError: epochs must be a whole number >= 1, got 2.5.
+    """
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < minimum:  # type: ignore[operator]
+        raise SparsetrainError(f"{what} must be a whole number >= {minimum}, got {value!r}.")
+    return int(value)  # type: ignore[arg-type]
+
+
+def check_nonnegative(value: object, what: str) -> float:
+    """Return ``value`` as a float if it is a number >= 0, else raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SparsetrainError(f"{what} must be a number >= 0, got {value!r}.")
+    if not value >= 0:
+        raise SparsetrainError(f"{what} must be >= 0, got {value!r}.")
+    return float(value)

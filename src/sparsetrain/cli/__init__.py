@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from sparsetrain.errors import SparsetrainError
 
@@ -76,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["train"]
     argv, extra = split_overrides(parser, argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed its message (bad option, a value a check refused, --help)
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return 0
@@ -87,7 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     except SparsetrainError as exc:
         print(f"sparsetrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`sparsetrain criteria | head`): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (python flushes stdout once more at exit)
+        return 0
     except KeyboardInterrupt:
         print(f"sparsetrain {args.command}: interrupted; the last checkpoint is intact (resume with --resume RUN).",
               file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if not _lost_a_peer(exc):
+            raise
+        rank = os.environ.get("RANK", "?")
+        print(f"sparsetrain {args.command} (rank {rank}): stopped because another process of this torchrun job "
+              "stopped; the reason is in its message above.", file=sys.stderr)
+        return 1
+
+
+def _lost_a_peer(exc: RuntimeError) -> bool:
+    """True for a collective that failed under torchrun: its cause is another rank's own error, printed
+    by that rank, so this rank's traceback (gloo's "Connection closed by peer") would only bury it."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"torch{os.sep}distributed{os.sep}" in frames[-1].filename

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.cli import arguments
+from sparsetrain.errors import SparsetrainError, check_density
 from sparsetrain.train.folders import check_run_name, replace_folder
 
 
@@ -61,14 +63,20 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from sparsetrain.train.dist import setup
+    from sparsetrain.distributed import setup
     from sparsetrain.train.loop import train
     _, rank, _ = setup(cfg["device"])
     run_dir, resume = prepare_run_dir(cfg, args.resume, args.overwrite) if rank == 0 else (
         Path(args.resume or Path(cfg["run"]["dir"]) / default_run_name(cfg)), bool(args.resume))
-    from sparsetrain.train import dist
-    dist.barrier()
-    summary = train(cfg, run_dir, resume=resume)
+    from sparsetrain import distributed
+    distributed.barrier()
+    try:
+        summary = train(cfg, run_dir, resume=resume)
+    except KeyboardInterrupt:
+        if rank == 0:
+            print(f"sparsetrain train: interrupted; the last checkpoint is intact (resume with --resume {run_dir}).",
+                  file=sys.stderr)
+        return 130
     if rank == 0:
         print_summary(summary, run_dir)
     return 0
@@ -93,19 +101,21 @@ def configure_compare(p) -> None:
     p.add_argument("--methods", help="comma-separated method names on the default (or --config) setup, "
                                      "'dense' included")
     p.add_argument("--config", "-c", help="base recipe for --methods")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    p.add_argument("--seeds", type=arguments.count(), default=3, help="seeds per configuration (default 3)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<methods>)")
-    p.add_argument("--densities", help="comma-separated densities: run every sparse configuration at each "
-                                       "(accuracy-vs-sparsity plot), e.g. 0.2,0.1,0.05")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an existing output folder (an earlier comparison is kept as NAME.old-<time>)")
+    p.add_argument("--densities", type=arguments.comma_list(check_density),
+                   help="comma-separated densities: run every sparse configuration at each "
+                        "(accuracy-vs-sparsity plot), e.g. 0.2,0.1,0.05")
 
 
 def cmd_compare(args, extra: list[str]) -> int:
     from sparsetrain.train.compare import compare
     if not args.recipes and not args.methods:
         raise SparsetrainError("compare needs recipes or --methods a,b,c (e.g. --methods dense,rigl,granet).")
-    densities = [float(d) for d in args.densities.split(",")] if args.densities else None
     compare(recipes=args.recipes, methods=args.methods.split(",") if args.methods else None, base=args.config,
-            seeds=args.seeds, overrides=extra, out=args.out, densities=densities)
+            seeds=args.seeds, overrides=extra, out=args.out, densities=args.densities, overwrite=args.overwrite)
     return 0
 
 
@@ -169,19 +179,25 @@ def cmd_plot(args, extra) -> int:
 def configure_schedules(p) -> None:
     p.add_argument("--plot", metavar="PNG", nargs="?", const="schedules.png",
                    help="draw every schedule into a PNG (default schedules.png)")
-    p.add_argument("--sparsity", type=float, default=0.9, help="final sparsity for the table and plot (0.9)")
+    p.add_argument("--sparsity", type=arguments.fraction(), default=0.9,
+                   help="final sparsity for the table and plot (0.9)")
 
 
 def cmd_schedules(args, extra) -> int:
-    from sparsetrain.sparsity_schedules import SPARSITY_SCHEDULES, SparsitySchedule, plot_schedules
+    from sparsetrain.schedules import CURVES, SparsitySchedule, plot_schedules
     positions = [0.0, 0.25, 0.5, 0.75, 1.0]
     print(f"{'schedule':<10} " + " ".join(f"{'pos ' + str(p):>8}" for p in positions))
-    for name in SPARSITY_SCHEDULES:
+    for name in CURVES.names():
         sched = SparsitySchedule(name, start_sparsity=1e-6 if name == "exp" else 0.0, end_sparsity=args.sparsity)
         print(f"{name:<10} " + " ".join(f"{sched.at(p):8.4f}" for p in positions))
     if args.plot:
         print(plot_schedules(args.plot, end_sparsity=args.sparsity))
     return 0
+
+
+def _listing():
+    from sparsetrain.cli import listing
+    return listing
 
 
 COMMANDS = {
@@ -195,6 +211,15 @@ COMMANDS = {
                 "  sparsetrain compare granet_mnist1d rigl_mnist1d --seeds 2\n"),
     "methods": (cmd_methods, "list the registered methods", configure_methods,
                 "  sparsetrain methods\n  sparsetrain methods granet\n"),
+    "models": (lambda args, extra: _listing().lister("model", "models")(args, extra),
+               "list the registered models", lambda p: _listing().configure(p),
+               "  sparsetrain models\n  sparsetrain models 'resnet*'\n"),
+    "datasets": (lambda args, extra: _listing().lister("dataset", "datasets")(args, extra),
+                 "list the registered datasets", lambda p: _listing().configure(p),
+                 "  sparsetrain datasets\n"),
+    "criteria": (lambda args, extra: _listing().lister("criterion", "criteria")(args, extra),
+                 "list the registered criteria (what drop, grow and prune rank by)",
+                 lambda p: _listing().configure(p), "  sparsetrain criteria\n  sparsetrain criteria '*init*'\n"),
     "recipes": (cmd_recipes, "list the bundled recipes, or show one", configure_recipes,
                 "  sparsetrain recipes\n  sparsetrain recipes granet_cifar10_resnet50\n"),
     "schedules": (cmd_schedules, "the pruning schedules of the schedule study (table, --plot PNG)",
@@ -207,7 +232,7 @@ COMMANDS = {
                 "lottery-ticket procedures: imp (iterative magnitude pruning with rewinding) or gems (Gem-Miner)",
                 lambda p: __import__("sparsetrain.cli.tickets", fromlist=["_"]).configure(p),
                 "  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
-                "  sparsetrain tickets imp --config imp_mnist1d_mlp --set epochs=20 imp.rounds=3 imp.scope=global\n"
+                "  sparsetrain tickets imp --config imp_mnist1d_mlp --epochs 20 --imp.rounds 3 --imp.scope global\n"
                 "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
                 "  sparsetrain tickets gems --config gems.yaml\n"),
     "compact": (lambda args, extra: __import__("sparsetrain.cli.export", fromlist=["_"]).cmd_compact(args, extra),

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.cli import arguments
+from sparsetrain.core.files import atomic_write_text
+from sparsetrain.errors import SparsetrainError, check_count
 from sparsetrain.train.report import LoadedRun, load_run
 
 
@@ -60,7 +62,7 @@ def compact_run(run: str | Path, *, calibrate: int = 0, out: str | Path | None =
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "compact.safetensors"
     save_compact(small, spec, path, metadata={"model": loaded.cfg["model"]["name"]})
-    (folder / "width_spec.json").write_text(json.dumps(spec, indent=1))
+    atomic_write_text(folder / "width_spec.json", json.dumps(spec, indent=1))
     return loaded, small, spec, path
 
 
@@ -74,12 +76,10 @@ def _from_original(spec: dict, small: nn.Module, loaded: LoadedRun) -> dict:
 def configure_compact(p) -> None:
     p.add_argument("run", help="a run folder or a checkpoint.pt inside one")
     p.add_argument("--out", help="folder for compact.safetensors and width_spec.json (default: the run folder)")
-    p.add_argument("--calibrate", type=int, default=0, metavar="BATCHES",
+    p.add_argument("--calibrate", type=arguments.count(0), default=0, metavar="BATCHES",
                    help="also remove channels whose constant cannot be folded exactly and recompute BatchNorm "
                         "statistics on this many training batches (outputs then differ slightly)")
-    p.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="keep every resized width a multiple of N by keeping some empty channels (outputs "
-                        "unchanged; 8 or 16 match the channel blocks of GPU / AVX-512 kernels; default 1: exact)")
+    arguments.add_round_to(p)
 
 
 def cmd_compact(args, extra) -> int:
@@ -97,9 +97,7 @@ def configure_export(p) -> None:
     p.add_argument("--onnx", metavar="FILE", help="write the compact model as ONNX")
     p.add_argument("--sparse", metavar="FILE", help="write the compact model as a sparse safetensors checkpoint")
     p.add_argument("--legacy-onnx", action="store_true", help="use the TorchScript ONNX exporter (no onnxscript)")
-    p.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="keep every resized width a multiple of N by keeping some empty channels (outputs "
-                        "unchanged; 8 or 16 match the channel blocks of GPU / AVX-512 kernels; default 1: exact)")
+    arguments.add_round_to(p)
 
 
 def cmd_export(args, extra) -> int:
@@ -130,26 +128,29 @@ def cmd_export(args, extra) -> int:
 def configure_bench(p) -> None:
     p.add_argument("target", metavar="MODEL_OR_RUN", help="a run folder, or a bundled model name (sparsetrain "
                    "models) made channel-sparse with --channel-sparsity")
-    p.add_argument("--channel-sparsity", type=float, default=0.5, help="bundled model: fraction of channels removed "
-                   "(Chase's UMM rule, one shot; default 0.5)")
-    p.add_argument("--density", type=float, default=0.1, help="bundled model: unstructured density (default 0.1)")
-    p.add_argument("--min-ratio", type=float, default=0.2, help="bundled model: Chase's minimum width beta")
+    p.add_argument("--channel-sparsity", type=arguments.fraction(), default=0.5,
+                   help="bundled model: fraction of channels removed "
+                        "(Chase's UMM rule, one shot; default 0.5)")
+    p.add_argument("--density", type=arguments.density(), default=0.1,
+                   help="bundled model: unstructured density (default 0.1)")
+    p.add_argument("--min-ratio", type=arguments.fraction(), default=0.2,
+                   help="bundled model: Chase's minimum width beta")
     p.add_argument("--score-norm", default="none", choices=("none", "layer"),
                    help="bundled model: Chase's channel ranking (none = the paper's global UMM; layer = each "
                         "layer's scores relative to its mean, our extension)")
     p.add_argument("--prune-skip", action="store_true",
                    help="bundled model: also remove channels tied through residual additions (Chase prune skip)")
-    p.add_argument("--input-shape", default="3,32,32", help="bundled model: one sample's shape (default 3,32,32)")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--batch-sizes", default="1,64", help="comma-separated batch sizes (default 1,64)")
-    p.add_argument("--reps", type=int, default=20, help="timed repetitions per variant (median reported)")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for the timing")
+    p.add_argument("--input-shape", type=arguments.comma_list(check_count), default="3,32,32",
+                   help="bundled model: one sample's shape (default 3,32,32)")
+    p.add_argument("--num-classes", type=arguments.count(), default=10)
+    p.add_argument("--batch-sizes", type=arguments.comma_list(check_count), default="1,64",
+                   help="comma-separated batch sizes (default 1,64)")
+    p.add_argument("--reps", type=arguments.count(), default=20, help="timed repetitions per variant (median reported)")
+    p.add_argument("--warmup", type=arguments.count(0), default=5)
+    p.add_argument("--threads", type=arguments.count(), default=None, help="torch.set_num_threads for the timing")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-csr", action="store_true", help="skip the CSR variant")
-    p.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="keep every resized width a multiple of N by keeping some empty channels (outputs "
-                        "unchanged; 8 or 16 match the channel blocks of GPU / AVX-512 kernels; default 1: exact)")
+    arguments.add_round_to(p)
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
 
 
@@ -162,7 +163,7 @@ def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
     if args.target not in list_models():
         from sparsetrain.errors import unknown_choice
         raise unknown_choice("model (or run folder)", args.target, list_models())
-    shape = tuple(int(s) for s in args.input_shape.split(","))
+    shape = tuple(args.input_shape)
     model = create_model(args.target, num_classes=args.num_classes, in_channels=shape[0]).eval()
     x = torch.randn(2, *shape)
     masks = channel_sparse_masks(model, x, args.channel_sparsity, min_ratio=args.min_ratio, density=args.density,
@@ -172,16 +173,13 @@ def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
 
 def cmd_bench(args, extra) -> int:
     from sparsetrain.structured.bench import bench, format_table, prepare
-    try:
-        batches = tuple(int(b) for b in args.batch_sizes.split(","))
-    except ValueError:
-        raise SparsetrainError(f"--batch-sizes must be integers like 1,64, got {args.batch_sizes!r}.") from None
+    batches = tuple(args.batch_sizes)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, x, masks = _bench_target(args)
     if args.device != "cpu":  # compact and decide CSR / 2:4 on the device that will run the model
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise SparsetrainError("--device cuda asked for, but torch sees no CUDA device; use --device cpu.")
+        from sparsetrain.distributed import pick_device
+        args.device = str(pick_device(args.device))
         model, x = model.to(args.device), x.to(args.device)
         masks = {k: v.to(args.device) for k, v in masks.items()}
     models, counts, info = prepare(model, x, masks=masks, csr=not args.no_csr, csr_batch=max(batches),
@@ -195,7 +193,7 @@ def cmd_bench(args, extra) -> int:
         chosen = {n: d["choice"] for n, d in info["csr"].items()}
         print(f"csr layers: {chosen or 'no sparse linear layer'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "info": info}, indent=1, default=str))
+        atomic_write_text(args.json, json.dumps({"rows": rows, "info": info}, indent=1, default=str))
     return 0
 
 

@@ -4,23 +4,22 @@
 (:mod:`sparsetrain.procedures.lottery`), one run folder per round, resumable.
 ``gems``: Rare Gems / Gem-Miner (:mod:`sparsetrain.procedures.gems`).
 
-Config overrides are written ``KEY=VALUE``, either right after the procedure
-(``sparsetrain tickets imp epochs=1 imp.rounds=2 --config ...``) or after
-``--set`` anywhere (``--set epochs=1 imp.rounds=2``); argparse cannot take
-positionals that come after options. ``--key value`` as in ``sparsetrain
-train`` needs the top-level CLI to pass overrides through to this command.
+Config overrides are written as in ``sparsetrain train``: ``--imp.rounds 2
+--epochs 1``. The older ``KEY=VALUE`` spelling (right after the procedure or
+after ``--set``) still works, with a warning, and goes away in 0.3.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.train.folders import replace_folder
 
 EXAMPLES = ("  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
-            "  sparsetrain tickets imp imp.rounds=3 imp.target_density=null epochs=20 --config imp_mnist1d_mlp\n"
-            "  sparsetrain tickets imp --config imp_mnist1d_mlp --set imp.scope=global imp.rewind=lr\n"
+            "  sparsetrain tickets imp --config imp_mnist1d_mlp --imp.rounds 3 --imp.target_density null --epochs 20\n"
+            "  sparsetrain tickets imp --config imp_mnist1d_mlp --imp.scope global --imp.rewind lr\n"
             "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
             "  sparsetrain tickets gems --config gems_resnet20.yaml\n")
 
@@ -29,9 +28,9 @@ def configure(p) -> None:
     """Arguments of ``sparsetrain tickets``."""
     p.add_argument("procedure", choices=["imp", "gems"], help="imp (iterative magnitude pruning) or gems (Gem-Miner)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides right after the procedure, e.g. epochs=1 imp.rounds=2 imp.scope=layer")
+                   help="deprecated spelling of --KEY VALUE overrides (e.g. --imp.rounds 2 --epochs 1)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="config overrides anywhere on the line (same as the positional ones)")
+                   help="deprecated spelling of --KEY VALUE overrides")
     p.add_argument("--config", "-c", help="a tickets config (bundled name or YAML file); for imp also a "
                                           "training recipe with method.name=dense and imp.* overrides")
     p.add_argument("--out", help="output folder (imp default: runs/imp-{model}-{dataset}-s{seed})")
@@ -57,7 +56,12 @@ def key_value_overrides(tokens: list[str]) -> list[str]:
 
 def cmd_tickets(args, extra: list[str]) -> int:
     """Dispatch to the procedure."""
-    overrides = [*key_value_overrides([*args.overrides, *args.set]), *extra]
+    old = [*args.overrides, *args.set]
+    if old:
+        new = " ".join("--" + " ".join(token.split("=", 1)) for token in old)
+        warnings.warn(f"KEY=VALUE overrides are deprecated; write them as in `sparsetrain train`: {new}",
+                      FutureWarning, stacklevel=2)
+    overrides = [*key_value_overrides(old), *extra]
     if args.procedure == "gems":
         return _gems(args, overrides)
     return _imp(args, overrides)
@@ -73,7 +77,7 @@ def _imp(args, overrides: list[str]) -> int:
         base = Path(args.out) / "imp.yaml"
     elif base is None:
         raise SparsetrainError("tickets imp needs --config (e.g. --config imp_mnist1d_mlp, or a training recipe "
-                               "plus imp.target_density=0.1).")
+                               "plus --imp.target_density 0.1).")
     cfg, imp = load_tickets_config(base, overrides)
     out = Path(args.out or Path(cfg["run"]["dir"]) / f"imp-{cfg['model']['name']}-{cfg['data']['name']}-s{cfg['seed']}")
     result = run_imp(cfg, imp, out, resume=args.resume, overwrite=args.overwrite)

@@ -116,10 +116,10 @@ class SparsityCallback(TrainerCallback):
             warnings.warn(f"SparsityCallback: no checkpoint folder {folder}; the sparsifier state was not saved.",
                           stacklevel=2)
             return
-        path = os.path.join(folder, STATE_FILE)
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(self.sparsifier.state_dict(), tmp)
-        os.replace(tmp, path)
+        from sparsetrain.core.files import atomic_write_bytes
+        state_dict = self.sparsifier.state_dict()
+        atomic_write_bytes(os.path.join(folder, STATE_FILE), lambda fh: torch.save(state_dict, fh),
+                           advice="Free some space; the Trainer's own files are not affected.")
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                **kwargs: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sparsetrain import cadence, ops
 from sparsetrain.errors import SparsetrainError, check_fraction, unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int, check_window
+from sparsetrain.methods.common import check_count, check_density, check_window
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.channels import (
     CURVES,
@@ -86,8 +86,8 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
     check_fraction(bound, "bound")
     check_window(0.0, end)
     check_window(0.0, soft_end)
-    check_positive_int(update_every, "update_every")
-    check_positive_int(channel_every, "channel_every")
+    check_count(update_every, "update_every")
+    check_count(channel_every, "channel_every")
     if curve not in CURVES:
         raise unknown_choice("curve", curve, CURVES)
     if score not in SCORES:

@@ -7,8 +7,8 @@ from torch import Tensor
 
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import NMGranularity, get_granularity
-from sparsetrain.criteria import list_criteria
-from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
+from sparsetrain.criteria import CRITERIA, list_criteria
+from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.ops import init_random, prune_and_regrow, regrow
 from sparsetrain.ops.base import Op
 from sparsetrain.ops.prune import drop_below, drop_lowest
@@ -28,7 +28,7 @@ def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: flo
     criterion (e.g. the schedule study's ``movement``, ``large_init``) drops
     its lowest scores.
     """
-    if prune not in PRUNE_MODES and prune not in list_criteria():
+    if prune not in PRUNE_MODES and prune not in CRITERIA:
         raise unknown_choice("prune mode", prune, [*PRUNE_MODES, *list_criteria()])
     if prune == "threshold":
         return drop_below(threshold)
@@ -44,7 +44,7 @@ def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: st
     With a ``granularity`` other than ``weight`` whole groups (kernels, rows,
     filters, blocks) are dropped and regrown, scored by their mean.
     """
-    if growth not in list_criteria():  # any registered criterion can choose what grows
+    if growth not in CRITERIA:  # any registered criterion (or alias) can choose what grows
         raise unknown_choice("growth mode (a criterion)", growth, list_criteria())
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
@@ -115,13 +115,6 @@ def needs_ema(growth: str, redistribution: str) -> bool:
     return growth == "momentum" or redistribution == "momentum"
 
 
-def check_positive_int(value: int, what: str) -> int:
-    """Return ``value`` as int if >= 1, else a clear error."""
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
-        raise SparsetrainError(f"{what} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
 def check_window(start: float, end: float) -> None:
     """Fractions of training with 0 <= start < end <= 1."""
     if not 0.0 <= start < end <= 1.0:
@@ -129,5 +122,5 @@ def check_window(start: float, end: float) -> None:
                                f"end={end}.")
 
 
-__all__ = ["check_density", "check_positive_int", "check_window", "death", "grad_ema", "initial_mask",
+__all__ = ["check_density", "check_count", "check_window", "death", "grad_ema", "initial_mask",
            "needs_ema", "regeneration"]

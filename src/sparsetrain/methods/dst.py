@@ -7,16 +7,16 @@ from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
     PRUNE_MODES,
     REDISTRIBUTION_MODES,
+    check_count,
     check_density,
-    check_positive_int,
     check_window,
     grad_ema,
     initial_mask,
     regeneration,
 )
 from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops import remember_weights
 from sparsetrain.ops.regrow import adjusted_death
-from sparsetrain.pruning_criteria import remember_weights
 from sparsetrain.schedules import constant, cosine_decay
 
 
@@ -47,7 +47,7 @@ def set_(density: float = 0.1, distribution: str = "erk", update_every: int = 10
         1
     """
     check_density(density)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     fraction = constant(drop_fraction) if decay == "constant" else cosine_decay(drop_fraction, 0.005)
     update = regeneration(prune, "random", fraction, granularity=granularity)
     return Method(
@@ -72,7 +72,7 @@ def rigl(density: float = 0.1, distribution: str = "erk", update_every: int = 10
     weakest weight is weakest (``density`` is then N/M).
     """
     check_density(density)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     check_window(0.0, end)
     fraction = cosine_decay(drop_fraction, 0.0, horizon=end)
     update = regeneration("magnitude", "gradient", fraction, rounding="floor", granularity=granularity)
@@ -91,7 +91,7 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
     No T_end: updates continue to the last step with the decayed rate.
     """
     check_density(density)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     observers = (grad_ema(),) if "momentum" in (growth, redistribution) else ()
     update = regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution,
                           granularity=granularity)
@@ -127,8 +127,8 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
     if update_every is None and steps_per_epoch is None:
         raise SparsetrainError("snfs updates once per epoch: pass steps_per_epoch=len(train_loader) "
                                "(or update_every=N steps).")
-    due = (cadence.every(check_positive_int(update_every, "update_every")) if update_every
-           else cadence.epoch_end(check_positive_int(steps_per_epoch, "steps_per_epoch")))
+    due = (cadence.every(check_count(update_every, "update_every")) if update_every
+           else cadence.epoch_end(check_count(steps_per_epoch, "steps_per_epoch")))
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
     rate = cosine_decay(drop_fraction, 0.005)

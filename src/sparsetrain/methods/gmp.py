@@ -6,7 +6,7 @@ from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
 from sparsetrain.distributions import uniform_dense_classifier
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.methods.common import check_density, check_positive_int, check_window, initial_mask
+from sparsetrain.methods.common import check_count, check_density, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.schedules import gmp_density
 
@@ -71,7 +71,7 @@ def gmp(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, 
     check_density(density)
     check_density(initial_density, "initial_density")
     check_window(start, end)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     return Method(init=initial_topology(initial_density, granularity=granularity),
                   updates=(gmp_prune(density, initial_density, start, end, update_every, granularity=granularity),))
 
@@ -87,7 +87,7 @@ def gmp_uniform(density: float = 0.1, initial_density: float = 1.0, start: float
     check_density(density)
     check_density(initial_density, "initial_density")
     check_window(start, end)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     return Method(init=initial_topology(initial_density, granularity=granularity),
                   updates=(gmp_prune(density, initial_density, start, end, update_every, "layer", classifier,
                                      granularity),))

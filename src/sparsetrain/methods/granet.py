@@ -5,8 +5,8 @@ from __future__ import annotations
 from sparsetrain import cadence, ops
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
+    check_count,
     check_density,
-    check_positive_int,
     check_window,
     grad_ema,
     initial_mask,
@@ -45,7 +45,7 @@ def _granet(scope: str, density: float, initial_density: float, sparse_init_mode
     check_density(density)
     check_density(initial_density, "initial_density")
     check_window(start, end)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     init, extra = sparse_init(sparse_init_mode, initial_density, pruning_rate, granularity)
     regenerate = regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution,
                               threshold=threshold, granularity=granularity)

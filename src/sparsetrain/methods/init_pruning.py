@@ -26,7 +26,7 @@ from sparsetrain.core.granularity import group_granularity
 from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.distributions import DISTRIBUTIONS, layer_densities
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int, initial_mask
+from sparsetrain.methods.common import check_count, check_density, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.base import Op
 from sparsetrain.ops.init import init_magnitude
@@ -112,7 +112,7 @@ def snip(density: float = 0.1, n_batches: int = 1, scope: str = "global", distri
         'global'
     """
     _check(density, scope, distribution, on_collapse)
-    check_positive_int(n_batches, "n_batches")
+    check_count(n_batches, "n_batches")
 
     def select(ctx: SparseContext) -> dict:
         batches = take_batches(ctx.data, n_batches, "snip")
@@ -139,7 +139,7 @@ def grasp(density: float = 0.1, n_batches: int = 1, temperature: float = 200.0, 
     ``<=`` threshold keeps every tie; we keep exact counts (ties to the lower index).
     """
     _check(density, scope, distribution, on_collapse)
-    check_positive_int(n_batches, "n_batches")
+    check_count(n_batches, "n_batches")
     if not temperature > 0:
         raise SparsetrainError(f"grasp temperature must be > 0, got {temperature!r}.")
 
@@ -163,7 +163,7 @@ def synflow(density: float = 0.1, iterations: int = 100, scope: str = "global", 
     batch of ``data``) given to attach; no labels are used.
     """
     _check(density, scope, distribution, on_collapse)
-    check_positive_int(iterations, "iterations")
+    check_count(iterations, "iterations")
 
     def select(ctx: SparseContext) -> dict:
         if ctx.example_input is None and ctx.data is None:

@@ -7,7 +7,7 @@ from sparsetrain.context import SparseContext
 from sparsetrain.criteria import mest_score
 from sparsetrain.distributions import layer_densities
 from sparsetrain.errors import unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int, check_window, initial_mask
+from sparsetrain.methods.common import check_count, check_density, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.prune import drop_lowest
 from sparsetrain.ops.regrow import regrow
@@ -49,7 +49,7 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
     ...) drops and grows whole groups by their mean score.
     """
     check_density(density)
-    check_positive_int(update_every, "update_every")
+    check_count(update_every, "update_every")
     if mode not in ("em", "em_s"):
         raise unknown_choice("MEST mode", mode, ["em", "em_s"])
     score = mest_score(lam)

@@ -1,6 +1,6 @@
 """Scheduled pruning in the vocabulary of the pruning-schedule study (fasterai). ALGORITHMS.md 8.
 
-A target sparsity, a granularity, a context (per layer or global), a
+A target sparsity, a granularity, a scope (per layer or global), a
 criterion and a schedule; masks are recomputed only when the scheduled
 sparsity changes, among the still-active groups (pruned stays pruned, as
 fasterai multiplies scores by the mask). Optional in-run lottery tickets: with
@@ -20,11 +20,10 @@ from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_g
 from sparsetrain.core.topk import exact_count, global_topk
 from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.methods.common import check_density, check_positive_int
+from sparsetrain.methods.common import check_count, check_density
 from sparsetrain.methods.registry import Method, register_method
-from sparsetrain.ops import Op
-from sparsetrain.pruning_criteria import remember_weights
-from sparsetrain.sparsity_schedules import SparsitySchedule
+from sparsetrain.ops import Op, remember_weights
+from sparsetrain.schedules import SparsitySchedule
 
 #: fasterai's ``Sparsifier(layer_type=nn.Conv2d)``: only 2-D convolutions are pruned unless told otherwise
 FASTERAI_LAYER_TYPE = "Conv2d"
@@ -113,11 +112,11 @@ def _rewind(ctx: SparseContext) -> bool:
     return True
 
 
-def schedule_step(schedule: SparsitySchedule, granularity: str, context: str, criterion: str, lth: bool,
+def schedule_step(schedule: SparsitySchedule, granularity: str, scope: str, criterion: str, lth: bool,
                   layer_type: tuple[str, ...] = ("all",)) -> ops.Op:
     """Recompute masks of the ``layer_type`` layers when the scheduled sparsity changed (and rewind if ``lth``)."""
     gran, crit = get_granularity(granularity), get_criterion(criterion)
-    prune_fn = _global if context == "global" else _local
+    prune_fn = _global if scope == "global" else _local
 
     def run(ctx: SparseContext) -> dict:
         sparsity = schedule(ctx.step, ctx.total_steps)
@@ -127,15 +126,19 @@ def schedule_step(schedule: SparsitySchedule, granularity: str, context: str, cr
         prune_fn(ctx, gran, crit, 1.0 - sparsity, pruned_layers(ctx, layer_type))
         remember_weights("w_prev")(ctx)
         return {"sparsity_target": sparsity, "rewound": lth and _rewind(ctx)}
-    return Op(run, needs_grad=needs_grad(crit), name=f"prune[{granularity},{context}]")
+    return Op(run, needs_grad=needs_grad(crit), name=f"prune[{granularity},{scope}]")
 
+
+
+#: fasterai's ``context`` values and the scope each means
+FASTERAI_CONTEXT = {"local": "layer", "global": "global"}
 
 
 @register_method("prune", family="dense-to-sparse (schedules)", paper="Hubens et al., fasterai pruning schedules")
-def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "local", criterion: str = "large_final",
+def prune(sparsity: float = 0.9, granularity: str = "weight", scope: str = "layer", criterion: str = "large_final",
           schedule: str = "agp", start: float = 0.0, end: float = 1.0, start_sparsity: float = 0.0, n_steps: int = 3,
           update_every: int = 1, lth: bool = False, rewind: float = 0.0, reset_end: bool = False,
-          density: float | None = None, layer_type: str = FASTERAI_LAYER_TYPE) -> Method:
+          density: float | None = None, layer_type: str = FASTERAI_LAYER_TYPE, context: str | None = None) -> Method:
     """Prune to ``sparsity`` (a fraction; fasterai's 90 is 0.9) along ``schedule`` between ``start`` and
     ``end`` (fractions of training; ``end`` < 1 leaves a tail at the final sparsity).
 
@@ -154,8 +157,11 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
     following BatchNorm's weight and bias are masked too (kept at exactly 0).
     ``layer_type`` names the module classes that are pruned (comma-separated,
     or ``"all"``); the default is fasterai's, ``Conv2d`` only: other selected
-    layers (Linear, Conv1d) stay dense. ``sparsity`` and the global ``context``
-    then count the pruned layers only.
+    layers (Linear, Conv1d) stay dense. ``sparsity`` and ``scope="global"``
+    then count the pruned layers only. ``scope`` is ``"layer"`` (each layer to
+    the sparsity) or ``"global"`` (one ranking over all layers), the word every
+    method uses; fasterai's ``context="local" | "global"`` is accepted as an
+    alias.
 
     Example:
         >>> m = prune(sparsity=0.5, schedule="one_shot", start=0.5)
@@ -164,9 +170,13 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
     """
     if density is not None:
         sparsity = 1.0 - check_density(density)
-    if context not in ("local", "global"):
-        raise unknown_choice("context", context, ["local", "global"])
-    check_positive_int(update_every, "update_every")
+    if context is not None:  # fasterai's word for scope
+        if context not in FASTERAI_CONTEXT:
+            raise unknown_choice("context (fasterai's word for scope)", context, FASTERAI_CONTEXT)
+        scope = FASTERAI_CONTEXT[context]
+    if scope not in ("layer", "global"):
+        raise unknown_choice("scope", scope, ["layer", "global"])
+    check_count(update_every, "update_every")
     get_granularity(granularity)
     get_criterion(criterion)
     sched = SparsitySchedule(schedule, start_sparsity=start_sparsity, end_sparsity=sparsity, start=start, end=end,
@@ -181,7 +191,7 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", context: str = "lo
             init.append(remember_weights("rewind"))
         else:
             updates.append(ops.when(lambda t, T: t == max(1, int(rewind * T)), remember_weights("rewind")))
-    step = schedule_step(sched, granularity, context, criterion, lth, kinds)
+    step = schedule_step(sched, granularity, scope, criterion, lth, kinds)
     updates.append(ops.when(cadence.every(update_every, include_end=True), step))
     if reset_end and lth:
         updates.append(ops.when(lambda t, T: t == T, Op(lambda ctx: {"rewound": _rewind(ctx)}, name="reset")))

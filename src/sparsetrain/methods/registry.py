@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,7 +10,8 @@ from typing import Any
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
-from sparsetrain.errors import SparsetrainError, unknown_choice
+from sparsetrain.core.registry import Registry
+from sparsetrain.errors import SparsetrainError
 from sparsetrain.ops.base import Op, Shrink, Update
 
 #: called before every optimizer step with the dense gradients (e.g. SNFS's EMA)
@@ -43,8 +43,13 @@ class Method:
         return [u for u in self.updates if u.due(step, total)]
 
 
-_BUILDERS: dict[str, Callable[..., Method]] = {}
-_INFO: dict[str, dict[str, str]] = {}
+@dataclass(frozen=True)
+class _Entry:
+    builder: Callable[..., Method]
+    info: dict[str, str]
+
+
+METHODS: Registry[_Entry] = Registry("method")
 
 
 def register_method(name: str, *, family: str = "", paper: str = ""):
@@ -61,9 +66,8 @@ def register_method(name: str, *, family: str = "", paper: str = ""):
         True
     """
     def register(builder: Callable[..., Method]) -> Callable[..., Method]:
-        _BUILDERS[name] = builder
-        _INFO[name] = {"family": family, "paper": paper,
-                       "summary": (inspect.getdoc(builder) or "").split("\n")[0]}
+        METHODS.register(name, _Entry(builder, {"family": family, "paper": paper,
+                                                "summary": (inspect.getdoc(builder) or "").split("\n")[0]}))
         return builder
     return register
 
@@ -76,27 +80,22 @@ def unregister_method(name: str) -> None:
         >>> unregister_method("tmp_static"); "tmp_static" in list_methods()
         False
     """
-    _BUILDERS.pop(name, None)
-    _INFO.pop(name, None)
+    METHODS.unregister(name)
 
 
 def list_methods(pattern: str = "*") -> list[str]:
     """Registered method names matching a glob ``pattern`` (e.g. ``"*rig*"``)."""
-    return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
+    return METHODS.names(pattern)
 
 
 def method_info(name: str) -> dict[str, str]:
     """Family, paper and one-line summary of a registered method."""
-    if name not in _BUILDERS:
-        raise unknown_choice("method", name, _BUILDERS)
-    return dict(_INFO[name])
+    return dict(METHODS.get(name).info)
 
 
 def method_signature(name: str) -> inspect.Signature:
     """The builder's signature: argument names, defaults and types."""
-    if name not in _BUILDERS:
-        raise unknown_choice("method", name, _BUILDERS)
-    return inspect.signature(_BUILDERS[name])
+    return inspect.signature(METHODS.get(name).builder)
 
 
 def _primitive(value: Any) -> Any:
@@ -116,9 +115,7 @@ def create_method(name: str, **kwargs: Any) -> Method:
         >>> create_method("static", density=0.2).config["density"]
         0.2
     """
-    if name not in _BUILDERS:
-        raise unknown_choice("method", name, _BUILDERS)
-    builder = _BUILDERS[name]
+    builder = METHODS.get(name).builder
     sig = inspect.signature(builder)
     unknown = [k for k in kwargs if k not in sig.parameters]
     if unknown:

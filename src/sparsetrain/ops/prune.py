@@ -131,3 +131,26 @@ def _prune_groups_to(density: Schedule, crit: Criterion, scope: str, layer_densi
         return {"density_target": d}
 
     return Op(run, needs_grad=needs_grad(crit), name=f"prune_to[{scope},{gran.name}]")
+
+
+def remember_weights(key: str = "w0") -> Op:
+    """Op storing a detached clone of every sparsified weight in ``ctx.state[key][name]``.
+
+    ``remember_weights("w0")`` in the init gives the ``*_init``, ``movement``
+    and ``magnitude_increase`` criteria (:mod:`sparsetrain.criteria.history`)
+    their w0; ``remember_weights("w_prev")`` chained after each mask
+    computation gives the ``updating_*`` ones theirs. The copies are tensors in
+    ``ctx.state``, so they go into the state_dict.
+
+    Example:
+        >>> from torch import nn
+        >>> ctx = SparseContext({"w": nn.Parameter(torch.ones(2))}, {}, None, 1, torch.Generator())
+        >>> remember_weights("w0")(ctx)
+        {'remembered': 'w0'}
+        >>> ctx.state["w0"]["w"].tolist()
+        [1.0, 1.0]
+    """
+    def run(ctx: SparseContext) -> dict:
+        ctx.state[key] = {n: p.detach().clone() for n, p in ctx.params.items()}
+        return {"remembered": key}
+    return Op(run, name=f"remember_weights[{key}]")

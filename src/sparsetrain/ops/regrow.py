@@ -11,6 +11,7 @@ from sparsetrain.core.granularity import group_granularity
 from sparsetrain.core.kernels import count_true
 from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
+from sparsetrain.criteria.optimizer import optimizer_momentum
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Dropper, Grower, Op
 from sparsetrain.ops.prune import ROUNDING
@@ -93,12 +94,8 @@ def _layer_statistic(ctx: SparseContext, how: str, name: str, mask: torch.Tensor
 
 def _momentum_buffer(ctx: SparseContext, name: str) -> torch.Tensor:
     """|optimizer momentum| (sparse_learning ``get_momentum_for_weight``), else |dense gradient EMA|."""
-    opt_state = ctx.optimizer.state.get(ctx.params[name], {}) if ctx.optimizer else {}
-    if "exp_avg" in opt_state and "exp_avg_sq" in opt_state:
-        return (opt_state["exp_avg"] / (opt_state["exp_avg_sq"].sqrt() + 1e-8)).abs()
-    if opt_state.get("momentum_buffer") is not None:
-        return opt_state["momentum_buffer"].abs()
-    return get_criterion("momentum")(ctx, name)
+    from_optimizer = optimizer_momentum(ctx, name)
+    return from_optimizer if from_optimizer is not None else get_criterion("momentum")(ctx, name)
 
 
 def adjusted_death(fraction: Schedule, redistribution: str = "momentum") -> Dropper:

@@ -211,11 +211,9 @@ def sanity_masks(kind: str, masks: dict[str, Tensor], search: ScoreSearch,
 
 
 def _save_plot(rows: list[dict], path: Path) -> Path | None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    from sparsetrain.core.figures import pyplot, save_figure
+    plt = pyplot()
+    if plt is None:
         return None
     rows = [r for r in rows if r.get("phase") == "search" and "test_acc" in r]
     ep = [r["epoch"] for r in rows]
@@ -228,10 +226,7 @@ def _save_plot(rows: list[dict], path: Path) -> Path | None:
     b.set(xlabel="search epoch", ylabel="test accuracy", title="accuracy of untrained weights")
     for ax in (a, b):
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:

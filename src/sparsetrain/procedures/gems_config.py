@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from sparsetrain.core.topk import exact_count
-from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
+from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.procedures.scores import ALGOS, REGULARIZERS, ROUNDINGS, SCORE_INITS
 from sparsetrain.train.recipes import find_yaml
 
@@ -135,9 +135,7 @@ def _density(cfg: dict) -> float:
 
 
 def _positive_int(cfg: dict, key: str) -> None:
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SparsetrainError(f"{key} must be a positive integer, got {value!r}.")
+    check_count(cfg[key], key)
 
 
 def _choice(cfg: dict, key: str, choices) -> None:

@@ -37,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass
@@ -50,8 +49,7 @@ from torch import Tensor
 from sparsetrain import ops
 from sparsetrain.context import SparseContext
 from sparsetrain.core.topk import ceil_count, exact_count, global_topk, topk_mask
-from sparsetrain.errors import SparsetrainError, check_density, unknown_choice
-from sparsetrain.methods import registry
+from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.methods.registry import Method
 from sparsetrain.ops import Op
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
@@ -109,8 +107,8 @@ def make_imp_config(raw: dict[str, Any] | None) -> ImpConfig:
     if rounds is None and target is None:
         raise SparsetrainError("give imp.rounds (pruning rounds after the dense one) or imp.target_density "
                                "(fraction of weights kept at the end), e.g. --imp.target_density 0.1.")
-    if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1):
-        raise SparsetrainError(f"imp.rounds must be a positive integer, got {rounds!r}.")
+    if rounds is not None:
+        check_count(rounds, "imp.rounds")
     if target is not None:
         need = rounds_to_reach(target, p)
         if rounds is not None and need > rounds:
@@ -215,28 +213,19 @@ def imp_round(masks: str | None = None, weights: str | None = None, save_rewind:
     return Method(init=install(masks, weights, save_rewind, rewind_iter), updates=updates)
 
 
-@contextlib.contextmanager
-def round_method():
-    """Register :func:`imp_round` as ``_imp_round`` while a round trains.
-
-    The trainer takes a method *name*; registering it only for the duration
-    keeps it out of ``sparsetrain methods`` and the every-method tests.
-    """
-    registry.register_method(ROUND_METHOD, family="lottery tickets (internal)",
-                             paper="Frankle & Carbin 2019")(imp_round)
-    try:
-        yield
-    finally:
-        registry.unregister_method(ROUND_METHOD)
-
-
 def train_round(cfg: dict, run_dir: Path, resume: bool = False, **method: Any) -> dict:
-    """Train one round into ``run_dir`` with the trainer; ``method`` are :func:`imp_round` arguments."""
+    """Train one round into ``run_dir`` with the trainer; ``method`` are :func:`imp_round` arguments.
+
+    The round's method is handed to the trainer as an object, so it never
+    enters the method registry (nor ``sparsetrain methods``).
+    """
     from sparsetrain.train.loop import train
     cfg = copy.deepcopy(cfg)
-    cfg["method"] = {"name": ROUND_METHOD, **{k: (str(v) if isinstance(v, Path) else v) for k, v in method.items()}}
-    with round_method():
-        return train(cfg, run_dir, resume=resume)
+    args = {k: (str(v) if isinstance(v, Path) else v) for k, v in method.items()}
+    cfg["method"] = {"name": ROUND_METHOD, **args}
+    round_ = imp_round(**args)
+    round_.name, round_.config = ROUND_METHOD, args  # what a resumed round is checked against
+    return train(cfg, run_dir, resume=resume, method=round_)
 
 
 # ------------------------------------------------------------------------ configuration files
@@ -335,7 +324,7 @@ def _prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: 
         else:
             raise SparsetrainError(f"{out} already holds an IMP procedure. Pass --resume to continue after its "
                                    "last complete round, --overwrite to start again, or another --out.")
-    from sparsetrain.train.checkpoint import atomic_write_text
+    from sparsetrain.core.files import atomic_write_text
     # with a target the rounds follow from it: save none, so a resume may move the target further
     section = {**asdict(imp), "rounds": None if imp.target_density is not None else imp.rounds}
     text = yaml.safe_dump({**cfg, "method": {"name": "dense"}, "imp": section}, sort_keys=False)
@@ -419,7 +408,7 @@ def write_summary(out: Path, imp: ImpConfig, rows: list[dict]) -> None:
     """``imp_summary.json`` / ``.csv`` / ``.md`` and the accuracy-vs-density plot."""
     import json
 
-    from sparsetrain.train.checkpoint import atomic_write_text
+    from sparsetrain.core.files import atomic_write_text
     atomic_write_text(out / "imp_summary.json", json.dumps({"imp": asdict(imp), "rounds": rows}, indent=2))
     keys = ["round", "target_density", "density", "final_test_acc", "best_test_acc", "wall_time_s", "run"]
     csv = [",".join(keys)] + [",".join(str(row[k]) for k in keys) for row in rows]
@@ -430,8 +419,8 @@ def write_summary(out: Path, imp: ImpConfig, rows: list[dict]) -> None:
 
 def plot_rounds(rows: list[dict], path: Path, title: str = "IMP") -> Path | None:
     """Test accuracy vs density, one point per round (log density axis, sparser to the right)."""
-    from sparsetrain.train.plots import _pyplot
-    plt = _pyplot()
+    from sparsetrain.core.figures import pyplot, save_figure
+    plt = pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -445,9 +434,7 @@ def plot_rounds(rows: list[dict], path: Path, title: str = "IMP") -> Path | None
     ax.invert_xaxis()
     ax.set(xlabel="density (fraction of weights kept)", ylabel="test accuracy %", title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

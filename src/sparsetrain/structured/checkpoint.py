@@ -92,7 +92,9 @@ def save_sparse(model: nn.Module, path: str | Path, masks: dict[str, Tensor] | N
         SparsetrainError: a mask that does not fit its tensor, or non-zero
             values outside a given mask (apply the mask first).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from sparsetrain.core.files import atomic_write_bytes
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     unknown = sorted(set(masks or {}) - set(state))
     if unknown:
@@ -107,8 +109,8 @@ def save_sparse(model: nn.Module, path: str | Path, masks: dict[str, Tensor] | N
         tensors[name + _SEP + "mask"] = pack_bits(mask)
         sparse[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     header = {"format": FORMAT, "version": VERSION, "sparse": json.dumps(sparse), **(metadata or {})}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=header)
+    # atomic: a full disk or a kill leaves the previous file, never a torn one
+    atomic_write_bytes(path, lambda fh: fh.write(save(tensors, metadata=header)), advice="Free some space.")
 
 
 def _mask_for(name: str, t: Tensor, masks: dict[str, Tensor] | None) -> Tensor | None:

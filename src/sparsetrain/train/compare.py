@@ -6,8 +6,12 @@ import json
 import statistics
 from pathlib import Path
 
-from sparsetrain.train.checkpoint import atomic_write_text
+import yaml
+
+from sparsetrain.core.files import atomic_write_text
+from sparsetrain.errors import SparsetrainError
 from sparsetrain.train.config import load_config
+from sparsetrain.train.folders import replace_folder
 
 #: method arguments that mean the same in every method, carried over when --methods switches method
 SHARED_METHOD_ARGS = ("density", "update_every", "distribution")
@@ -78,11 +82,13 @@ def density_sweep(configs: list[tuple[str, dict]], densities: list[float]) -> li
 
 def compare(recipes: list[str] | None = None, methods: list[str] | None = None, base: str | None = None,
             seeds: int = 3, overrides: list[str] | None = None, out: str | None = None,
-            densities: list[float] | None = None) -> list[dict]:
+            densities: list[float] | None = None, overwrite: bool = False) -> list[dict]:
     """Run every configuration for ``seeds`` seeds; print and write the table (compare.md/json) and plot.
 
     With ``densities`` every sparse configuration runs at each density and the
-    plot shows accuracy against density, one line per configuration.
+    plot shows accuracy against density, one line per configuration. An
+    existing output folder is refused unless ``overwrite``; then an earlier
+    comparison is moved aside (``NAME.old-<time>``), anything else refused.
     """
     from sparsetrain.train.loop import train
     overrides = list(overrides or [])
@@ -91,6 +97,9 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
     if densities:
         configs = density_sweep(configs, densities)
     out_dir = Path(out or f"runs/compare-{'-'.join(label for label, _ in configs)}"[:120])
+    _prepare_out(out_dir, overwrite)
+    atomic_write_text(out_dir / "compare.yaml", yaml.safe_dump(  # the marker that makes it a compare folder
+        {"configurations": [label for label, _ in configs], "seeds": seeds, "overrides": overrides}))
     rows = []
     for label, cfg in configs:
         base_label = label.split("@")[0]
@@ -102,7 +111,6 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
         rows.append({**summarise(label, summaries), "config": base_label})
     table = _table(rows)
     print("\n" + table)
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "compare.md", table + "\n")
     atomic_write_text(out_dir / "compare.json", json.dumps(rows, indent=2))
     plot_compare(rows, out_dir / "compare.png")
@@ -110,11 +118,19 @@ def compare(recipes: list[str] | None = None, methods: list[str] | None = None, 
     return rows
 
 
+def _prepare_out(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if not overwrite:
+            raise SparsetrainError(f"{out_dir} already exists. Pass --overwrite to start again (an earlier comparison "
+                                   "is kept as NAME.old-<time>) or choose another --out.")
+        replace_folder(out_dir, what="compare folder")
+
+
 def plot_compare(rows: list[dict], path: Path) -> None:
     """Accuracy (mean ± std over seeds): against density when configurations were run at
     several densities, else one bar per configuration labelled with its density."""
-    from sparsetrain.train.plots import _pyplot
-    plt = _pyplot()
+    from sparsetrain.core.figures import pyplot, save_figure
+    plt = pyplot()
     if plt is None:
         return
     groups: dict[str, list[dict]] = {}
@@ -132,9 +148,7 @@ def plot_compare(rows: list[dict], path: Path) -> None:
                 ax.errorbar(xs, ys, yerr=[100 * r["acc_std"] for r in group], marker="o", capsize=3, label=name)
         ax.set(xlabel="sparsity (%)", ylabel="test accuracy (%)", title="Accuracy vs sparsity at equal budget")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path)
         return
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
     xs = range(len(rows))
@@ -142,6 +156,4 @@ def plot_compare(rows: list[dict], path: Path) -> None:
     ax.set_xticks(list(xs), [f"{r['label']}\nd={r['density']:.2f}" for r in rows], fontsize=8)
     lo = min(100 * (r["acc_mean"] - r["acc_std"]) for r in rows)
     ax.set(ylabel="test accuracy (%)", title="Accuracy at equal budget", ylim=(max(0, lo - 5), 100))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

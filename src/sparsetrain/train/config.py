@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.errors import SparsetrainError, check_count, check_nonnegative
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -180,13 +180,10 @@ POSITIVE_INTS = ("epochs", "batch_size", "eval_batch_size")
 def _check_ranges(cfg: dict) -> None:
     """Values torch would reject deep inside with a traceback get one line here."""
     for key in POSITIVE_INTS:
-        value = cfg.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SparsetrainError(f"{key} must be a whole number >= 1, got {value!r}.")
+        cfg[key] = check_count(cfg.get(key), key)
     lr = cfg["optim"].get("lr")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool):
-        if lr < 0:
-            raise SparsetrainError(f"optim.lr must be >= 0, got {lr!r}.")
+        check_nonnegative(lr, "optim.lr")
         if lr == 0:
             warnings.warn("optim.lr is 0: the weights will not change and the run will end near chance accuracy.",
                           UserWarning, stacklevel=2)

@@ -3,7 +3,7 @@
 A run folder is recognised by its marker files (``config.yaml`` plus one of
 ``summary.json`` / ``checkpoint.pt`` / ``metrics.jsonl``; an IMP folder by
 ``imp.yaml``; a Gem-Miner folder by ``config.yaml`` plus ``mask.pt`` or
-``metrics.jsonl``) and by holding nothing else than the kinds of files
+``metrics.jsonl``; a comparison by ``compare.yaml``) and by holding nothing else than the kinds of files
 sparsetrain writes. Anything else is refused with one line that says why.
 The old folder is renamed to ``NAME.old-<UTC time>`` next to it rather than
 deleted, so an ``--overwrite`` typed by mistake loses nothing; delete the
@@ -23,7 +23,7 @@ RUN_FILE_SUFFIXES = {".yaml", ".jsonl", ".json", ".pt", ".png", ".safetensors", 
                      ".csv", ".txt"}
 #: marker sets: a folder holding every file of one set was written by sparsetrain
 MARKERS = ({"config.yaml", "summary.json"}, {"config.yaml", "checkpoint.pt"}, {"config.yaml", "metrics.jsonl"},
-           {"imp.yaml"}, {"config.yaml", "mask.pt"})
+           {"imp.yaml"}, {"config.yaml", "mask.pt"}, {"compare.yaml"})
 
 
 def is_sparsetrain_folder(path: Path) -> bool:

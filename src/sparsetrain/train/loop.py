@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 import sparsetrain
+from sparsetrain import distributed as tdist
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.methods import method_signature
-from sparsetrain.train import dist as tdist
+from sparsetrain.methods import Method, method_signature
 from sparsetrain.train.config import EPOCH_KEYS, builder_kwargs
 from sparsetrain.train.data import create_dataset
 from sparsetrain.train.models import create_model
@@ -142,8 +142,17 @@ def _loaders(cfg: dict, splits, world: int, rank: int):
     return sampler, train, evals
 
 
-def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method | None = None) -> dict[str, Any]:
     """Train one configuration into ``run_dir``; returns the summary dict.
+
+    Args:
+        cfg: a loaded config (:func:`sparsetrain.train.config.load_config`).
+        run_dir: the run folder.
+        resume: continue from the folder's checkpoint.
+        method: a :class:`~sparsetrain.methods.Method` built by the caller (a
+            procedure's own, such as an IMP round) instead of the registered
+            method ``cfg["method"]["name"]``; ``cfg["method"]`` then only
+            records it, and its ``name`` and ``config`` are checked on resume.
 
     Example (CLI): ``sparsetrain train --method.name rigl --method.density 0.05``.
     """
@@ -167,13 +176,14 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False) -> dict[str, Any
     optimizer = build_optimizer(cfg, model)
     lr_schedule = build_lr_schedule(cfg, optimizer, total_steps, steps_per_epoch)
     sparsifier = None
-    if cfg["method"]["name"] == "dense" and cfg["method"].get("shrink"):
+    if method is None and cfg["method"]["name"] == "dense" and cfg["method"].get("shrink"):
         raise SparsetrainError("method.shrink narrows a model as a sparse method removes channels; a dense run has "
                                "nothing to shrink. Use --method.name chase (or drop --method.shrink).")
-    if cfg["method"]["name"] != "dense":
-        sparsifier = sparsetrain.attach(model, optimizer, cfg["method"]["name"], total_steps=total_steps,
-                                        seed=cfg["seed"], **cfg["sparsity"], **method_kwargs(cfg, steps_per_epoch),
-                                        **calibration(train_loader, device), **shrink_kwargs(cfg))
+    if method is not None or cfg["method"]["name"] != "dense":
+        chosen = (method, {}) if method is not None else (cfg["method"]["name"], method_kwargs(cfg, steps_per_epoch))
+        sparsifier = sparsetrain.attach(model, optimizer, chosen[0], total_steps=total_steps, seed=cfg["seed"],
+                                        **cfg["sparsity"], **chosen[1], **calibration(train_loader, device),
+                                        **shrink_kwargs(cfg))
     net = tdist.wrap(model, device)
 
     data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
+from sparsetrain.core.figures import pyplot, save_figure
 from sparsetrain.errors import SparsetrainError
-
-
-def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn("matplotlib is not installed: no plots (pip install 'sparsetrain[plot]').", stacklevel=3)
-        return None
-    return plt
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -37,7 +26,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write accuracy.png, density.png, layer_density.png, itop.png and throughput.png into ``run_dir``;
     returns the paths."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     run_dir = Path(run_dir)
@@ -52,7 +41,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.plot([r["epoch"] for r in epochs], [100 * r[key] for r in epochs], label=label)
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax.legend()
-    written.append(_save(fig, run_dir / "accuracy.png", plt))
+    written.append(save_figure(fig, run_dir / "accuracy.png"))
 
     points = [(r["step"], r["density"]) for r in updates if "density" in r]
     points += [(r["step"], r["density"]) for r in epochs if "density" in r]
@@ -65,7 +54,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.plot([p[0] for p in shares], [p[1] for p in shares], label="channels sparser than the model")
             ax.legend()
         ax.set(xlabel="step", ylabel="density / share", title="Density over training", ylim=(0, 1.05))
-        written.append(_save(fig, run_dir / "density.png", plt))
+        written.append(save_figure(fig, run_dir / "density.png"))
 
     layers = [r["layer_density"] for r in updates if "layer_density" in r]
     summary = run_dir / "summary.json"
@@ -76,27 +65,19 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.bar(range(len(final)), list(final.values()))
         ax.set_xticks(range(len(final)), list(final), rotation=75, fontsize=7)
         ax.set(ylabel="density", title="Per-layer density (end of training)", ylim=(0, 1.05))
-        fig.tight_layout()
-        written.append(_save(fig, run_dir / "layer_density.png", plt))
+        written.append(save_figure(fig, run_dir / "layer_density.png"))
 
     itop = [(r["epoch"], r["itop_rate"]) for r in epochs if "itop_rate" in r]
     if itop:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([p[0] for p in itop], [p[1] for p in itop])
         ax.set(xlabel="epoch", ylabel="ITOP rate R_s", title="Weights ever active", ylim=(0, 1.05))
-        written.append(_save(fig, run_dir / "itop.png", plt))
+        written.append(save_figure(fig, run_dir / "itop.png"))
 
     speed = [(r["epoch"], r["samples_per_s"]) for r in epochs if "samples_per_s" in r]
     if speed:  # a run that shrinks while it trains gets faster as it goes
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([p[0] for p in speed], [p[1] for p in speed], marker="o")
         ax.set(xlabel="epoch", ylabel="training samples / s", title="Training throughput", ylim=(0, None))
-        written.append(_save(fig, run_dir / "throughput.png", plt))
+        written.append(save_figure(fig, run_dir / "throughput.png"))
     return written
-
-
-def _save(fig, path: Path, plt) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 
 import sparsetrain
+from sparsetrain.core.files import atomic_write_text
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.metrics.channels import channel_stats
 from sparsetrain.metrics.flops import sparse_flops
-from sparsetrain.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
 from sparsetrain.train.config import dump_config
 from sparsetrain.train.folders import acquire_run_lock, release_run_lock
 
@@ -127,6 +128,7 @@ class RunLogger:
             return
         state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "lr_schedule": lr_schedule.state_dict(), "rng": torch.get_rng_state(),
+                 "cuda_rng": _cuda_rng(model),
                  "sparsifier": sparsifier.state_dict() if sparsifier is not None else None,
                  "elapsed": self.elapsed, "best": self.best, "history_seen": self.history_seen,
                  "updates_logged": self.updates_logged, "method": self.cfg["method"]["name"],
@@ -154,8 +156,12 @@ class RunLogger:
         optimizer.load_state_dict(state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and _cuda_rng(model) is not None:
+            # dropout on the GPU draws from it; set_rng_state takes a CPU tensor
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), next(model.parameters()).device)
         if sparsifier is not None:
-            sparsifier.load_state_dict(state["sparsifier"])
+            fix = f"set them back under method: in {self.dir / 'config.yaml'} to resume, or start a new run"
+            sparsifier.load_state_dict(state["sparsifier"], fix=fix)
         self.elapsed, self.best = state["elapsed"], state["best"]
         # the fresh sparsifier's history holds only its init entry: later events are new
         self.history_seen = len(sparsifier.history) if sparsifier is not None else 0
@@ -207,12 +213,27 @@ class RunLogger:
         if shrinks:  # --method.shrink: parameters and {layer: [out, in]} widths at the start and after each shrink
             summary["shrink"] = [{k: h[k] for k in ("step", "shrunk", "parameters", "widths")} for h in shrinks]
         if self.main:
-            atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
-            if self.cfg["run"]["plots"]:
-                from sparsetrain.train.plots import plot_run
-                plot_run(self.dir)
-            release_run_lock(self.dir)
+            try:
+                atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2))
+                if self.cfg["run"]["plots"]:
+                    self._plot()
+            finally:
+                release_run_lock(self.dir)
         return summary
+
+    def _plot(self) -> None:
+        from sparsetrain.train.plots import plot_run
+        try:
+            plot_run(self.dir)
+        except SparsetrainError as exc:  # the training is done: say what is safe and how to redraw
+            raise SparsetrainError(f"{exc} The run finished: {CHECKPOINT} and summary.json are intact; draw the "
+                                   f"plots later with `sparsetrain plot {self.dir}`.") from None
+
+
+def _cuda_rng(model) -> torch.Tensor | None:
+    """The RNG state of the model's CUDA device (every rank draws in step with rank 0), or None on CPU."""
+    device = next(model.parameters()).device
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def _is_jsonable(value: Any) -> bool:

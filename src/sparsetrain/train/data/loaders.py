@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.errors import SparsetrainError, check_count
 from sparsetrain.train.data.augment import mix_seed
 from sparsetrain.train.data.registry import DataSplits, split_validation
 
@@ -140,8 +140,7 @@ def make_loaders(splits: DataSplits, batch_size: int, *, seed: int, val_fraction
         >>> len(train.dataset), len(val.dataset), len(test), next(iter(train))[0].shape
         (15, 5, 2, torch.Size([4, 3, 8, 8]))
     """
-    if batch_size < 1:
-        raise SparsetrainError(f"batch_size must be a positive integer, got {batch_size}.")
+    check_count(batch_size, "batch_size")
     train_ds, val_ds = splits.train, splits.val
     if val_fraction:
         if splits.val is not None:

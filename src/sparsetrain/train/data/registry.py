@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import os
 from collections.abc import Callable
@@ -13,7 +12,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from sparsetrain.errors import SparsetrainError, unknown_choice
+from sparsetrain.core.registry import Registry
+from sparsetrain.errors import SparsetrainError
 from sparsetrain.train.data.augment import StepAugment, mix_seed
 
 Augmentation = Callable[..., Any]
@@ -78,7 +78,7 @@ class _Entry:
     needs_root: bool
 
 
-_DATASETS: dict[str, _Entry] = {}
+DATASETS: Registry[_Entry] = Registry("dataset")
 
 
 def register_dataset(name: str, *, needs_root: bool = False):
@@ -97,10 +97,10 @@ def register_dataset(name: str, *, needs_root: bool = False):
         ...     return DataSplits("doc_toy", ds, ds, num_classes=1, input_shape=(2,))
         >>> len(create_dataset("doc_toy", n=3).train)
         3
-        >>> _ = _DATASETS.pop("doc_toy")  # keep the registry clean
+        >>> DATASETS.unregister("doc_toy")  # keep the registry clean
     """
     def register(builder: Callable[..., DataSplits]) -> Callable[..., DataSplits]:
-        _DATASETS[name] = _Entry(builder, needs_root)
+        DATASETS.register(name, _Entry(builder, needs_root))
         return builder
     return register
 
@@ -112,7 +112,7 @@ def list_datasets(pattern: str = "*") -> list[str]:
         >>> list_datasets("cifar*")
         ['cifar10', 'cifar100']
     """
-    return sorted(n for n in _DATASETS if fnmatch.fnmatchcase(n, pattern))
+    return DATASETS.names(pattern)
 
 
 def dataset_signature(name: str) -> dict[str, inspect.Parameter]:
@@ -122,9 +122,7 @@ def dataset_signature(name: str) -> dict[str, inspect.Parameter]:
         >>> list(dataset_signature("mnist1d"))
         ['data_seed', 'num_samples', 'train_split']
     """
-    if name not in _DATASETS:
-        raise unknown_choice("dataset", name, _DATASETS)
-    params = inspect.signature(_DATASETS[name].builder).parameters
+    params = inspect.signature(DATASETS.get(name).builder).parameters
     return {k: p for k, p in params.items() if k != "root"}
 
 
@@ -178,9 +176,7 @@ def create_dataset(name: str, root: str | os.PathLike[str] | None = None, *, see
         >>> s.input_shape, len(s.train), len(s.test)
         ((1, 4), 8, 2)
     """
-    if name not in _DATASETS:
-        raise unknown_choice("dataset", name, _DATASETS)
-    entry = _DATASETS[name]
+    entry = DATASETS.get(name)
     params = list(dataset_signature(name))
     unknown = [k for k in kwargs if k not in params]
     if unknown:
@@ -191,7 +187,7 @@ def create_dataset(name: str, root: str | os.PathLike[str] | None = None, *, see
             raise SparsetrainError(
                 f"dataset {name!r} is read from files: pass the data directory with --data.root DIR "
                 f"(or root=DIR in Python). sparsetrain never downloads; datasets that need no files: "
-                f"{', '.join(n for n in sorted(_DATASETS) if not _DATASETS[n].needs_root)}.")
+                f"{', '.join(n for n, e in DATASETS.items() if not e.needs_root)}.")
         root = Path(root).expanduser()
     splits = entry.builder(root=root, **kwargs)
     if val_fraction:

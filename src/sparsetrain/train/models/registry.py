@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from sparsetrain.errors import SparsetrainError, unknown_choice
+from sparsetrain.core.registry import Registry
+from sparsetrain.errors import SparsetrainError
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str):
@@ -24,15 +24,12 @@ def register_model(name: str):
         >>> create_model("tiny_linear", num_classes=3).out_features
         3
     """
-    def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODELS[name] = builder
-        return builder
-    return register
+    return MODELS.register(name)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a glob ``pattern`` (e.g. ``"resnet*"``)."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+    return MODELS.names(pattern)
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -41,9 +38,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Unknown names raise :func:`sparsetrain.errors.unknown_choice` (with close
     matches); unknown keyword arguments raise a :class:`SparsetrainError`.
     """
-    if name not in _MODELS:
-        raise unknown_choice("model", name, _MODELS)
-    builder = _MODELS[name]
+    builder = MODELS.get(name)
     params = inspect.signature(builder).parameters
     unknown = [k for k in kwargs if k not in params]
     if unknown:
@@ -66,6 +61,4 @@ def init_conv_bn(model: nn.Module) -> None:
 
 def model_signature(name: str) -> dict[str, inspect.Parameter]:
     """The builder's parameters (for config validation)."""
-    if name not in _MODELS:
-        raise unknown_choice("model", name, _MODELS)
-    return dict(inspect.signature(_MODELS[name]).parameters)
+    return dict(inspect.signature(MODELS.get(name)).parameters)
