@@ -16,7 +16,7 @@ from torch import nn
 
 import sparsetrain
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured.shrink import narrow, narrow_state
+from sparsetrain.structured.shrink import NARROWABLE, narrow, narrow_state
 from sparsetrain.structured.widths import apply_widths
 from sparsetrain.train.models import create_model
 
@@ -311,3 +311,15 @@ def test_amp_training_shrinks_and_keeps_the_invariants():
         scaler.update()
         _check_invariants(sp, opt, net)
     assert any(h.get("shrunk") for h in sp.history) and net[3].out_channels < 24
+
+
+@pytest.mark.parametrize("opt_cls", NARROWABLE, ids=lambda c: c.__name__)
+def test_every_optimizer_we_accept_gets_its_state_narrowed(opt_cls):
+    net = _net()
+    opt = opt_cls(net.parameters(), lr=0.01, **({"momentum": 0.9} if opt_cls is torch.optim.SGD else {}))
+    sp = sparsetrain.attach(net, opt, "chase", total_steps=20, example_input=_batch(99)[0], shrink=True, **CHASE)
+    for t in range(9):
+        _step(net, opt, t)
+    assert any(h.get("shrunk") for h in sp.history)
+    _check_invariants(sp, opt, net)
+    assert all(any(torch.is_tensor(v) and v.dim() for v in opt.state[p].values()) for p in net.parameters())
