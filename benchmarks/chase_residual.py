@@ -11,7 +11,7 @@ channels tied through residual additions may go too), with the recipe's step sch
 every 40 steps offset by 10, parameter updates every 20, of a ~940-step run) scaled to this run's
 length. Each sparse run is then compacted with ``sparsetrain.compact`` and the compact model
 evaluated on the test set next to the masked one; parameters and FLOPs per sample are counted with
-``sparsetrain.structured.bench.count``. One thread per run, one run at a time; finished runs with
+``sparsetrain.deploy.bench.count``. One thread per run, one run at a time; finished runs with
 the same configuration are reused. Writes ``benchmarks/results_chase_residual.md``.
 
     python benchmarks/chase_residual.py            # 3 seeds, 40 epochs (~7 min on one thread)
@@ -95,7 +95,7 @@ def conv_channels(model: torch.nn.Module) -> int:
 def compact_row(cfg: dict, run_dir: Path) -> dict:
     """Compact the trained (masked) model and compare it with the masked one on the test set."""
     from sparsetrain import compact
-    from sparsetrain.structured.bench import count
+    from sparsetrain.deploy.bench import count
     model, test, state = chase_accuracy._rebuild(cfg, run_dir)
     x = torch.stack([test[i][0] for i in range(len(test))])
     example = x[:8]
@@ -209,7 +209,7 @@ def report(results: dict[str, list[dict]], args, seconds: float) -> str:
              "Columns: \"channels removed (Chase's plan)\" is the share of the channels Chase may remove (without "
              "prune_skip the channels tied through residual additions are not among them), which S_c = 0.5 targets; "
              "\"conv channels removed\" is 1 - (sum of the compact model's convolution widths) / (the dense one's); "
-             "params and FLOPs (per sample, `sparsetrain.structured.bench.count`) of the compact model run densely, "
+             "params and FLOPs (per sample, `sparsetrain.deploy.bench.count`) of the compact model run densely, "
              "against the dense ResNet-20; \"FLOPs sparse\" is the trainer's density-scaled count of the masked "
              "model (RigL-paper convention). dst is compacted too (it removes only channels that happen to be "
              "empty). The max abs differences are over seeds, compact vs masked model on the whole test set.", "",

@@ -89,8 +89,8 @@ def mask_cost(reps: int) -> str:
 def round_to(reps: int) -> str:
     from inference import chase_masks
 
-    from sparsetrain.structured.bench import time_variants
-    from sparsetrain.structured.compact import compact
+    from sparsetrain.deploy.bench import time_variants
+    from sparsetrain.deploy.compact import compact
     torch.set_num_threads(1)
     model = chase_masks("resnet50", 40)
     example = torch.randn(2, 3, 32, 32)
@@ -116,7 +116,7 @@ def round_to(reps: int) -> str:
 def per_conv(reps: int) -> str:
     from inference import chase_masks
 
-    from sparsetrain.structured.compact import compact
+    from sparsetrain.deploy.compact import compact
     torch.set_num_threads(1)
     dense = chase_masks("resnet50", 40)
     with warnings.catch_warnings():

@@ -26,7 +26,7 @@ CHASE_MIN_RATIO = 0.5
 # ---------------------------------------------------------------------------- (4) Chase compact inference
 def chase_inference(sz: Sizes, deadline: float) -> dict:
     """Throughput of Chase's compact model vs the dense one (bf16, channels_last), per channel sparsity."""
-    from sparsetrain.structured.bench import bench, channel_sparse_masks, format_table, prepare
+    from sparsetrain.deploy.bench import bench, channel_sparse_masks, format_table, prepare
     device = pick_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.backends.cudnn.benchmark = True
@@ -55,7 +55,7 @@ def chase_inference(sz: Sizes, deadline: float) -> dict:
     head = [f"{sz.model} {sz.model_kwargs}, {sz.side}x{sz.side}, {dtype}, channels_last, inference_mode; one-shot "
             f"Chase channel removal (UMM, `score_norm=layer`, `prune_skip=True`, beta {CHASE_MIN_RATIO}, "
             f"unstructured density {DENSITY}) then `compact`; {sz.chase_reps} interleaved repetitions after 3 "
-            "warm-ups (sparsetrain.structured.bench).", "",
+            "warm-ups (sparsetrain.deploy.bench).", "",
             table(["S_c", "batch", "compact samples/s", "speedup vs dense", "FLOP ratio"], summary), ""]
     return {"headline": headline, "lines": head + lines, "raw": raw}
 
@@ -75,7 +75,7 @@ def semi_structured(sz: Sizes, deadline: float) -> dict:
     device = needs_cuda()
     from torch.sparse import SparseSemiStructuredTensor
 
-    from sparsetrain.structured.inference import SemiStructuredLinear
+    from sparsetrain.deploy.inference import SemiStructuredLinear
     raw, rows = {}, []
     backends = {"cuSPARSELt": False, "CUTLASS": True}
     for n_in, n_out in sz.llm_shapes:
@@ -130,7 +130,7 @@ def semi_structured(sz: Sizes, deadline: float) -> dict:
 def _gpt_end_to_end(name: str, device: torch.device, raw: dict) -> list[str]:
     """The registered GPT with every 2:4-able Linear pruned 2:4, then ``sparsify_for_inference(("2:4",))``."""
     from sparsetrain.core.granularity import nm_mask
-    from sparsetrain.structured.inference import sparsify_for_inference
+    from sparsetrain.deploy.inference import sparsify_for_inference
     torch.manual_seed(0)
     model = create_model(name).to(device=device, dtype=torch.bfloat16).eval()
     vocab = next(m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding))  # the token embedding
@@ -153,8 +153,8 @@ def _gpt_end_to_end(name: str, device: torch.device, raw: dict) -> list[str]:
 # ---------------------------------------------------------------------------- (6) CSR
 def csr_mlp(sz: Sizes, deadline: float) -> dict:
     """A 98 %-sparse MLP: every Linear as CSR (``CSRLinear``) vs dense, fp32, on CUDA (CPU in a dry run)."""
-    from sparsetrain.structured.bench import bench, count, format_table
-    from sparsetrain.structured.inference import CSRLinear
+    from sparsetrain.deploy.bench import bench, count, format_table
+    from sparsetrain.deploy.inference import CSRLinear
     device = pick_device()
     torch.manual_seed(0)
     widths = sz.mlp_widths
@@ -175,5 +175,5 @@ def csr_mlp(sz: Sizes, deadline: float) -> dict:
     speed = ", ".join(f"batch {r['batch']}: {r['speedup']:.2f}x" for r in rows if r["variant"] == "csr")
     lines = [f"MLP {'-'.join(map(str, widths))}, every Linear 98 % sparse (random exact zeros), fp32, {device.type}; "
              f"CSR = `CSRLinear` (addmm with a sparse CSR weight) on every layer; {sz.reps} interleaved repetitions "
-             "(sparsetrain.structured.bench). A speedup below 1 is a slowdown.", "", format_table(rows)]
+             "(sparsetrain.deploy.bench). A speedup below 1 is a slowdown.", "", format_table(rows)]
     return {"headline": f"CSR vs dense {speed}", "lines": lines, "raw": rows}

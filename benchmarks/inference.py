@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import sparsetrain
-from sparsetrain.structured.bench import bench, channel_sparse_masks, format_table, prepare
+from sparsetrain.deploy.bench import bench, channel_sparse_masks, format_table, prepare
 from sparsetrain.train.models import create_model
 
 #: model -> (Chase keyword arguments from the seed's scripts, ALGORITHMS.md 5.1 / 5.3)

@@ -10,7 +10,7 @@ import torch
 from _kit import torch_state
 from sparsetrain.cli import main
 from sparsetrain.cli.export import example_batch, load_run
-from sparsetrain.structured.checkpoint import load_compact, read_metadata
+from sparsetrain.deploy.checkpoint import load_compact, read_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,7 +113,7 @@ def test_bench_on_cuda_without_cuda_is_refused(capsys):
 
 
 def _removed_per_group(model, x, masks, prune_skip):
-    from sparsetrain.structured.graph import channel_groups
+    from sparsetrain.core.graph import channel_groups
     out = {}
     for g in channel_groups(model, x, prune_skip=prune_skip):
         s = next(s for s in g.producers if s.param.endswith(".weight"))
@@ -125,8 +125,8 @@ def _removed_per_group(model, x, masks, prune_skip):
 def test_one_shot_masks_honour_prune_skip_and_score_norm():
     """bench's one-shot Chase masks: S_c of the offered channels empty; prune_skip offers the residual groups too;
     score_norm="layer" spreads the removal over more groups than the raw global UMM ranking."""
-    from sparsetrain.structured.bench import channel_sparse_masks
-    from sparsetrain.structured.graph import channel_groups
+    from sparsetrain.core.graph import channel_groups
+    from sparsetrain.deploy.bench import channel_sparse_masks
     from sparsetrain.train.models import create_model
     torch.manual_seed(0)
     model = create_model("resnet20").eval()

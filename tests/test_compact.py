@@ -14,10 +14,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import sparsetrain
+from sparsetrain.core.graph import channel_groups
+from sparsetrain.deploy.compact import compact
+from sparsetrain.deploy.widths import rebuild
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured.compact import compact
-from sparsetrain.structured.graph import channel_groups
-from sparsetrain.structured.widths import rebuild
 from sparsetrain.train.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -27,8 +27,8 @@ from torch.nn import functional as F
 import sparsetrain
 from _kit import ModelSpec, batch, build_model, count, one_variant_per_method
 from sparsetrain.core.topk import topk_mask, topk_masks
+from sparsetrain.deploy.inference import is_two_four, sparsify_for_inference
 from sparsetrain.methods import method_signature
-from sparsetrain.structured.inference import is_two_four, sparsify_for_inference
 from test_properties import _check_exact_zeros, run_and_check
 
 gpu = pytest.mark.gpu

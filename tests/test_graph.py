@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain.core.graph import channel_groups
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured.graph import channel_groups
 from sparsetrain.train.models import create_model
 
 IMG = torch.randn(2, 3, 32, 32)

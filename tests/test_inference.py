@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from sparsetrain.deploy import inference
+from sparsetrain.deploy.inference import CSRLinear, choose, is_two_four, sparsify_for_inference
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured import inference
-from sparsetrain.structured.inference import CSRLinear, choose, is_two_four, sparsify_for_inference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

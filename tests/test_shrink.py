@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 import sparsetrain
+from sparsetrain.deploy.shrink import NARROWABLE, narrow, narrow_state
+from sparsetrain.deploy.widths import apply_widths
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured.shrink import NARROWABLE, narrow, narrow_state
-from sparsetrain.structured.widths import apply_widths
 from sparsetrain.train.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import torch
 from _kit import torch_state
 from sparsetrain.cli import main
 from sparsetrain.cli.export import example_batch, load_run
-from sparsetrain.structured.checkpoint import load_compact
+from sparsetrain.deploy.checkpoint import load_compact
 from test_trainer import assert_same_run, cli, interrupt_after_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured.checkpoint import (
+from sparsetrain.deploy.checkpoint import (
     load_sparse,
     load_state,
     pack_bits,
@@ -19,6 +18,7 @@ from sparsetrain.structured.checkpoint import (
     save_sparse,
     unpack_bits,
 )
+from sparsetrain.errors import SparsetrainError
 from sparsetrain.train.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

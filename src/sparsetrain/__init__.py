@@ -20,6 +20,6 @@ def __getattr__(name: str):
         from sparsetrain.compat.rigl_torch import RigLScheduler
         return RigLScheduler
     if name == "compact":  # lazy: needs torch-pruning (the structured extra)
-        from sparsetrain.structured.compact import compact
+        from sparsetrain.deploy.compact import compact
         return compact
     raise AttributeError(f"module 'sparsetrain' has no attribute {name!r}")

@@ -40,7 +40,7 @@ class SparseContext:
             weights on data before training (SNIP, GraSP); read once at init.
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` used with ``data``.
         removed: ``{name: weights}`` physically removed from each parameter by
-            shrinking (:mod:`sparsetrain.structured.shrink`). They still count in
+            shrinking (:mod:`sparsetrain.deploy.shrink`). They still count in
             :meth:`numel`, so densities and budgets keep referring to the
             original sizes and a shrunk run picks the same masks as a masked one.
     """

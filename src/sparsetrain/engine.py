@@ -96,7 +96,7 @@ class Sparsifier:
         self.fired = {n: m.clone() for n, m in self.ctx.masks.items()}
         self.history.append({"step": 0, **event, "density": self.density()})
         if shrink:
-            from sparsetrain.structured.shrink import Shrinker
+            from sparsetrain.deploy.shrink import Shrinker
             self._shrinker = Shrinker(every=shrink_every, strict=shrink_strict)
             self._shrinker.check(self)
         if optimizer is not None:
@@ -194,7 +194,7 @@ class Sparsifier:
         return self._shrink(record_nothing=True)
 
     def _shrink(self, record_nothing: bool) -> dict[str, Any]:
-        from sparsetrain.structured.shrink import Shrinker, shrink
+        from sparsetrain.deploy.shrink import Shrinker, shrink
         if self._shrinker is None:
             self._shrinker = Shrinker()
             self._shrinker.check(self)
@@ -204,7 +204,7 @@ class Sparsifier:
         return event
 
     def width_spec(self) -> dict[str, Any]:
-        """The width spec of the narrowed modules (:func:`sparsetrain.structured.widths.rebuild` reads it)."""
+        """The width spec of the narrowed modules (:func:`sparsetrain.deploy.widths.rebuild` reads it)."""
         return {"format": "sparsetrain-width-spec", "version": 1, "model": type(self.ctx.model).__name__,
                 "removed": {}, "widths": dict(self.widths)}
 
@@ -344,7 +344,7 @@ class Sparsifier:
             wrong = sorted(n for n in set(ours) & set(state["shapes"]) if ours[n] != state["shapes"][n])
             shrunk = bool(state.get("width_spec", {}).get("widths")) and wrong
             hint = (" It was saved by a run that shrank while training: narrow the model first with "
-                    "sparsetrain.structured.widths.apply_widths(model, state['width_spec'])." if shrunk else "")
+                    "sparsetrain.deploy.widths.apply_widths(model, state['width_spec'])." if shrunk else "")
             raise SparsetrainError(
                 "this sparsifier state_dict comes from a different model: "
                 f"missing {missing[:5]}, unexpected {extra[:5]}, different shapes {wrong[:5]}. "

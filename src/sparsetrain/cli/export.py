@@ -47,8 +47,8 @@ def _params(model: nn.Module) -> int:
 def compact_run(run: str | Path, *, calibrate: int = 0, out: str | Path | None = None,
                 round_to: int = 1) -> tuple[LoadedRun, nn.Module, dict, Path]:
     """Compact a run's model; writes ``compact.safetensors`` (sparse, with the width spec) and ``width_spec.json``."""
-    from sparsetrain.structured.checkpoint import save_compact
-    from sparsetrain.structured.compact import compact
+    from sparsetrain.deploy.checkpoint import save_compact
+    from sparsetrain.deploy.compact import compact
     loaded = load_run(run)
     x = example_batch(loaded)
     calibration = _calibration_loader(loaded, calibrate) if calibrate else None
@@ -68,7 +68,7 @@ def compact_run(run: str | Path, *, calibrate: int = 0, out: str | Path | None =
 
 def _from_original(spec: dict, small: nn.Module, loaded: LoadedRun) -> dict:
     """The width spec against the architecture as built (a run shrunk while it trained is narrower already)."""
-    from sparsetrain.structured.widths import module_widths
+    from sparsetrain.deploy.widths import module_widths
     return {**spec, "widths": module_widths(small, loaded.factory())}
 
 
@@ -101,13 +101,13 @@ def configure_export(p) -> None:
 
 
 def cmd_export(args, extra) -> int:
-    from sparsetrain.structured.checkpoint import save_compact
-    from sparsetrain.structured.onnx import export_onnx, onnx_max_error
+    from sparsetrain.deploy.checkpoint import save_compact
+    from sparsetrain.deploy.onnx import export_onnx, onnx_max_error
     if not args.onnx and not args.sparse:
         raise SparsetrainError("export needs --onnx FILE and/or --sparse FILE.")
     loaded = load_run(args.run)
     x = example_batch(loaded)
-    from sparsetrain.structured.compact import compact
+    from sparsetrain.deploy.compact import compact
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nothing removable: export the masked model as it is
         small, spec = compact(loaded.model, x, masks=loaded.masks, round_to=args.round_to)
@@ -155,7 +155,7 @@ def configure_bench(p) -> None:
 
 
 def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
-    from sparsetrain.structured.bench import channel_sparse_masks
+    from sparsetrain.deploy.bench import channel_sparse_masks
     from sparsetrain.train.models import create_model, list_models
     if Path(args.target).exists():
         loaded = load_run(args.target)
@@ -172,7 +172,7 @@ def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
 
 
 def cmd_bench(args, extra) -> int:
-    from sparsetrain.structured.bench import bench, format_table, prepare
+    from sparsetrain.deploy.bench import bench, format_table, prepare
     batches = tuple(args.batch_sizes)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,8 +11,8 @@ from sparsetrain.criteria import CRITERIA, list_criteria
 from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.ops import init_random, prune_and_regrow, regrow
 from sparsetrain.ops.base import Op
+from sparsetrain.ops.groups import drop_groups, init_random_groups, init_random_nm, nm_drop_and_grow, regrow_groups
 from sparsetrain.ops.prune import drop_below, drop_lowest
-from sparsetrain.ops.structured import drop_groups, init_random_groups, init_random_nm, nm_drop_and_grow, regrow_groups
 from sparsetrain.schedules import Schedule
 
 PRUNE_MODES = ("magnitude", "set", "threshold", "taylor")

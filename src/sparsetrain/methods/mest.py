@@ -9,9 +9,9 @@ from sparsetrain.distributions import layer_densities
 from sparsetrain.errors import unknown_choice
 from sparsetrain.methods.common import check_count, check_density, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
+from sparsetrain.ops.groups import drop_groups, regrow_groups
 from sparsetrain.ops.prune import drop_lowest
 from sparsetrain.ops.regrow import regrow
-from sparsetrain.ops.structured import drop_groups, regrow_groups
 from sparsetrain.schedules import cosine_decay
 
 #: Chase's --stop_dst_epochs 30 of 160: the soft bound phase covers the first 130

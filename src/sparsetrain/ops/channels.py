@@ -6,7 +6,7 @@ The plan lives in ``ctx.state["chase"]`` (tensors and primitives, so it round-tr
 the sparsifier's state_dict): per channel group its alive flags, minimum width, original size
 and fan-in, and the positions of its producer weights (output slices) and consumer weights
 (input slices). Removed channels never come back, so a model may be narrowed while it trains
-(:data:`SHRINK`, :mod:`sparsetrain.structured.shrink`): the plan keeps counting against the
+(:data:`SHRINK`, :mod:`sparsetrain.deploy.shrink`): the plan keeps counting against the
 original sizes, so a shrunk run removes and grows exactly what a masked run does.
 """
 
@@ -83,7 +83,7 @@ def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: I
     channel can only be removed through masks). Producer biases become coupled
     parameters of the engine: held at exactly 0 while their channel has no active weight.
     """
-    from sparsetrain.structured.graph import channel_groups
+    from sparsetrain.core.graph import channel_groups
 
     def run(ctx: SparseContext) -> dict:
         if ctx.model is None or ctx.example_input is None:

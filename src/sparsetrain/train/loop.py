@@ -264,7 +264,7 @@ def just_shrunk(sparsifier) -> bool:
 
 def apply_saved_widths(model: nn.Module, run_dir: str | Path) -> None:
     """Narrow a freshly built model to the widths its checkpoint was saved at (a run shrunk while training)."""
-    from sparsetrain.structured.widths import apply_widths
+    from sparsetrain.deploy.widths import apply_widths
     from sparsetrain.train.checkpoint import load_checkpoint
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():

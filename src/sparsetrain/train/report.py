@@ -64,7 +64,7 @@ def load_run(run: str | Path) -> LoadedRun:
     model = factory()
     spec = (state.get("sparsifier") or {}).get("width_spec")
     if spec and spec.get("widths"):  # a run shrunk while it trained (--method.shrink)
-        from sparsetrain.structured.widths import apply_widths
+        from sparsetrain.deploy.widths import apply_widths
         apply_widths(model, spec)
     try:
         model.load_state_dict(state["model"])

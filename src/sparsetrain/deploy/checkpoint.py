@@ -198,7 +198,7 @@ def load_compact(path: str | Path, model_or_factory) -> tuple[nn.Module, dict[st
     ``model_or_factory``: the uncompacted architecture (a module or a zero-argument builder).
     Returns ``(model, masks)``; a width spec that does not match the weights is refused.
     """
-    from sparsetrain.structured.widths import rebuild
+    from sparsetrain.deploy.widths import rebuild
     meta = read_metadata(path)
     if "width_spec" not in meta:
         raise SparsetrainError(f"{path} holds no width spec: it is a plain sparse checkpoint; use load_sparse.")

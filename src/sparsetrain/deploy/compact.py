@@ -4,7 +4,7 @@ ALGORITHMS.md 5.5 (``merge_filters``): keep the surviving output channels of
 each layer (weights, bias, BatchNorm entries) and the matching input columns of
 every consumer. Which channels are coupled (a BatchNorm, a flatten into a
 linear layer, a residual addition) comes from the dependency graph
-(:func:`sparsetrain.structured.graph.channel_groups`, torch-pruning), never
+(:func:`sparsetrain.core.graph.channel_groups`, torch-pruning), never
 from a per-architecture table.
 
 A channel is *empty* when every producer's weight rows for it are zero. Its
@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from sparsetrain.core.selection import unwrap
+from sparsetrain.deploy.widths import module_widths, rebuild, resize_module
 from sparsetrain.errors import SparsetrainError
-from sparsetrain.structured.widths import module_widths, rebuild, resize_module
 
 _KNOWN = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -250,7 +250,7 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
         SparsetrainError: a layer the graph cannot trace (named), a failed trace,
             or outputs that changed (a graph the tracer misread).
     """
-    from sparsetrain.structured.graph import channel_groups
+    from sparsetrain.core.graph import channel_groups
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise SparsetrainError(f"round_to (--round-to) must be a positive int (1 keeps exact widths, 8 or 16 suit "
                                f"most hardware), got {round_to!r}.")

@@ -113,14 +113,14 @@ def prepare(model: nn.Module, example_input: Tensor, *, masks: dict[str, Tensor]
                                                           dict[str, Any]]:
     """The variants to compare: ``dense`` (masked, full width), ``compact`` and ``csr`` (compact + measured CSR).
 
-    ``round_to`` is passed to :func:`~sparsetrain.structured.compact.compact`.
+    ``round_to`` is passed to :func:`~sparsetrain.deploy.compact.compact`.
 
     Returns ``(models, counts, info)``; ``info`` holds the width spec and the per-layer CSR decisions.
     """
     import warnings
 
-    from sparsetrain.structured.compact import compact
-    from sparsetrain.structured.inference import sparsify_for_inference
+    from sparsetrain.deploy.compact import compact
+    from sparsetrain.deploy.inference import sparsify_for_inference
     dense = copy.deepcopy(model).eval()
     with torch.no_grad():
         for name, p in dense.named_parameters():
@@ -157,8 +157,8 @@ def channel_sparse_masks(model: nn.Module, example_input: Tensor, channel_sparsi
     leaves them); ``score_norm="layer"`` ranks each group's scores relative to its mean
     (``sparsetrain.ops.channels.normalize_scores``, our extension).
     """
+    from sparsetrain.core.graph import channel_groups
     from sparsetrain.ops.channels import normalize_scores
-    from sparsetrain.structured.graph import channel_groups
     gen = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     masks = {}

@@ -4,7 +4,7 @@ A method that empties whole channels for good (Chase's channel removal) still
 trains at full width, multiplying zeros. ``attach(..., shrink=True)`` removes
 those channels from the model *while it trains*: every convolution / linear /
 BatchNorm module of a removed channel group gets narrower weights (the groups
-come from torch-pruning's dependency graph, :func:`~sparsetrain.structured.graph.channel_groups`,
+come from torch-pruning's dependency graph, :func:`~sparsetrain.core.graph.channel_groups`,
 residual groups together), and so does everything that is shaped like them:
 gradients, the optimizer's per-parameter state (momentum, Adam moments), the
 masks, the ever-active masks, and the method's own state (a tensor filed under
@@ -51,8 +51,8 @@ from sparsetrain.core.selection import unwrap
 from sparsetrain.errors import SparsetrainError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sparsetrain.core.graph import ChannelGroup
     from sparsetrain.engine import Sparsifier
-    from sparsetrain.structured.graph import ChannelGroup
 
 #: optimizers whose per-parameter state is element-wise (each state tensor shaped like its parameter,
 #: plus scalars such as ``step``), so it can be narrowed with its parameter
@@ -96,7 +96,7 @@ def removable(model: nn.Module, example_input: Any, frozen: dict[str, Tensor],
     A group keeps at least one channel. Groups whose layers are not all
     sparsified (no mask, so nothing is frozen there) keep every channel.
     """
-    from sparsetrain.structured.graph import channel_groups
+    from sparsetrain.core.graph import channel_groups
     out = []
     with torch.enable_grad():  # the tracer follows autograd; the engine's step hooks run under no_grad
         groups = channel_groups(model, example_input, prune_skip=True)
@@ -124,8 +124,8 @@ def narrow_model(model: nn.Module, picks: list[tuple[ChannelGroup, list[int]]],
 
     ``widths``, when given, receives the width-spec entry of every narrowed module.
     """
-    from sparsetrain.structured.compact import channel_drops, keep_indices
-    from sparsetrain.structured.widths import resize_module, width_entry
+    from sparsetrain.deploy.compact import channel_drops, keep_indices
+    from sparsetrain.deploy.widths import resize_module, width_entry
     keep_modules = keep_indices(model, channel_drops([g for g, _ in picks], [c for _, c in picks]))
     modules = dict(model.named_modules())
     keep: Keep = {}
@@ -239,8 +239,8 @@ class Shrinker:
         if sp.ctx.example_input is None:
             raise SparsetrainError("shrink=True traces the model to narrow it: attach with example_input=<a batch>.")
         try:
-            from sparsetrain.structured.compact import _check_traceable
-            from sparsetrain.structured.graph import channel_groups
+            from sparsetrain.core.graph import channel_groups
+            from sparsetrain.deploy.compact import _check_traceable
             channel_groups(sp.ctx.model, sp.ctx.example_input, prune_skip=True)
             _check_traceable(sp.ctx.model)
         except SparsetrainError as err:

@@ -1,6 +1,6 @@
 """Width specs: resize layers in place, record their new widths, and rebuild a compact model from them.
 
-A compact model (:func:`sparsetrain.structured.compact.compact`) is the same
+A compact model (:func:`sparsetrain.deploy.compact.compact`) is the same
 class as the original with narrower layers. Its *width spec* is a JSON-able
 dict ``{"format", "version", "model", "removed", "widths"}`` where ``widths``
 maps each resized module to its new attributes (``in_channels``,
@@ -62,7 +62,7 @@ def resize_module(module: nn.Module, keep: dict[int, Tensor], *, in_place: bool 
     Width attributes (``out_channels``, ``in_features``, ...) are updated.
     ``in_place=True`` narrows the existing ``nn.Parameter`` objects (their
     ``.data``; gradients are dropped) instead of creating new ones, so an
-    optimizer that holds them keeps working (:mod:`sparsetrain.structured.shrink`).
+    optimizer that holds them keeps working (:mod:`sparsetrain.deploy.shrink`).
     """
     if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
         out_dim = 1 if getattr(module, "transposed", False) else 0
