@@ -39,6 +39,9 @@ class SparseContext:
         data: an iterable of ``(inputs, targets)`` batches for ops that score
             weights on data before training (SNIP, GraSP); read once at init.
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` used with ``data``.
+        out_axes: ``{name: dim of its output units}`` for weights not laid out
+            ``[out, in, ...]`` (a Hugging Face Conv1D is ``[in, out]``: 1); see
+            :mod:`sparsetrain.core.layout`.
     """
 
     params: dict[str, nn.Parameter]
@@ -54,6 +57,7 @@ class SparseContext:
     example_input: Any = None
     data: Any = None
     loss_fn: Any = None
+    out_axes: dict[str, int] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -64,6 +68,10 @@ class SparseContext:
     def shapes(self) -> dict[str, torch.Size]:
         """``{name: shape}`` of the sparsified parameters."""
         return {n: p.shape for n, p in self.params.items()}
+
+    def out_axis(self, name: str) -> int:
+        """The dim of ``name`` that indexes its output units (0 unless selection recorded another)."""
+        return self.out_axes.get(name, 0)
 
     def numel(self, name: str) -> int:
         """Number of weights of ``name``."""

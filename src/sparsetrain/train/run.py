@@ -93,7 +93,8 @@ class RunLogger:
             record = {"event": "update", **{k: v for k, v in event.items() if _is_jsonable(v)}}
             if self.updates_logged % self.cfg["run"]["layer_density_every"] == 0:
                 record["layer_density"] = {r["name"]: r["density"] for r in sparsifier.report().rows}
-                stats = channel_stats(sparsifier.masks)  # Chase's biased reallocation, for any method
+                # Chase's biased reallocation, for any method
+                stats = channel_stats(sparsifier.masks, out_axes=sparsifier.ctx.out_axes)
                 record.update(amenable_channels=stats["amenable"], empty_channels=stats["empty"])
             self.updates_logged += 1
             self._append(record)
