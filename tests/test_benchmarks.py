@@ -225,3 +225,14 @@ def test_diagnostics_mask_cost_prints_every_mask_dtype(capsys):
     out = capsys.readouterr().out
     for dtype in ("float32", "float16", "bfloat16", "uint8", "bool"):
         assert f"| {dtype} |" in out
+
+
+def test_transformer_quick_compacts_every_mlp_style_exactly(capsys):
+    transformer = importlib.import_module("transformer")
+    assert transformer.main(["--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| gelu", "| swiglu", "| hf-gpt2"))]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].startswith("128 -> 64") and float(cells[-1]) == 0.0  # half the units gone, same logits

@@ -1,0 +1,224 @@
+"""Transformer MLP units: Chase-style channel groups and their physical removal (compaction).
+
+A hidden unit ``j`` of a transformer MLP is a *channel*: its row in the up
+projection(s) (GPT-2's ``c_fc``; Llama's ``gate_proj`` and ``up_proj``) and
+its column in the down projection (``c_proj``; ``down_proj``). MLP blocks are
+found by structure (the child names below), for ``nn.Linear`` and for Hugging
+Face's transposed ``Conv1D`` alike (:mod:`sparsetrain.core.layout`), with no
+trace: torch-pruning's trace does not see through attention's head split, a
+SwiGLU product or a model that returns a tuple, so a model holding such blocks
+offers only its MLP units to Chase (:func:`transformer_groups`).
+
+:func:`compact_mlp` removes the units a sparse model no longer uses and returns
+a narrower copy whose outputs equal the masked model's: a unit goes when its
+down-projection column is empty, when (Llama) one of its gate / up rows and
+bias is empty (``act(0) = 0``, as for SiLU), or when (GPT-2) its up row is
+empty: then it outputs the constant ``act(bias_j)``, folded into the down
+projection's bias (a block without an ``act`` / ``act_fn`` module or without
+a down bias loses such a unit only when its bias is zero too, assuming
+``act(0) = 0``).
+Chase: Yin et al. 2023, "Dynamic Sparsity Is Channel-Level Sparsity Learner".
+docs/guides/transformers.md, "Compaction".
+
+Example:
+    >>> import torch
+    >>> from sparsetrain.train.models import create_model
+    >>> net = create_model("gpt", num_classes=20, context=8, n_layer=1, n_head=2, n_embd=16)
+    >>> [(g.name, g.size) for g in transformer_groups(net)]
+    [('h.0.mlp', 64)]
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sparsetrain.core.layout import hf_conv1d, out_axis
+from sparsetrain.core.selection import unwrap
+from sparsetrain.errors import SparsetrainError
+from sparsetrain.structured.graph import ChannelGroup, ChannelSlice
+
+#: (up projections, down projection, whether the up projections are multiplied: gated)
+MLP_LAYOUTS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
+    (("gate_proj", "up_proj"), "down_proj", True),  # Llama, Mistral, Qwen
+    (("c_fc",), "c_proj", False),  # GPT-2 (Conv1D), our GPT (Linear)
+    (("fc1",), "fc2", False),  # ViT, OPT, Phi
+)
+
+
+@dataclass(frozen=True)
+class MLPBlock:
+    """One transformer MLP found by structure.
+
+    Attributes:
+        name: module name of the MLP.
+        ups: names of its up projections (the producers of its hidden units).
+        down: name of its down projection (the consumer).
+        gated: True when the up projections are multiplied (SwiGLU): a unit is off when any of them is.
+        act: the activation between the projections (``None`` when the block has none we can call).
+    """
+
+    name: str
+    ups: tuple[str, ...]
+    down: str
+    gated: bool
+    act: Callable[[Tensor], Tensor] | None
+
+
+def _projection(module: nn.Module | None) -> bool:
+    conv1d = hf_conv1d()
+    return isinstance(module, nn.Linear) or (conv1d is not None and isinstance(module, conv1d))
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def mlp_blocks(model: nn.Module) -> list[MLPBlock]:
+    """The model's transformer MLPs (modules with up / down projections named as in :data:`MLP_LAYOUTS`)."""
+    out = []
+    for name, module in unwrap(model).named_modules():
+        for ups, down, gated in MLP_LAYOUTS:
+            layers = [getattr(module, n, None) for n in (*ups, down)]
+            if all(_projection(m) for m in layers):
+                act = getattr(module, "act", None) or getattr(module, "act_fn", None)
+                out.append(MLPBlock(name, tuple(_join(name, u) for u in ups), _join(name, down), gated,
+                                    act if callable(act) else None))
+                break
+    return out
+
+
+def _in_axis(module: nn.Module) -> int:
+    return 1 - out_axis(module)
+
+
+def _hidden(model: nn.Module, block: MLPBlock) -> int:
+    up = model.get_submodule(block.ups[0])
+    return up.weight.shape[out_axis(up)]
+
+
+def transformer_groups(model: nn.Module, ignore: Iterable[str] = ()) -> list[ChannelGroup]:
+    """One channel group per transformer MLP: its hidden units (producers: the up projections' rows and
+    biases; consumer: the down projection's columns). ``ignore``: globs over MLP module names."""
+    model, patterns = unwrap(model), list(ignore)
+    groups = []
+    for block in mlp_blocks(model):
+        if any(fnmatch.fnmatchcase(block.name, p) for p in patterns):
+            continue
+        size = _hidden(model, block)
+        index = tuple((j,) for j in range(size))
+        producers = []
+        for up in block.ups:
+            layer = model.get_submodule(up)
+            producers.append(ChannelSlice(f"{up}.weight", out_axis(layer), index))
+            if getattr(layer, "bias", None) is not None:
+                producers.append(ChannelSlice(f"{up}.bias", 0, index))
+        down = model.get_submodule(block.down)
+        consumers = (ChannelSlice(f"{block.down}.weight", _in_axis(down), index),)
+        groups.append(ChannelGroup(block.name, size, tuple(producers), consumers, (), False))
+    return groups
+
+
+def _units(t: Tensor, dim: int) -> Tensor:
+    """Per unit along ``dim``: whether any entry is nonzero."""
+    return t.detach().movedim(dim, 0).reshape(t.shape[dim], -1).ne(0).any(1)
+
+
+def _live_units(model: nn.Module, block: MLPBlock) -> tuple[Tensor, Tensor]:
+    """(units to keep, units removed whose constant output must be folded into the down bias)."""
+    down = model.get_submodule(block.down)
+    reads = _units(down.weight, _in_axis(down))
+    rows = []
+    for up in block.ups:
+        layer = model.get_submodule(up)
+        row = _units(layer.weight, out_axis(layer))
+        bias = getattr(layer, "bias", None)
+        rows.append((row, bias.detach().ne(0) if bias is not None else torch.zeros_like(row)))
+    if block.gated:  # act(gate) * up: zero as soon as one factor is exactly zero
+        alive = reads.clone()
+        for row, bias in rows:
+            alive &= row | bias
+        return alive, torch.zeros_like(alive)
+    row, bias = rows[0]
+    if block.act is not None and getattr(down, "bias", None) is not None:
+        return reads & row, reads & ~row  # an empty row outputs the constant act(b_j): folded
+    return reads & (row | bias), torch.zeros_like(row)  # without act: only act(0) = 0 is assumed
+
+
+def _take(module: nn.Module, dim: int, keep: Tensor) -> None:
+    """Keep the ``keep`` positions of ``module``'s weight along ``dim`` (and of its bias on the out axis)."""
+    idx = torch.nonzero(keep).flatten().to(module.weight.device)
+    module.weight = nn.Parameter(module.weight.detach().index_select(dim, idx).clone(),
+                                 requires_grad=module.weight.requires_grad)
+    if dim == out_axis(module) and getattr(module, "bias", None) is not None:
+        module.bias = nn.Parameter(module.bias.detach().index_select(0, idx).clone(),
+                                   requires_grad=module.bias.requires_grad)
+    if isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif hasattr(module, "nf"):  # Hugging Face Conv1D
+        module.nf = module.weight.shape[1]
+
+
+@torch.no_grad()
+def compact_mlp(model: nn.Module, masks: dict[str, Tensor] | None = None) -> tuple[nn.Module, dict[str, tuple]]:
+    """A copy of ``model`` without the MLP hidden units it no longer uses; outputs equal the masked model's.
+
+    Args:
+        model: a transformer with MLP blocks of :data:`MLP_LAYOUTS` (GPT-2 / Llama / ViT style).
+        masks: ``{parameter name: bool mask}`` applied to the copy first (e.g. ``sparsifier.masks``);
+            without it the model's zeros decide.
+
+    Returns:
+        ``(compact copy, {mlp name: (hidden before, hidden after)})``.
+
+    Example:
+        >>> from sparsetrain.train.models import create_model
+        >>> net = create_model("gpt", num_classes=20, context=8, n_layer=1, n_head=2, n_embd=16)
+        >>> _ = net.h[0].mlp.c_proj.weight.data[:, :16].zero_()
+        >>> small, widths = compact_mlp(net)
+        >>> widths, small.h[0].mlp.c_fc.out_features
+        ({'h.0.mlp': (64, 48)}, 48)
+    """
+    small = copy.deepcopy(unwrap(model))
+    params = dict(small.named_parameters())
+    for name, mask in (masks or {}).items():
+        if name not in params:
+            raise SparsetrainError(f"compact_mlp: the mask {name!r} names no parameter of the model.")
+        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+    blocks = mlp_blocks(small)
+    if not blocks:
+        raise SparsetrainError(f"{type(small).__name__} has no transformer MLP (children named "
+                               f"{', '.join('/'.join((*u, d)) for u, d, _ in MLP_LAYOUTS)}); use "
+                               "sparsetrain.structured.compact for other models.")
+    widths = {}
+    for block in blocks:
+        keep, fold = _live_units(small, block)
+        down = small.get_submodule(block.down)
+        if fold.any():  # act(b_j) * column j of the down projection is a constant: add it to the down bias
+            up = small.get_submodule(block.ups[0])
+            bias = up.bias if getattr(up, "bias", None) is not None else torch.zeros(keep.numel())
+            value = block.act(bias[fold].to(down.weight.dtype))
+            column = down.weight.movedim(_in_axis(down), 1)[:, fold]
+            down.bias.add_(column @ value)
+        before = int(keep.numel())
+        if not keep.any():  # keep one unit so the block stays a valid module (it contributes zero)
+            keep[0] = True
+            for layer in (small.get_submodule(u) for u in block.ups):
+                layer.weight.movedim(out_axis(layer), 0)[0].zero_()
+                if getattr(layer, "bias", None) is not None:
+                    layer.bias[0] = 0
+            down.weight.movedim(_in_axis(down), 0)[0].zero_()
+        for up in block.ups:
+            layer = small.get_submodule(up)
+            _take(layer, out_axis(layer), keep)
+        _take(down, _in_axis(down), keep)
+        widths[block.name] = (before, int(keep.sum()))
+    return small, widths
+
+
+__all__ = ["MLPBlock", "MLP_LAYOUTS", "compact_mlp", "mlp_blocks", "transformer_groups"]
