@@ -236,3 +236,15 @@ def test_transformer_quick_compacts_every_mlp_style_exactly(capsys):
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1].startswith("128 -> 64") and float(cells[-1]) == 0.0  # half the units gone, same logits
+
+
+def test_gpt_lm_quick_reports_loss_and_training_flops(tmp_path, capsys):
+    gpt_lm = importlib.import_module("gpt_lm")
+    assert gpt_lm.main(["--quick", "--threads", "1", "--recipes", "dense,rigl", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith(("| dense", "| rigl"))}
+    assert set(rows) == {"dense", "rigl"}
+    assert float(rows["dense"][5]) == 1.0 and 0.0 < float(rows["rigl"][5]) < 1.0  # training FLOPs x dense
+    assert float(rows["rigl"][1]) == pytest.approx(0.1, abs=1e-3)
+    assert math.isfinite(float(rows["rigl"][2].split("±")[0]))
