@@ -243,7 +243,7 @@ class Sparsifier:
         # coupled 1-D parameters follow the output units that still have an active weight (under
         # FSDP2 a weight and its bias are both cut along dim 0 at the same rows: local rows match)
         self._coupled_params = [p for p, _ in ctx.coupled.values()]
-        self._coupled_masks = [_rows_alive(out_first(sharding.local(ctx.masks[src]), ctx.out_axis(src))).to(p.dtype)
+        self._coupled_masks = [_units_alive(ctx.masks[src], ctx.out_axis(src), p).to(p.dtype)
                                for p, src in ctx.coupled.values()]
         self._mask_weights()
         self._mask_optimizer_state()
@@ -350,6 +350,18 @@ def _rows_alive(mask: Tensor) -> Tensor:
     return mask.reshape(mask.shape[0], -1).any(1)
 
 
+def _units_alive(mask: Tensor, axis: int, coupled: Tensor) -> Tensor:
+    """This rank's part of "output unit has an active weight", laid out like the coupled 1-D ``coupled``.
+
+    FSDP2 cuts a weight along dim 0: for the usual layout a shard holds whole output units at the
+    rows its bias shard holds; a weight whose out axis is another dim (a Hugging Face Conv1D) is
+    gathered first (every rank calls this at the same point).
+    """
+    if axis and sharding.is_sharded(mask):
+        return sharding.local(sharding.shard_like(_rows_alive(out_first(sharding.full(mask), axis)), coupled))
+    return _rows_alive(out_first(sharding.local(mask), axis))
+
+
 def _like(mask: Tensor, like: Tensor) -> Tensor:
     """A saved mask as a copy on ``like``'s device and in its layout (a full mask is cut to a shard)."""
     mask = mask.to(like.device).clone()
@@ -383,14 +395,16 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
     """Make ``model`` train sparse with ``method``; the training loop stays as it was.
 
     Args:
-        model: any ``nn.Module`` (conv / linear weights are sparsified).
+        model: any ``nn.Module`` (conv, linear, Hugging Face Conv1D and attention projection weights are
+            sparsified; docs/guides/transformers.md).
         optimizer: the optimizer that trains it (any torch optimizer).
         method: a registered name (``sparsetrain.list_methods()``) or a Method.
         total_steps: number of optimizer steps in training (epochs * len(loader)).
         seed: seeds the sparsifier's own generator (masks, random growth).
-        include: glob patterns over parameter names to sparsify (default: every conv / linear weight).
+        include: glob patterns over parameter names to sparsify (default: every conv / linear / Conv1D /
+            attention weight); a pattern that matches none is an error.
         exclude: glob patterns over parameter names to leave dense.
-        embeddings: also sparsify ``nn.Embedding`` weights.
+        embeddings: also sparsify ``nn.Embedding`` weights (and output heads tied to them).
         hooks: run through the optimizer's step hooks (default); with False,
             call ``sparsifier.step()`` instead of ``optimizer.step()``.
         example_input: an input batch, for methods that trace the model
