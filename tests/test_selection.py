@@ -172,3 +172,20 @@ def test_transposed_conv1d_mask_in_a_state_dict_is_refused():
 @pytest.mark.parametrize("variant", VARIANTS_FOR_HF, ids=lambda v: v.id)
 def test_every_method_keeps_its_contracts_on_conv1d_layers(variant):
     run_and_check(variant, ModelSpec("hf", (8, 12), in_features=8), "adamw", 0.3, seed=1)
+
+
+def test_nm_rigl_on_conv1d_keeps_n_of_every_m_inputs_per_output_unit():
+    torch.manual_seed(0)
+    net = nn.Sequential(Conv1D(8, 16), nn.ReLU(), nn.Linear(8, 3))  # Conv1D weight [16 inputs, 8 outputs]
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    sp = sparsetrain.attach(net, opt, "rigl", density=0.5, granularity="2:4", update_every=2, total_steps=12)
+    first = sp.masks["0.weight"].clone()
+    x, y = torch.randn(16, 16), torch.randint(0, 3, (16,))
+    for _ in range(12):
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        groups = out_first(sp.masks["0.weight"], 1).reshape(8, 4, 4)  # [outputs, input groups, 4]
+        assert (groups.sum(-1) == 2).all()
+        assert not net[0].weight[~sp.masks["0.weight"]].any()  # exact zeros off the mask
+    assert not torch.equal(first, sp.masks["0.weight"])  # the N:M updates moved weights
