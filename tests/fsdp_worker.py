@@ -45,7 +45,6 @@ def _spec(kind: str = "mlp"):
 
 def _model(mode: str, kind: str = "mlp"):
     """``(spec, model, what to train)``: the model plain, under DDP or sharded by FSDP2."""
-    import torch
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
 
