@@ -157,8 +157,9 @@ def select(
         raise SparsetrainError(
             f"the model {type(unwrap(model)).__name__} has no parameter to sparsify "
             f"(include={list(include) if include is not None else 'conv/linear weights'}, "
-            f"exclude={list(exclude)}).{hint} sparsetrain sparsifies conv, linear, Conv1D and attention "
-            "weights; check the include/exclude patterns against model.named_parameters()."
+            f"exclude={list(exclude)}).{hint} sparsetrain sparsifies conv and linear weights (Hugging Face "
+            "Conv1D and attention projections included); check the include/exclude patterns against "
+            "model.named_parameters()."
         )
     return selected
 
