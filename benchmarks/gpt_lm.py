@@ -23,6 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import _cached, training_flops  # noqa: E402
 from common import HERE, Tee, demote, machine_info, table, write_section  # noqa: E402
@@ -87,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPES)}")
     results = args.results or (None if args.quick else str(HERE / "RESULTS.md"))
+    torch.set_num_threads(args.threads)  # as the runs will (machine_info prints it)
     with Tee() as tee:
         print("\n".join(machine_info()))
         rows = rows_for(recipes, args)
