@@ -189,3 +189,10 @@ def test_nm_rigl_on_conv1d_keeps_n_of_every_m_inputs_per_output_unit():
         assert (groups.sum(-1) == 2).all()
         assert not net[0].weight[~sp.masks["0.weight"]].any()  # exact zeros off the mask
     assert not torch.equal(first, sp.masks["0.weight"])  # the N:M updates moved weights
+
+
+def test_an_unmatched_include_pattern_on_a_big_model_names_close_ones_without_listing_all():
+    net = nn.Sequential(*[nn.Linear(4, 4) for _ in range(30)])
+    with pytest.raises(SparsetrainError, match="Did you mean: 12.weight") as err:
+        select(net, include=["12.weihgt"])
+    assert "30" in str(err.value) and "29.weight" in str(err.value) and "17.weight" not in str(err.value)

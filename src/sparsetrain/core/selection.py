@@ -17,6 +17,7 @@ docs/guides/transformers.md, "Selection".
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import warnings
 import weakref
@@ -100,6 +101,19 @@ def candidates(model: nn.Module) -> dict[str, Selected]:
     return out
 
 
+def _unmatched(pattern: str, names: list[str]) -> SparsetrainError:
+    """The error for an ``include`` pattern that selects nothing: the close names, and a few others."""
+    if len(names) <= 20:
+        return unknown_choice("include pattern (it matches no conv, linear, Conv1D, attention or embedding weight)",
+                              pattern, names)
+    close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return SparsetrainError(f"unknown include pattern {pattern!r}: it matches none of the model's {len(names)} "
+                            f"conv, linear, Conv1D, attention and embedding weights.{hint} They are named like "
+                            f"{', '.join(names[:3])}, ..., {names[-1]} (glob patterns over "
+                            "model.named_parameters() names).")
+
+
 def _is_embedding(entry: Selected) -> bool:
     return any(t in {e.__name__ for e in EMBEDDINGS} for t in entry.module_type.split("+"))
 
@@ -132,8 +146,7 @@ def select(
         names = [n for e in every.values() for n in e.names]
         for pattern in include:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                raise unknown_choice("include pattern (it matches no conv, linear, Conv1D, attention or embedding "
-                                     "weight)", pattern, names)
+                raise _unmatched(pattern, names)
     selected: dict[str, Selected] = {}
     for name, entry in every.items():
         named = include is not None and any(_matches(n, include) for n in entry.names)
