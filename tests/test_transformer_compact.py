@@ -70,7 +70,7 @@ def test_chase_removes_mlp_units_and_compaction_keeps_the_outputs(kind):
         loss.backward()
         opt.step()
     model.eval()
-    small, widths = compact_mlp(model, sp.masks)
+    small, widths = compact_mlp(model, sp.masks, example_input=x)
     before = sum(w[0] for w in widths.values())
     after = sum(w[1] for w in widths.values())
     assert after <= before * 0.6  # Chase emptied about half of the MLP units, and they are gone
@@ -128,3 +128,29 @@ def test_compaction_refuses_models_without_mlps_and_unknown_masks():
         compact_mlp(nn.Sequential(nn.Linear(4, 4)))
     with pytest.raises(SparsetrainError, match="names no parameter"):
         compact_mlp(build("gelu"), {"h.9.mlp.c_fc.weight": torch.ones(1, dtype=torch.bool)})
+
+
+def test_compaction_checks_the_outputs_when_given_an_input():
+    class Shifted(nn.Module):  # GPT-2 names, but not down(act(up(x))): a removed unit still mattered
+        def __init__(self):
+            super().__init__()
+            self.c_fc, self.c_proj, self.act = nn.Linear(4, 8), nn.Linear(8, 4), nn.GELU()
+
+        def forward(self, x):
+            return self.c_proj(self.act(self.c_fc(x)) + 1.0)
+
+    net = Shifted()
+    with torch.no_grad():
+        net.c_fc.weight[:3] = 0
+    x = torch.randn(3, 4)
+    assert compact_mlp(net)[1] == {"": (8, 5)}  # without an input nothing can tell
+    with pytest.raises(SparsetrainError, match="differs from the masked model"):
+        compact_mlp(net, example_input=x)
+
+
+def test_lenet_style_fc1_fc2_heads_are_not_taken_for_transformer_mlps():
+    net = nn.Sequential()
+    net.add_module("conv", nn.Conv2d(1, 4, 3))
+    net.add_module("fc1", nn.Linear(16, 8))
+    net.add_module("fc2", nn.Linear(8, 3))
+    assert mlp_blocks(net) == [] and transformer_groups(net) == []

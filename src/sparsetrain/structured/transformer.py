@@ -34,6 +34,7 @@ import copy
 import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,9 +47,10 @@ from sparsetrain.structured.graph import ChannelGroup, ChannelSlice
 #: (up projections, down projection, whether the up projections are multiplied: gated)
 MLP_LAYOUTS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
     (("gate_proj", "up_proj"), "down_proj", True),  # Llama, Mistral, Qwen
-    (("c_fc",), "c_proj", False),  # GPT-2 (Conv1D), our GPT (Linear)
-    (("fc1",), "fc2", False),  # ViT, OPT, Phi
+    (("c_fc",), "c_proj", False),  # GPT-2 (Conv1D), CLIP, our GPT (Linear)
 )
+#: ``fc1`` / ``fc2`` (OPT, Phi) are left out on purpose: CNN heads (LeNet) use the same names for
+#: layers that are not one MLP, and a name match must never make Chase or compaction wrong.
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,9 @@ def mlp_blocks(model: nn.Module) -> list[MLPBlock]:
         for ups, down, gated in MLP_LAYOUTS:
             layers = [getattr(module, n, None) for n in (*ups, down)]
             if all(_projection(m) for m in layers):
-                act = getattr(module, "act", None) or getattr(module, "act_fn", None)
-                out.append(MLPBlock(name, tuple(_join(name, u) for u in ups), _join(name, down), gated,
-                                    act if callable(act) else None))
+                act = next((a for a in (getattr(module, n, None) for n in ("act", "act_fn", "activation_fn"))
+                            if callable(a)), None)
+                out.append(MLPBlock(name, tuple(_join(name, u) for u in ups), _join(name, down), gated, act))
                 break
     return out
 
@@ -165,13 +167,17 @@ def _take(module: nn.Module, dim: int, keep: Tensor) -> None:
 
 
 @torch.no_grad()
-def compact_mlp(model: nn.Module, masks: dict[str, Tensor] | None = None) -> tuple[nn.Module, dict[str, tuple]]:
+def compact_mlp(model: nn.Module, masks: dict[str, Tensor] | None = None, example_input: Any = None,
+                atol: float = 1e-5) -> tuple[nn.Module, dict[str, tuple]]:
     """A copy of ``model`` without the MLP hidden units it no longer uses; outputs equal the masked model's.
 
     Args:
-        model: a transformer with MLP blocks of :data:`MLP_LAYOUTS` (GPT-2 / Llama / ViT style).
+        model: a transformer with MLP blocks of :data:`MLP_LAYOUTS` (GPT-2 / Llama style).
         masks: ``{parameter name: bool mask}`` applied to the copy first (e.g. ``sparsifier.masks``);
             without it the model's zeros decide.
+        example_input: if given, the compact copy's output on it is checked against the masked
+            model's (eval mode); a difference above ``atol`` raises (a block whose forward is not
+            ``down(act(up(x)))`` / ``down(act(gate(x)) * up(x))`` would show here).
 
     Returns:
         ``(compact copy, {mlp name: (hidden before, hidden after)})``.
@@ -218,7 +224,30 @@ def compact_mlp(model: nn.Module, masks: dict[str, Tensor] | None = None) -> tup
             _take(layer, out_axis(layer), keep)
         _take(down, _in_axis(down), keep)
         widths[block.name] = (before, int(keep.sum()))
+    if example_input is not None:
+        _verify(model, masks, small, example_input, atol)
     return small, widths
+
+
+def _output(model: nn.Module, x: Any) -> Tensor:
+    was = model.training
+    model.eval()
+    out = model(*x) if isinstance(x, tuple) else model(x)
+    model.train(was)
+    out = getattr(out, "logits", out)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _verify(model: nn.Module, masks: dict[str, Tensor] | None, small: nn.Module, x: Any, atol: float) -> None:
+    masked = copy.deepcopy(unwrap(model))
+    params = dict(masked.named_parameters())
+    for name, mask in (masks or {}).items():
+        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+    error = float((_output(masked, x) - _output(small, x)).abs().max())
+    if error > atol:
+        raise SparsetrainError(f"compact_mlp: the compact model's output differs from the masked model's by "
+                               f"{error:.3g} (> atol={atol:g}); an MLP block of {type(small).__name__} does not "
+                               "compute down(act(up(x))) or down(act(gate(x)) * up(x)). Please report this model.")
 
 
 __all__ = ["MLPBlock", "MLP_LAYOUTS", "compact_mlp", "mlp_blocks", "transformer_groups"]
