@@ -175,6 +175,13 @@ def test_overhead_quick_on_the_mlp(tmp_path):
     assert "<!-- begin overhead-latest -->" in text and "| static |" in text
 
 
+def test_overhead_quick_on_the_gpt_feeds_tokens(tmp_path):
+    results = tmp_path / "R.md"
+    assert overhead.main(["--quick", "--methods", "rigl", "--models", "gpt", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "### gpt, batch 32" in text and "| rigl |" in text and "target ratio <= 1.03" in text
+
+
 def test_collect_results_copies_each_file_between_its_markers(tmp_path):
     collect_results = importlib.import_module("collect_results")
     (tmp_path / "results_gems.md").write_text("# Gems\n\n| a |\n|---|\n| 1 |\n")
