@@ -103,7 +103,8 @@ def _layer_flops(cfg: dict) -> tuple[dict[str, int], int]:
     kwargs = builder_kwargs(cfg, "model")
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
                          **_input_kwargs(cfg["model"]["name"], splits.input_shape, kwargs), **kwargs)
-    total, per_module = module_flops(model, torch.zeros(1, *splits.input_shape))
+    example = torch.zeros(1, *splits.input_shape, dtype=splits.train[0][0].dtype)  # token ids for a language model
+    total, per_module = module_flops(model, example)
     return per_module, total
 
 

@@ -158,9 +158,10 @@ def one_variant_per_method() -> list[Variant]:
 # --------------------------------------------------------------------------- models and data
 @dataclass(frozen=True)
 class ModelSpec:
-    """A small random architecture: an MLP or a conv net with a linear head."""
+    """A small random architecture: an MLP, a conv net with a linear head, or an MLP of Hugging Face
+    ``Conv1D`` layers (``"hf"``, weights ``[in, out]``) with a linear head."""
 
-    kind: str = "mlp"  # "mlp" | "conv"
+    kind: str = "mlp"  # "mlp" | "conv" | "hf"
     widths: tuple[int, ...] = (16, 12)
     bias: bool = True
     batchnorm: bool = False
@@ -169,7 +170,7 @@ class ModelSpec:
     side: int = 5
 
     def input_shape(self) -> tuple[int, ...]:
-        return (self.in_features,) if self.kind == "mlp" else (self.in_channels, self.side, self.side)
+        return (self.in_features,) if self.kind in ("mlp", "hf") else (self.in_channels, self.side, self.side)
 
 
 _LAST_SPEC: list[ModelSpec] = [ModelSpec()]
@@ -189,6 +190,14 @@ def build_model(spec: ModelSpec, seed: int = 0) -> nn.Module:
         fan_in = spec.in_features
         for w in spec.widths:
             layers += [nn.Linear(fan_in, w, bias=spec.bias), nn.ReLU()]
+            fan_in = w
+        layers.append(nn.Linear(fan_in, N_CLASSES, bias=spec.bias))
+    elif spec.kind == "hf":
+        from transformers.pytorch_utils import Conv1D
+
+        fan_in = spec.in_features
+        for w in spec.widths:
+            layers += [Conv1D(w, fan_in), nn.ReLU()]
             fan_in = w
         layers.append(nn.Linear(fan_in, N_CLASSES, bias=spec.bias))
     else:
@@ -262,3 +271,7 @@ def torch_state():
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.set_rng_state(rng)
+
+
+#: every variant, run on a Hugging Face Conv1D MLP (tests/test_selection.py)
+VARIANTS_FOR_HF = all_variants()

@@ -25,30 +25,39 @@ RESUMED = ("rigl", "snfs", "granet")
 SAVE_AT = 10
 #: extra runs with an optimizer whose update moves a zero weight (the engine then re-masks weights and state)
 OTHER_OPTIMIZER = {"rigl+rmsprop": ("rigl", "rmsprop")}
+#: extra runs on Hugging Face Conv1D layers (weights [in, out], sharded along their input dim): the variant,
+#: or for "prune[filter]" filter pruning, whose coupled biases follow the output units (dim 1)
+CONV1D = {"rigl@conv1d": "rigl", "rigl[row-groups]@conv1d": "rigl[row-groups]", "prune[filter]@conv1d": None}
 
 
-def _spec():
+def _filter_prune():
+    from _kit import GMP_END, UPDATE_EVERY, Variant
+
+    return Variant("prune[filter]", "prune", "prune", lambda d: {
+        "update_every": UPDATE_EVERY, "schedule": "agp", "end": GMP_END, "layer_type": "all", "granularity": "filter"})
+
+
+def _spec(kind: str = "mlp"):
     from _kit import ModelSpec
 
-    return ModelSpec("mlp", (24, 16), bias=True, in_features=12)
+    return ModelSpec(kind, (24, 16), bias=True, in_features=12)
 
 
-def _model(mode: str):
+def _model(mode: str, kind: str = "mlp"):
     """``(spec, model, what to train)``: the model plain, under DDP or sharded by FSDP2."""
-    import torch
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
 
     from _kit import build_model
 
-    spec = _spec()
+    spec = _spec(kind)
     model = build_model(spec, seed=0)  # the same weights on every rank, before DDP or FSDP2 sees them
     if mode == "plain":
         return spec, model, model
     if mode == "ddp":
         return spec, model, DistributedDataParallel(model)
     for layer in model:
-        if isinstance(layer, torch.nn.Linear):
+        if any(True for _ in layer.parameters()):  # Linear and Conv1D layers
             fully_shard(layer)
     fully_shard(model)
     return spec, model, model
@@ -85,14 +94,15 @@ def _optimizer(net, kind: str = "sgd"):
     return torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
-def _train(variant, mode: str, rank: int, ckpt: Path | None = None, optimizer: str = "sgd") -> dict:
+def _train(variant, mode: str, rank: int, ckpt: Path | None = None, optimizer: str = "sgd",
+           kind: str = "mlp") -> dict:
     """Train ``variant`` under ``mode``; returns ``{"masks": {step: full masks}, "checks": [...], ...}``."""
     import torch
 
     from _kit import TOTAL_STEPS, batch, train_step
     from sparsetrain import sharding
 
-    spec, model, net = _model(mode)
+    spec, model, net = _model(mode, kind)
     opt = _optimizer(net, optimizer)
     sp = _attach(variant, net, opt)
     masks = {0: _full_masks(sp)}
@@ -175,12 +185,12 @@ def _equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def run_variant(variant, rank: int, ckpt_dir: Path, optimizer: str = "sgd") -> dict:
+def run_variant(variant, rank: int, ckpt_dir: Path, optimizer: str = "sgd", kind: str = "mlp") -> dict:
     import torch.distributed as dist
 
-    ddp = _train(variant, "ddp", rank, optimizer=optimizer)
-    ckpt = ckpt_dir / variant.id if variant.id in RESUMED and optimizer == "sgd" else None
-    fsdp = _train(variant, "fsdp2", rank, ckpt, optimizer=optimizer)
+    ddp = _train(variant, "ddp", rank, optimizer=optimizer, kind=kind)
+    ckpt = ckpt_dir / variant.id if variant.id in RESUMED and optimizer == "sgd" and kind == "mlp" else None
+    fsdp = _train(variant, "fsdp2", rank, ckpt, optimizer=optimizer, kind=kind)
     steps = sorted(s for s in ddp["masks"] if s != "saved")
     record = {
         "update_steps_ddp": steps, "update_steps_fsdp2": sorted(s for s in fsdp["masks"] if s != "saved"),
@@ -247,13 +257,14 @@ def main(out_dir: str, ids: list[str]) -> int:
     results: dict[str, object] = {"world_size": dist.get_world_size()}
     ckpt_dir = Path(out_dir, "ckpt")
     variants = {v.id: v for v in all_variants()}
-    runs = [(v.id, v, "sgd") for v in variants.values()]
-    runs += [(run_id, variants[base], kind) for run_id, (base, kind) in OTHER_OPTIMIZER.items()]
-    for run_id, variant, kind in runs:
+    runs = [(v.id, v, "sgd", "mlp") for v in variants.values()]
+    runs += [(run_id, variants[base], kind, "mlp") for run_id, (base, kind) in OTHER_OPTIMIZER.items()]
+    runs += [(run_id, variants[base] if base else _filter_prune(), "sgd", "hf") for run_id, base in CONV1D.items()]
+    for run_id, variant, kind, model_kind in runs:
         if ids and run_id not in ids:
             continue
         try:
-            results[run_id] = run_variant(variant, rank, ckpt_dir, kind)
+            results[run_id] = run_variant(variant, rank, ckpt_dir, kind, model_kind)
         except Exception:
             print(f"rank {rank}, run {run_id}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
             results[run_id] = {"error": traceback.format_exc(limit=3).splitlines()[-1]}

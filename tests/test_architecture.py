@@ -78,8 +78,9 @@ def test_the_old_structured_paths_still_import_with_a_warning():
         sys.modules.pop(name)
     with pytest.warns(FutureWarning, match="sparsetrain.structured is deprecated"):
         importlib.import_module("sparsetrain.structured")
-    from sparsetrain.core.graph import channel_groups
-    from sparsetrain.deploy.compact import compact
     from sparsetrain.structured.compact import compact as old_compact
     from sparsetrain.structured.graph import channel_groups as old_groups
+
+    from sparsetrain.core.graph import channel_groups
+    from sparsetrain.deploy.compact import compact
     assert old_compact is compact and old_groups is channel_groups

@@ -175,6 +175,13 @@ def test_overhead_quick_on_the_mlp(tmp_path):
     assert "<!-- begin overhead-latest -->" in text and "| static |" in text
 
 
+def test_overhead_quick_on_the_gpt_feeds_tokens(tmp_path):
+    results = tmp_path / "R.md"
+    assert overhead.main(["--quick", "--methods", "rigl", "--models", "gpt", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "### gpt, batch 32" in text and "| rigl |" in text and "target ratio <= 1.03" in text
+
+
 def test_collect_results_copies_each_file_between_its_markers(tmp_path):
     collect_results = importlib.import_module("collect_results")
     (tmp_path / "results_gems.md").write_text("# Gems\n\n| a |\n|---|\n| 1 |\n")
@@ -238,3 +245,26 @@ def test_shrink_tiny_times_three_setups_and_compares_accuracy(tmp_path, capsys):
                 "| cnn1d / mnist1d | 0 |"):
         assert row in text, row
     assert (tmp_path / "runs" / "cnn1d-shrink-s0" / "summary.json").is_file()
+
+
+def test_transformer_quick_compacts_every_mlp_style_exactly(capsys):
+    transformer = importlib.import_module("transformer")
+    assert transformer.main(["--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| gelu", "| swiglu", "| hf-gpt2"))]
+    assert len(rows) == 3
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].startswith("128 -> 64") and float(cells[-1]) == 0.0  # half the units gone, same logits
+
+
+def test_gpt_lm_quick_reports_loss_and_training_flops(tmp_path, capsys):
+    gpt_lm = importlib.import_module("gpt_lm")
+    assert gpt_lm.main(["--quick", "--threads", "1", "--recipes", "dense,rigl", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith(("| dense", "| rigl"))}
+    assert set(rows) == {"dense", "rigl"}
+    assert float(rows["dense"][5]) == 1.0 and 0.0 < float(rows["rigl"][5]) < 1.0  # training FLOPs x dense
+    assert float(rows["rigl"][1]) == pytest.approx(0.1, abs=1e-3)
+    assert math.isfinite(float(rows["rigl"][2].split("±")[0]))

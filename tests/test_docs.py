@@ -156,7 +156,7 @@ def test_every_command_distribution_and_criterion_is_documented():
 # ---------------------------------------------------------------- runnable examples
 
 
-@pytest.mark.parametrize("page", ["guides/one-line.md", "guides/checkpoints.md"])
+@pytest.mark.parametrize("page", ["guides/one-line.md", "guides/checkpoints.md", "guides/transformers.md"])
 def test_page_examples_run(page, one_thread):
     assert run_blocks(DOCS / page), f"{page} has no <!-- run --> python block"
     with registries_restored():

@@ -24,10 +24,10 @@ from sparsetrain import sharding
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _kit import all_variants  # noqa: E402
 from _launch import run_two_ranks  # noqa: E402
-from fsdp_worker import OTHER_OPTIMIZER, RESUMED, SAVE_AT  # noqa: E402
+from fsdp_worker import CONV1D, OTHER_OPTIMIZER, RESUMED, SAVE_AT  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "fsdp_worker.py"
-RUNS = [v.id for v in all_variants()] + list(OTHER_OPTIMIZER)
+RUNS = [v.id for v in all_variants()] + list(OTHER_OPTIMIZER) + list(CONV1D)
 needs_gloo = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="needs torch.distributed gloo")
 
@@ -65,7 +65,7 @@ def test_fsdp2_masks_equal_ddp_after_every_update(fsdp_results, run):
 @needs_gloo
 def test_methods_with_updates_really_updated(fsdp_results):
     # a comparison of two runs that never change their masks would prove little
-    for run in ("rigl", "set", "granet", "snfs", "rigl+rmsprop"):
+    for run in ("rigl", "set", "granet", "snfs", "rigl+rmsprop", "rigl@conv1d", "prune[filter]@conv1d"):
         assert fsdp_results[run]["updates"] >= 4, run
 
 

@@ -6,6 +6,7 @@ Each framework's tests are skipped only when that framework is not installed.
 from __future__ import annotations
 
 import copy
+import math
 import os
 
 import pytest
@@ -226,3 +227,53 @@ def test_transformers_resume_without_state_is_an_error(tmp_path):
     (tmp_path / "checkpoint-5").mkdir()
     with pytest.raises(SparsetrainError, match="no sparsetrain_state.pt"):
         find_state_file(Args(), 5)
+
+
+def test_transformers_trainer_trains_gpt2_with_sparse_conv1d(tmp_path):
+    """Real Trainer steps on a GPT-2 built from a config: every Conv1D weight sparse at the end, RigL moved
+    them, the tied embedding / head dense, and the masks saved with the checkpoint (issue 13)."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from transformers.pytorch_utils import Conv1D
+
+    from sparsetrain.integrations.transformers import STATE_FILE, SparsityCallback
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=100,
+                                                                 n_positions=32))
+    ids = torch.randint(0, 100, (64, 16), generator=torch.Generator().manual_seed(0))
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(ids)
+
+        def __getitem__(self, i):
+            return {"input_ids": ids[i], "labels": ids[i]}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=8, learning_rate=1e-3,
+        save_steps=12, logging_steps=4, report_to=[], use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
+        seed=0)
+    sparse = SparsityCallback("rigl", density=0.1, update_every=4, seed=1)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Data(), callbacks=[sparse])
+    first = {}
+
+    class Probe(transformers.TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            first.update({n: m.clone() for n, m in sparse.sparsifier.masks.items()})
+
+    trainer.add_callback(Probe())
+    trainer.train()
+    sp = sparse.sparsifier
+    conv1d = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, Conv1D)}
+    assert set(sp.masks) == set(conv1d) and sp.step_count == 12
+    for name, module in conv1d.items():
+        assert not module.weight[~sp.masks[name]].any(), name  # exact zeros off the mask
+        assert int(torch.count_nonzero(module.weight)) > 0.9 * int(sp.masks[name].sum()), name  # and trained on it
+    assert sp.density() == pytest.approx(0.1, abs=1e-4)
+    assert any(not torch.equal(first[n], m) for n, m in sp.masks.items())  # RigL updates ran
+    assert int(torch.count_nonzero(model.transformer.wte.weight)) == model.transformer.wte.weight.numel()
+    saved = torch.load(tmp_path / "checkpoint-12" / STATE_FILE, weights_only=True)
+    assert set(saved["masks"]) == set(conv1d)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)

@@ -25,7 +25,7 @@ TINY = ["--epochs", "1", "--data.num_samples", "600", "--batch_size", "50", "--m
 #: what each dataset gives the model (the trainer derives it from the data)
 DATA_SHAPES = {"cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32)), "imagefolder": (1000, (3, 224, 224)),
                "mnist1d": (10, (1, 40)), "mnist": (10, (1, 28, 28)), "fashion_mnist": (10, (1, 28, 28)),
-               "digits": (10, (1, 8, 8)), "synthetic": (10, (3, 32, 32))}
+               "digits": (10, (1, 8, 8)), "synthetic": (10, (3, 32, 32)), "pystdlib": (98, (64,))}
 
 
 

@@ -43,6 +43,9 @@ class SparseContext:
             shrinking (:mod:`sparsetrain.deploy.shrink`). They still count in
             :meth:`numel`, so densities and budgets keep referring to the
             original sizes and a shrunk run picks the same masks as a masked one.
+        out_axes: ``{name: dim of its output units}`` for weights not laid out
+            ``[out, in, ...]`` (a Hugging Face Conv1D is ``[in, out]``: 1); see
+            :mod:`sparsetrain.core.layout`.
     """
 
     params: dict[str, nn.Parameter]
@@ -59,6 +62,7 @@ class SparseContext:
     data: Any = None
     loss_fn: Any = None
     removed: dict[str, int] = field(default_factory=dict)
+    out_axes: dict[str, int] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -69,6 +73,10 @@ class SparseContext:
     def shapes(self) -> dict[str, torch.Size]:
         """``{name: shape}`` of the sparsified parameters."""
         return {n: p.shape for n, p in self.params.items()}
+
+    def out_axis(self, name: str) -> int:
+        """The dim of ``name`` that indexes its output units (0 unless selection recorded another)."""
+        return self.out_axes.get(name, 0)
 
     def numel(self, name: str) -> int:
         """Number of weights of ``name`` at its original size (shrinking does not change it)."""

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from sparsetrain import distributed, sharding
 from sparsetrain.context import SparseContext
 from sparsetrain.core.kernels import count_true
-from sparsetrain.core.selection import select_parameters, unwrap
+from sparsetrain.core.layout import out_first
+from sparsetrain.core.selection import select, unwrap
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods.registry import Method, create_method
 from sparsetrain.metrics.report import DensityReport, density_report
@@ -69,14 +70,16 @@ class Sparsifier:
                                    ".detach() on the old one first.")
         self.model, self.optimizer, self.method = model, optimizer, method
         sharding.check_wrappers(model)
-        params = select_parameters(model, include, exclude, embeddings)
+        self.selection = select(model, include, exclude, embeddings)
+        params = {n: s.param for n, s in self.selection.items()}
         #: FSDP2: weights, gradients, state and masks are DTensors; the hot path works on local shards
         self._sharded = sharding.check_sharded(params)
         self._slots = sharding.parameter_slots(unwrap(model), list(params))  # to see fully_shard after attach
         generator = torch.Generator().manual_seed(int(seed))
         self.ctx = SparseContext(params=params, masks={}, optimizer=optimizer,
                                  total_steps=total_steps, generator=generator, model=unwrap(model),
-                                 example_input=example_input, data=data, loss_fn=loss_fn)
+                                 example_input=example_input, data=data, loss_fn=loss_fn,
+                                 out_axes={n: s.out_axis for n, s in self.selection.items() if s.out_axis})
         self.history: list[dict[str, Any]] = []
         self._due: list = []
         self._handles: list = []
@@ -121,8 +124,9 @@ class Sparsifier:
         return sum(self._counts().values()) / self.ctx.total_numel()
 
     def report(self) -> DensityReport:
-        """Per-layer table: shape, numel, active, density (``print`` it)."""
-        return density_report(self.ctx.params, self.ctx.masks, self._counts(), self.ctx.removed)
+        """Per-layer table: module type, shape, numel, active, density (``print`` it)."""
+        return density_report(self.ctx.params, self.ctx.masks, self._counts(), self.ctx.removed,
+                              types={n: s.module_type for n, s in self.selection.items()})
 
     def _counts(self) -> dict[str, int]:
         """Active weights per layer (FSDP2: as counted at the last update)."""
@@ -276,7 +280,7 @@ class Sparsifier:
         # coupled 1-D parameters follow the output units that still have an active weight (under
         # FSDP2 a weight and its bias are both cut along dim 0 at the same rows: local rows match)
         self._coupled_params = [p for p, _ in ctx.coupled.values()]
-        self._coupled_masks = [_rows_alive(sharding.local(ctx.masks[src])).to(p.dtype)
+        self._coupled_masks = [_units_alive(ctx.masks[src], ctx.out_axis(src), p).to(p.dtype)
                                for p, src in ctx.coupled.values()]
         self._mask_weights()
         self._mask_optimizer_state()
@@ -359,6 +363,7 @@ class Sparsifier:
                              for k in changed)
             raise SparsetrainError(f"this state_dict was saved with other {self.method.name} arguments ({diff}); "
                                    f"{fix}.")
+        _check_orientation(state["masks"], self.ctx)
         self.ctx.step = int(state["step"])
         self.ctx.total_steps = int(state["total_steps"])
         self.ctx.masks = {n: m.clone() for n, m in state["masks"].items()}
@@ -381,9 +386,32 @@ class Sparsifier:
         return self.model
 
 
+def _check_orientation(masks: dict[str, Tensor], ctx: SparseContext) -> None:
+    """Refuse masks not shaped like their weight (a Conv1D mask saved as ``[out, in]`` is transposed)."""
+    for n, m in masks.items():
+        shape = tuple(ctx.params[n].shape)
+        if tuple(m.shape) == shape:
+            continue
+        hint = (" It is the transposed shape: a Hugging Face Conv1D weight is [in, out]; pass mask.T."
+                if tuple(m.shape) == shape[::-1] else "")
+        raise SparsetrainError(f"the saved mask of {n!r} has shape {tuple(m.shape)}, its weight {shape}.{hint}")
+
+
 def _rows_alive(mask: Tensor) -> Tensor:
     """Per output unit (dim 0): whether any of its weights is active."""
     return mask.reshape(mask.shape[0], -1).any(1)
+
+
+def _units_alive(mask: Tensor, axis: int, coupled: Tensor) -> Tensor:
+    """This rank's part of "output unit has an active weight", laid out like the coupled 1-D ``coupled``.
+
+    FSDP2 cuts a weight along dim 0: for the usual layout a shard holds whole output units at the
+    rows its bias shard holds; a weight whose out axis is another dim (a Hugging Face Conv1D) is
+    gathered first (every rank calls this at the same point).
+    """
+    if axis and sharding.is_sharded(mask):
+        return sharding.local(sharding.shard_like(_rows_alive(out_first(sharding.full(mask), axis)), coupled))
+    return _rows_alive(out_first(sharding.local(mask), axis))
 
 
 def _like(mask: Tensor, like: Tensor) -> Tensor:
@@ -420,14 +448,16 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
     """Make ``model`` train sparse with ``method``; the training loop stays as it was.
 
     Args:
-        model: any ``nn.Module`` (conv / linear weights are sparsified).
+        model: any ``nn.Module`` (conv, linear, Hugging Face Conv1D and attention projection weights are
+            sparsified; docs/guides/transformers.md).
         optimizer: the optimizer that trains it (any torch optimizer).
         method: a registered name (``sparsetrain.list_methods()``) or a Method.
         total_steps: number of optimizer steps in training (epochs * len(loader)).
         seed: seeds the sparsifier's own generator (masks, random growth).
-        include: glob patterns over parameter names to sparsify (default: every conv / linear weight).
+        include: glob patterns over parameter names to sparsify (default: every conv / linear / Conv1D /
+            attention weight); a pattern that matches none is an error.
         exclude: glob patterns over parameter names to leave dense.
-        embeddings: also sparsify ``nn.Embedding`` weights.
+        embeddings: also sparsify ``nn.Embedding`` weights (and output heads tied to them).
         hooks: run through the optimizer's step hooks (default); with False,
             call ``sparsifier.step()`` instead of ``optimizer.step()``.
         example_input: an input batch, for methods that trace the model

@@ -88,7 +88,9 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     print(f"\n{'run':<10} {run_dir}")
     print(f"{'method':<10} {summary['method']}  ({summary['model']} on {summary['dataset']}, seed {summary['seed']})")
     print(f"{'test acc':<10} {acc * 100:.2f}% final, {summary['best']['test_acc'] * 100:.2f}% at the best "
-          f"{summary['best']['selected_by'].replace('_acc', '')} epoch {summary['best']['epoch']}")
+          f"{summary['best']['selected_by'].split('_')[0]} epoch {summary['best']['epoch']}")
+    if summary.get("final_test_ppl") is not None:  # a language model
+        print(f"{'test loss':<10} {summary['final_test_loss']:.4f}   perplexity {summary['final_test_ppl']:.3f}")
     print(f"{'density':<10} {summary['density']:.4f}   ITOP rate {summary['itop_rate']:.3f}")
     f = summary["flops"]
     print(f"{'FLOPs':<10} {f['sparse']:.3g} sparse / {f['dense']:.3g} dense ({f['ratio']:.3f}x)   "

@@ -27,6 +27,10 @@ the input channels at one kernel position. ``channel`` is fasterai's meaning
 (its 2021 and current code average over dim 1 only); the group of one whole
 input channel across all filters, the one that can be physically removed, is
 ``in_channel``. docs/algorithms.md, "Granularities".
+
+A weight laid out otherwise (Hugging Face's Conv1D is ``[in, out]``) is seen
+through :func:`oriented`, which moves its out axis first so every rule above
+keeps its meaning (``filter`` is still one output unit).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from sparsetrain.core.layout import from_out_first, num_outputs, out_axis, out_first, out_first_shape
 from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.errors import SparsetrainError, unknown_choice
 
@@ -227,6 +232,50 @@ GRANULARITIES: dict[str, Granularity] = {
 }
 
 
+class Oriented(Granularity):
+    """``inner`` applied to a weight whose output units lie along ``axis`` (:mod:`sparsetrain.core.layout`).
+
+    Scores, candidates and shapes are seen out-axis first; group scores are in
+    that layout, element masks come back in the weight's own layout.
+    """
+
+    def __init__(self, inner: Granularity, axis: int):
+        self.inner, self.axis, self.name = inner, axis, inner.name
+
+    def check(self, shape: Shape, layer_name: str = "weight") -> None:
+        self.inner.check(out_first_shape(shape, self.axis), layer_name)
+
+    def num_groups(self, shape: Shape) -> int:
+        return self.inner.num_groups(out_first_shape(shape, self.axis))
+
+    def group_scores(self, scores: Tensor) -> Tensor:
+        return self.inner.group_scores(out_first(scores, self.axis))
+
+    def expand(self, group_mask: Tensor, shape: Shape) -> Tensor:
+        return from_out_first(self.inner.expand(group_mask, out_first_shape(shape, self.axis)), self.axis)
+
+    def select(self, scores: Tensor, density: float | None, candidates: Tensor | None = None,
+               layer_name: str = "weight") -> Tensor:
+        if candidates is not None and candidates.shape == scores.shape:  # element-shaped: the weight's layout
+            candidates = out_first(candidates, self.axis)
+        picked = self.inner.select(out_first(scores, self.axis), density, candidates, layer_name)
+        return from_out_first(picked, self.axis)
+
+    def __repr__(self) -> str:
+        return f"Oriented({self.inner!r}, axis={self.axis})"
+
+
+def oriented(gran: Granularity, axis: int) -> Granularity:
+    """``gran`` for a weight whose out axis is ``axis`` (``gran`` itself for the usual axis 0).
+
+    Example:
+        >>> w = torch.tensor([[1.0, 5.0, 0.5], [2.0, 0.0, 0.5]])  # Conv1D [in=2, out=3]
+        >>> oriented(get_granularity("filter"), 1).select(w, 1 / 3).int().tolist()
+        [[0, 1, 0], [0, 1, 0]]
+    """
+    return Oriented(gran, axis) if axis else gran
+
+
 def get_granularity(name: str | Granularity) -> Granularity:
     """A granularity by name: one of :data:`GRANULARITIES`, ``"N:M"``, ``"blockHxW"`` or ``"block:HxW"``.
 
@@ -307,8 +356,9 @@ def filter_dependents(model: nn.Module, weight_name: str) -> list[tuple[str, int
     if not isinstance(weight, Tensor):
         raise SparsetrainError(f"{weight_name!r} is not a parameter of the model.")
     join = (lambda n: f"{prefix}.{n}") if prefix else (lambda n: n)
+    units = num_outputs(weight.shape, out_axis(layer, attr))
     out = []
-    if isinstance(getattr(layer, "bias", None), Tensor) and layer.bias.shape[:1] == weight.shape[:1]:
+    if isinstance(getattr(layer, "bias", None), Tensor) and tuple(layer.bias.shape) == (units,):
         out.append((join("bias"), 0))
     leaves = [n for n, m in model.named_modules() if not any(True for _ in m.children())]
     following = leaves[leaves.index(prefix) + 1:] if prefix in leaves else []
@@ -316,7 +366,7 @@ def filter_dependents(model: nn.Module, weight_name: str) -> list[tuple[str, int
         module = modules[name]
         if not any(True for _ in module.parameters(recurse=False)):
             continue
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == weight.shape[0]:
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == units:
             out += [(f"{name}.{p}", 0) for p, v in module.named_parameters(recurse=False) if v is not None]
         break
     return out

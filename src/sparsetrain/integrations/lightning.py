@@ -62,7 +62,7 @@ class SparsityCallback(_Callback):
         method: a registered method name (``sparsetrain.list_methods()``).
         seed: seeds the sparsifier's own generator (masks, random growth).
         include: glob patterns over parameter names to sparsify (default: every
-            conv / linear weight).
+            conv / linear / Conv1D / attention weight).
         exclude: glob patterns removed from the selection.
         log_layers: also log the density of every sparsified layer.
         method_args: the method's hyperparameters as one mapping (the form

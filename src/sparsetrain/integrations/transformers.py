@@ -10,7 +10,7 @@ Example::
 
     args = TrainingArguments("out", max_steps=1000, save_steps=200)
     trainer = Trainer(model=model, args=args, train_dataset=data,
-                      callbacks=[SparsityCallback("rigl", density=0.1, exclude=["lm_head.*"])])
+                      callbacks=[SparsityCallback("rigl", density=0.1, update_every=100)])
     trainer.train()
     trainer.train(resume_from_checkpoint=True)  # resumes masks and schedule too
 """
@@ -70,8 +70,9 @@ class SparsityCallback(TrainerCallback):
         method: a registered method name (``sparsetrain.list_methods()``).
         seed: seeds the sparsifier's own generator (masks, random growth).
         include: glob patterns over parameter names to sparsify (default: every
-            conv / linear weight; ``embeddings=True`` adds embeddings).
-        exclude: glob patterns removed from the selection (e.g. ``["lm_head.*"]``).
+            conv / linear / Conv1D / attention weight; ``embeddings=True`` adds
+            embeddings and the output heads tied to them, such as GPT-2's ``lm_head``).
+        exclude: glob patterns removed from the selection (e.g. ``["*.attn.*"]``).
         **method_kwargs: the method's hyperparameters (``density``, ``update_every``, ...).
 
     Example::

@@ -16,7 +16,7 @@ import torch
 
 from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity
+from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity, oriented
 from sparsetrain.core.topk import exact_count, global_topk
 from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
@@ -74,20 +74,22 @@ def _check_layer_type(layer_type: tuple[str, ...]) -> Op:
 def _local(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
     for n in names:
         scores = crit(ctx, n).float()
+        layer = oriented(gran, ctx.out_axis(n))
         if isinstance(gran, NMGranularity):  # N:M fixes the density at N/M
-            ctx.masks[n] = gran.select(scores, None, ctx.masks[n], n) & ctx.masks[n]
+            ctx.masks[n] = layer.select(scores, None, ctx.masks[n], n) & ctx.masks[n]
         else:
-            ctx.masks[n] = gran.select(scores, density, ctx.masks[n], n) & ctx.masks[n]
+            ctx.masks[n] = layer.select(scores, density, ctx.masks[n], n) & ctx.masks[n]
 
 
 def _global(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
+    layers = {n: oriented(gran, ctx.out_axis(n)) for n in names}
     for n in names:
-        gran.check(ctx.params[n].shape, n)
-    groups = {n: gran.group_scores(crit(ctx, n).float()) for n in names}
-    alive = {n: gran.group_scores(ctx.masks[n].float()) > 0 for n in names}
+        layers[n].check(ctx.params[n].shape, n)
+    groups = {n: layers[n].group_scores(crit(ctx, n).float()) for n in names}
+    alive = {n: layers[n].group_scores(ctx.masks[n].float()) > 0 for n in names}
     keep = global_topk(groups, exact_count(density, sum(g.numel() for g in groups.values())), alive)
     for n in names:
-        ctx.masks[n] = gran.expand(keep[n], ctx.params[n].shape) & ctx.masks[n]
+        ctx.masks[n] = layers[n].expand(keep[n], ctx.params[n].shape) & ctx.masks[n]
 
 
 def couple_filter_dependents(layer_type: tuple[str, ...] = ("all",)) -> Op:

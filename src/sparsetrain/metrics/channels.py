@@ -25,23 +25,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sparsetrain.core.layout import out_first
 from sparsetrain.errors import unknown_choice
 
 REFERENCES = ("model", "layer")
 
 
-def channel_densities(masks: dict[str, Tensor]) -> dict[str, Tensor]:
+def channel_densities(masks: dict[str, Tensor], out_axes: dict[str, int] | None = None) -> dict[str, Tensor]:
     """``{name: float tensor [out_channels]}``: each output channel's active share of its fan-in
-    (weights with at least two dimensions; 1-D parameters have no channels)."""
+    (weights with at least two dimensions; 1-D parameters have no channels). ``out_axes`` gives the
+    out axis of weights not laid out ``[out, in, ...]`` (``Sparsifier.ctx.out_axes``)."""
     out = {}
     for name, mask in masks.items():
         if mask.dim() >= 2:
+            mask = out_first(mask, (out_axes or {}).get(name, 0))
             rows = mask.reshape(mask.shape[0], -1)
             out[name] = rows.sum(1, dtype=torch.float32).cpu() / rows.shape[1]
     return out
 
 
-def channel_stats(masks: dict[str, Tensor], ratio: float = 1.0, reference: str = "model") -> dict[str, float]:
+def channel_stats(masks: dict[str, Tensor], ratio: float = 1.0, reference: str = "model",
+                  out_axes: dict[str, int] | None = None) -> dict[str, float]:
     """Share of channels sparser than ``ratio`` x the reference density, and of empty channels.
 
     Returns ``{"channels": n, "amenable": share, "empty": share}`` over all
@@ -49,7 +53,7 @@ def channel_stats(masks: dict[str, Tensor], ratio: float = 1.0, reference: str =
     """
     if reference not in REFERENCES:
         raise unknown_choice("reference", reference, REFERENCES)
-    dens = channel_densities(masks)
+    dens = channel_densities(masks, out_axes)
     if not dens:
         return {"channels": 0, "amenable": 0.0, "empty": 0.0}
     active = sum(int(torch.count_nonzero(masks[n])) for n in dens)

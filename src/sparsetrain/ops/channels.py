@@ -77,21 +77,25 @@ def min_width(size: int, target: float, beta: float) -> int:
 
 # --------------------------------------------------------------------------- the plan (5.1)
 def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: Iterable[str] = ()) -> Op:
-    """Trace the model (``ctx.example_input``) and store its removable channel groups.
+    """Store the model's removable channel groups: the hidden units of its transformer MLPs when it has
+    some (found by structure, :func:`sparsetrain.deploy.transformer.transformer_groups`), else the
+    groups of the traced dependency graph (``ctx.example_input``).
 
     Only groups whose producer and consumer weights are all sparsified are kept (a
     channel can only be removed through masks). Producer biases become coupled
     parameters of the engine: held at exactly 0 while their channel has no active weight.
     """
     from sparsetrain.core.graph import channel_groups
+    from sparsetrain.core.transformer import transformer_groups
 
     def run(ctx: SparseContext) -> dict:
-        if ctx.model is None or ctx.example_input is None:
+        groups = transformer_groups(ctx.model, ignore) if ctx.model is not None else []
+        if not groups and (ctx.model is None or ctx.example_input is None):
             raise SparsetrainError("chase removes channels found by tracing the model: attach it with "
                                    "example_input=<an input batch> (the trainer does this).")
         plan: dict = {"alive": {}, "min": {}, "producers": {}, "consumers": {}, "size": {}, "fan": {}}
         params = dict(ctx.model.named_parameters())
-        for g in channel_groups(ctx.model, ctx.example_input, prune_skip=prune_skip, ignore=ignore):
+        for g in groups or channel_groups(ctx.model, ctx.example_input, prune_skip=prune_skip, ignore=ignore):
             weights = [s for s in g.producers if s.param.endswith("weight")]
             if not all(s.param in ctx.params for s in weights + list(g.consumers)):
                 continue
@@ -103,7 +107,7 @@ def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: I
             plan["producers"][g.name] = [[s.param, s.dim, s.positions()] for s in weights]
             plan["consumers"][g.name] = [[s.param, s.dim, s.positions()] for s in g.consumers]
             for s in g.producers:
-                if s.param.endswith("bias") and s.dim == 0 and weights[0].dim == 0:
+                if s.param.endswith("bias") and s.dim == 0 and weights[0].dim == ctx.out_axis(weights[0].param):
                     ctx.coupled[s.param] = (params[s.param], s.param[: -len("bias")] + "weight")
         plan["total"] = sum(int(a.numel()) for a in plan["alive"].values())
         ctx.state[KEY] = plan

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import Granularity, group_granularity, nm_mask
+from sparsetrain.core.granularity import Granularity, NMGranularity, group_granularity, oriented
+from sparsetrain.core.layout import from_out_first, out_first
 from sparsetrain.core.topk import exact_count, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.distributions import layer_densities
@@ -39,11 +40,12 @@ def init_random_groups(distribution: str, density: float, granularity: str, **di
     def run(ctx: SparseContext) -> dict:
         dens = layer_densities(distribution, ctx.shapes, density, **dist_kwargs)
         for n, p in ctx.params.items():
-            gran.check(p.shape, n)
-            group_shape = gran.group_scores(torch.zeros(p.shape)).shape
+            layer = oriented(gran, ctx.out_axis(n))
+            layer.check(p.shape, n)
+            group_shape = layer.group_scores(torch.zeros(p.shape)).shape
             k = exact_count(dens[n], group_shape.numel())
             keep = topk_mask(torch.rand(group_shape, generator=ctx.generator), k)
-            ctx.masks[n] = gran.expand(keep, p.shape).to(p.device)
+            ctx.masks[n] = layer.expand(keep, p.shape).to(p.device)
         return {"init": f"random[{distribution},{gran.name}]"}
     return Op(run, name=f"init_random_groups[{gran.name}]")
 
@@ -59,13 +61,14 @@ def drop_groups(fraction: Schedule, criterion: str | Criterion, granularity: str
         r = fraction(ctx.step, ctx.total_steps)
         removed = {}
         for n, p in ctx.params.items():
-            alive = _alive(gran, ctx.masks[n])
+            layer = oriented(gran, ctx.out_axis(n))
+            alive = _alive(layer, ctx.masks[n])
             n_alive = int(torch.count_nonzero(alive))
             k = min(n_alive, round_fn(r * n_alive))
             if k > 0:
-                keep = topk_mask(gran.group_scores(crit(ctx, n).float()), n_alive - k, alive)
-                ctx.masks[n] = gran.expand(keep, p.shape).to(p.device) & ctx.masks[n]
-            removed[n] = k * _group_size(gran, p.shape)
+                keep = topk_mask(layer.group_scores(crit(ctx, n).float()), n_alive - k, alive)
+                ctx.masks[n] = layer.expand(keep, p.shape).to(p.device) & ctx.masks[n]
+            removed[n] = k * _group_size(layer, p.shape)
         return removed
 
     return Dropper(drop, needs_grad=needs_grad(crit), name=f"drop_groups[{granularity}]")
@@ -77,26 +80,29 @@ def regrow_groups(criterion: str | Criterion, granularity: str) -> Grower:
 
     def grow(ctx: SparseContext, removed: dict[str, int], before) -> dict[str, int]:
         for n, k_weights in removed.items():
-            p = ctx.params[n]
-            k = k_weights // _group_size(gran, p.shape)
+            p, layer = ctx.params[n], oriented(gran, ctx.out_axis(n))
+            k = k_weights // _group_size(layer, p.shape)
             if k > 0:
-                scores = gran.group_scores(crit(ctx, n).float())
-                new = topk_mask(scores, k, ~_alive(gran, ctx.masks[n]))
-                ctx.masks[n] = ctx.masks[n] | gran.expand(new, p.shape).to(p.device)
+                scores = layer.group_scores(crit(ctx, n).float())
+                new = topk_mask(scores, k, ~_alive(layer, ctx.masks[n]))
+                ctx.masks[n] = ctx.masks[n] | layer.expand(new, p.shape).to(p.device)
         return dict(removed)
 
     return Grower(grow, needs_grad=needs_grad(crit), name=f"regrow_groups[{granularity}]")
 
 
-def _nm_groups(t: torch.Tensor, m: int) -> torch.Tensor:
-    """``[G, m]`` view of a weight-shaped tensor in the N:M layout of :func:`nm_mask` (input dim last)."""
+def _nm_groups(t: torch.Tensor, m: int, axis: int = 0) -> torch.Tensor:
+    """``[G, m]`` view of a weight-shaped tensor in the N:M layout of :func:`nm_mask` (input dim last);
+    ``axis`` is the weight's out axis (:mod:`sparsetrain.core.layout`)."""
+    t = out_first(t, axis)
     return (t.movedim(1, -1) if t.dim() >= 2 else t).reshape(-1, m)
 
 
-def _nm_ungroup(groups: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _nm_ungroup(groups: torch.Tensor, like: torch.Tensor, axis: int = 0) -> torch.Tensor:
+    like = out_first(like, axis)
     shape = like.movedim(1, -1).shape if like.dim() >= 2 else like.shape
     out = groups.reshape(shape)
-    return (out.movedim(-1, 1) if like.dim() >= 2 else out).contiguous()
+    return from_out_first((out.movedim(-1, 1) if like.dim() >= 2 else out).contiguous(), axis)
 
 
 def _first(scores: torch.Tensor, descending: bool) -> torch.Tensor:
@@ -108,7 +114,8 @@ def init_random_nm(n: int, m: int) -> Op:
     """A random exact N:M mask (exactly ``n`` of every ``m`` along the input dim)."""
     def run(ctx: SparseContext) -> dict:
         for name, p in ctx.params.items():
-            ctx.masks[name] = nm_mask(torch.rand(p.shape, generator=ctx.generator), n, m).to(p.device)
+            layer = oriented(NMGranularity(n, m), ctx.out_axis(name))
+            ctx.masks[name] = layer.select(torch.rand(p.shape, generator=ctx.generator), None, None, name).to(p.device)
         return {"init": f"random[{n}:{m}]"}
     return Op(run, name=f"init_random_nm[{n}:{m}]")
 
@@ -128,20 +135,21 @@ def nm_drop_and_grow(fraction: Schedule, n: int, m: int, drop: str | Criterion =
         f = fraction(ctx.step, ctx.total_steps)
         dropped = changed = 0
         for name in ctx.params:
-            mask = _nm_groups(ctx.masks[name], m).clone()
+            axis = ctx.out_axis(name)
+            mask = _nm_groups(ctx.masks[name], m, axis).clone()
             k = round_fn(f * mask.shape[0])
             if k <= 0:
                 continue
-            weak = _nm_groups(drop_crit(ctx, name).float(), m).masked_fill(~mask, float("inf"))
+            weak = _nm_groups(drop_crit(ctx, name).float(), m, axis).masked_fill(~mask, float("inf"))
             out_idx = _first(weak, descending=False)
             rows = torch.nonzero(topk_mask(-weak.gather(1, out_idx[:, None])[:, 0], k)).flatten()
             mask[rows, out_idx[rows]] = False
-            strong = _nm_groups(grow_crit(ctx, name).float(), m).masked_fill(mask, -float("inf"))
+            strong = _nm_groups(grow_crit(ctx, name).float(), m, axis).masked_fill(mask, -float("inf"))
             in_idx = _first(strong[rows], descending=True)
             mask[rows, in_idx] = True
             dropped += k
             changed += int(torch.count_nonzero(in_idx != out_idx[rows]))
-            ctx.masks[name] = _nm_ungroup(mask, ctx.masks[name])
+            ctx.masks[name] = _nm_ungroup(mask, ctx.masks[name], axis)
         return {"dropped": dropped, "grown": dropped, "changed": changed}
     return Op(run, needs_grad=needs_grad(drop_crit) or needs_grad(grow_crit), name=f"nm_drop_and_grow[{n}:{m}]")
 

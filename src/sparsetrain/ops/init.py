@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.layout import fan_in, from_out_first, out_first, out_first_shape
 from sparsetrain.core.topk import (
     bottomk_mask,
     ceil_count,
@@ -92,12 +93,14 @@ def init_prune(rate: float = 0.5, scope: str = "layer", structured: bool = False
         before = {n: ctx.active(n) for n in ctx.params}
         if structured:
             for n, p in ctx.params.items():
-                rows = _row_scores(p * ctx.masks[n])
+                axis = ctx.out_axis(n)
+                rows = _row_scores(out_first(p * ctx.masks[n], axis))
                 alive = rows > 0
                 k = ceil_count(rate * int(alive.sum()))
                 drop = bottomk_mask(rows, k, alive)
                 shape = (-1,) + (1,) * (p.dim() - 1)
-                ctx.masks[n] = ctx.masks[n] & ~drop.view(shape).expand_as(p)
+                units = drop.view(shape).expand(out_first_shape(p.shape, axis))
+                ctx.masks[n] = ctx.masks[n] & ~from_out_first(units, axis)
         elif scope == "global":
             keep = floor_count((1 - rate) * ctx.total_active())
             ctx.masks.update(global_topk({n: p.detach().abs().float() for n, p in ctx.params.items()}, keep,
@@ -128,11 +131,12 @@ def pending_regrow() -> Op:
         for n, k in counts.items():
             g = ctx.grad(n).abs()
             if structured:
-                dead = ~ctx.masks[n].flatten(1).any(1) if g.dim() > 1 else ~ctx.masks[n]
-                fan_in = max(1, g[0].numel()) if g.dim() > 1 else 1
-                units = topk_mask(_row_scores(g), ceil_count(k / fan_in), dead)
+                axis = ctx.out_axis(n)
+                g, mask = out_first(g, axis), out_first(ctx.masks[n], axis)
+                dead = ~mask.flatten(1).any(1) if g.dim() > 1 else ~mask
+                units = topk_mask(_row_scores(g), ceil_count(k / fan_in(g.shape)), dead)
                 shape = (-1,) + (1,) * (g.dim() - 1)
-                ctx.masks[n] = ctx.masks[n] | units.view(shape).expand_as(g)
+                ctx.masks[n] = from_out_first(mask | units.view(shape).expand_as(g), axis)
             elif k > 0:
                 ctx.masks[n] = ctx.masks[n] | topk_mask(g, k, exclude=ctx.masks[n])
         return {"regrown_after_init": sum(counts.values())}

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import group_granularity
+from sparsetrain.core.granularity import group_granularity, oriented
 from sparsetrain.core.topk import ceil_count, exact_count, floor_count, global_topk, topk_mask, topk_masks
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
@@ -117,17 +117,18 @@ def _prune_groups_to(density: Schedule, crit: Criterion, scope: str, layer_densi
     """:func:`prune_to` over whole groups: exact numbers of groups, mean scores, masks only shrink."""
     def run(ctx: SparseContext) -> dict:
         d = density(ctx.step, ctx.total_steps)
+        layers = {n: oriented(gran, ctx.out_axis(n)) for n in ctx.params}
         for n, p in ctx.params.items():
-            gran.check(p.shape, n)
-        groups = {n: gran.group_scores(_scores(ctx, crit, n)) for n in ctx.params}
-        alive = {n: gran.group_scores(ctx.masks[n].float()) > 0 for n in ctx.params}
+            layers[n].check(p.shape, n)
+        groups = {n: layers[n].group_scores(_scores(ctx, crit, n)) for n in ctx.params}
+        alive = {n: layers[n].group_scores(ctx.masks[n].float()) > 0 for n in ctx.params}
         if scope == "global":
             keep = global_topk(groups, exact_count(d, sum(g.numel() for g in groups.values())), alive)
         else:
             targets = layer_densities(ctx, d) if layer_densities else {n: d for n in ctx.params}
             keep = {n: topk_mask(g, exact_count(targets[n], g.numel()), alive[n]) for n, g in groups.items()}
         for n, p in ctx.params.items():
-            ctx.masks[n] = gran.expand(keep[n], p.shape).to(p.device) & ctx.masks[n]
+            ctx.masks[n] = layers[n].expand(keep[n], p.shape).to(p.device) & ctx.masks[n]
         return {"density_target": d}
 
     return Op(run, needs_grad=needs_grad(crit), name=f"prune_to[{scope},{gran.name}]")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import group_granularity
+from sparsetrain.core.granularity import group_granularity, oriented
 from sparsetrain.core.kernels import count_true
 from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
@@ -216,11 +216,12 @@ def grow_to(layer_densities, criterion: str | Criterion = "gradient", granularit
     def run(ctx: SparseContext) -> dict:
         targets, grown = layer_densities(ctx), 0
         for n, p in ctx.params.items():
-            mask = gran.group_scores(ctx.masks[n].float()) > 0
+            layer = oriented(gran, ctx.out_axis(n))
+            mask = layer.group_scores(ctx.masks[n].float()) > 0
             k = exact_count(min(1.0, targets[n]), mask.numel()) - count_true(mask)
             if k > 0:
-                new = topk_mask(gran.group_scores(crit(ctx, n).float()), k, exclude=mask)
-                ctx.masks[n] = ctx.masks[n] | gran.expand(new, p.shape).to(p.device)
+                new = topk_mask(layer.group_scores(crit(ctx, n).float()), k, exclude=mask)
+                ctx.masks[n] = ctx.masks[n] | layer.expand(new, p.shape).to(p.device)
                 grown += k * (p.numel() // mask.numel())
         return {"grown": grown}
     return Op(run, needs_grad=needs_grad(crit), name="grow_to")

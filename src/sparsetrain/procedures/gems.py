@@ -42,6 +42,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
+from sparsetrain.core.layout import out_axis
 from sparsetrain.core.selection import select_parameters
 from sparsetrain.procedures.finetune import MaskedTrainer, layer_densities, lr_at, masked_accuracy
 from sparsetrain.procedures.gems_config import (
@@ -116,9 +117,10 @@ def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> li
     for name in names:
         layer = modules[name.rsplit(".", 1)[0] if "." in name else ""]
         if cfg["weight_init"] == "signed_constant":
-            signed_constant_(layer.weight, generator, 1.0 - cfg["prune_rate"] if cfg["scale_fan"] else 1.0)
+            fan_scale = 1.0 - cfg["prune_rate"] if cfg["scale_fan"] else 1.0
+            signed_constant_(layer.weight, generator, fan_scale, out_axis(layer))
         elif cfg["weight_init"] == "kaiming_normal":
-            kaiming_normal_(layer.weight, generator)
+            kaiming_normal_(layer.weight, generator, out_axis(layer))
         if cfg["zero_bias"] and getattr(layer, "bias", None) is not None:
             nn.init.zeros_(layer.bias)
     return names
@@ -287,7 +289,7 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
             if kind == "reinit":
                 modules = dict(twin.named_parameters())
                 for name in masks:
-                    kaiming_normal_(modules[name], generator)
+                    kaiming_normal_(modules[name], generator, out_axis(twin.get_submodule(name.rpartition(".")[0])))
             result = trainer.run(twin, sanity_masks(kind, masks, search, generator), f"sanity_{kind}")
             summary["sanity"][kind] = result["test_acc"]
     plot = _save_plot(log.rows, out / "search.png")

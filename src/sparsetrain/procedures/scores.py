@@ -35,7 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from sparsetrain.core.selection import select_parameters
+from sparsetrain.core.layout import fan_in
+from sparsetrain.core.selection import select
 from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.errors import SparsetrainError, unknown_choice
 
@@ -46,17 +47,13 @@ ROUNDINGS = ("naive", "prob", "all_ones")
 RELU_GAIN = math.sqrt(2.0)
 
 
-def fan_in(weight: Tensor) -> int:
-    """Inputs feeding one output unit: ``in_features`` or ``in_channels * kernel size``."""
-    return int(weight[0].numel()) if weight.dim() > 1 else 1
-
-
-def signed_constant_(weight: Tensor, generator: torch.Generator, fan_scale: float = 1.0) -> Tensor:
+def signed_constant_(weight: Tensor, generator: torch.Generator, fan_scale: float = 1.0, axis: int = 0) -> Tensor:
     """Rare Gems' frozen weights: ``sign(w_kaiming) * sqrt(2) / sqrt(fan_in * fan_scale)`` (ALGORITHMS.md 6).
 
     ``fan_scale`` is 1 by default; ``scale_fan`` passes ``1 - prune_rate`` as
     the original does (``fan * (1 - prune_rate)``; its ``prune_rate`` is the
     fraction that *remains* for edge-popup, and 0.5 unless set for Gem-Miner).
+    ``axis`` is the weight's out axis (1 for a Hugging Face Conv1D, :mod:`sparsetrain.core.layout`).
 
     Example:
         >>> w = signed_constant_(torch.empty(3, 8), torch.Generator().manual_seed(0))
@@ -66,14 +63,15 @@ def signed_constant_(weight: Tensor, generator: torch.Generator, fan_scale: floa
     signs = torch.randn(weight.shape, generator=generator).sign()
     signs[signs == 0] = 1.0  # a sign is never 0 (probability ~0, but keep the constant exact)
     with torch.no_grad():
-        weight.copy_(signs * (RELU_GAIN / math.sqrt(fan_in(weight) * fan_scale)))
+        weight.copy_(signs * (RELU_GAIN / math.sqrt(fan_in(weight.shape, axis) * fan_scale)))
     return weight
 
 
-def kaiming_normal_(weight: Tensor, generator: torch.Generator) -> Tensor:
-    """Kaiming normal (fan_in, ReLU) from ``generator``: the sanity check's weight re-init."""
+def kaiming_normal_(weight: Tensor, generator: torch.Generator, axis: int = 0) -> Tensor:
+    """Kaiming normal (fan_in, ReLU) from ``generator``: the sanity check's weight re-init (``axis``: out axis)."""
     with torch.no_grad():
-        weight.copy_(torch.randn(weight.shape, generator=generator) * (RELU_GAIN / math.sqrt(fan_in(weight))))
+        scale = RELU_GAIN / math.sqrt(fan_in(weight.shape, axis))
+        weight.copy_(torch.randn(weight.shape, generator=generator) * scale)
     return weight
 
 
@@ -85,13 +83,13 @@ def _beta(shape: torch.Size, a: float, b: float, generator: torch.Generator) -> 
         return torch.distributions.Beta(torch.tensor(a), torch.tensor(b)).sample(shape)
 
 
-def init_scores(weight: Tensor, kind: str, generator: torch.Generator) -> Tensor:
+def init_scores(weight: Tensor, kind: str, generator: torch.Generator, axis: int = 0) -> Tensor:
     """Initial scores shaped like ``weight`` (ALGORITHMS.md 6, ``score_init``).
 
     ``unif`` U[0, 1]; ``half`` 0.5; ``bern`` Bernoulli(0.5); ``bimodal``
     Beta(0.1, 0.1); ``skew`` Beta(1, 5); ``kaiming_uniform`` U(-b, b) with
     b = 1 / sqrt(fan_in): edge-popup's scores, torch's ``kaiming_uniform_(a=sqrt(5))``
-    (the Linear / Conv default). Only |p| ranks weights there, but the scale
+    (the Linear / Conv default; ``axis`` is the weight's out axis). Only |p| ranks weights there, but the scale
     sets how far one step of the learning rate and weight decay moves a score.
 
     Example:
@@ -110,7 +108,7 @@ def init_scores(weight: Tensor, kind: str, generator: torch.Generator) -> Tensor
     if kind == "skew":
         return _beta(shape, 1.0, 5.0, generator)
     if kind == "kaiming_uniform":
-        bound = 1.0 / math.sqrt(fan_in(weight))
+        bound = 1.0 / math.sqrt(fan_in(weight.shape, axis))
         return (torch.rand(shape, generator=generator) * 2 - 1) * bound
     raise unknown_choice("score_init", kind, SCORE_INITS)
 
@@ -204,11 +202,12 @@ class ScoreSearch:
         """
         if algo not in ALGOS:
             raise unknown_choice("algo", algo, ALGOS)
-        weights = select_parameters(model, exclude=exclude)
+        chosen = select(model, exclude=exclude)
+        weights = {n: s.param for n, s in chosen.items()}
         frozen = {n: p.requires_grad for n, p in model.named_parameters()}
         for p in model.parameters():
             p.requires_grad_(False)
-        scores = {n: init_scores(w, score_init, generator).to(w.device).requires_grad_(True)
+        scores = {n: init_scores(w, score_init, generator, chosen[n].out_axis).to(w.device).requires_grad_(True)
                   for n, w in weights.items()}
         flags = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
         only = tuple(n for n in weights if any(fnmatch.fnmatchcase(n, g) for g in search_only))

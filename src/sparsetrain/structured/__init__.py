@@ -11,7 +11,7 @@ warnings.warn("sparsetrain.structured is deprecated: import from sparsetrain.dep
               "sparsetrain.core.graph).", FutureWarning, stacklevel=2)
 
 _MOVED = {"graph": "sparsetrain.core.graph", **{name: f"sparsetrain.deploy.{name}" for name in (
-    "bench", "checkpoint", "compact", "inference", "onnx", "shrink", "widths")}}
+    "bench", "checkpoint", "compact", "inference", "onnx", "shrink", "transformer", "widths")}}
 for _old, _new in _MOVED.items():
     try:
         sys.modules[f"{__name__}.{_old}"] = importlib.import_module(_new)

@@ -47,11 +47,16 @@ def method_configs(methods: list[str], base: str | None, overrides: list[str]) -
 
 
 def _table(rows: list[dict]) -> str:
+    lm = all("loss_mean" in r for r in rows)  # language models: test loss and perplexity too
     head = "| config | method | density | test acc (mean ± std) | best acc | FLOPs (sparse/dense) | time (s) | seeds |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
+    if lm:
+        head = head.replace("| best acc |", "| test loss (mean ± std) | test ppl | best acc |")
+        lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        loss = f"{r['loss_mean']:.4f} ± {r['loss_std']:.4f} | {r['ppl_mean']:.3f} | " if lm else ""
         lines.append(f"| {r['label']} | {r['method']} | {r['density']:.4f} | {r['acc_mean'] * 100:.2f} ± "
-                     f"{r['acc_std'] * 100:.2f} | {r['best_mean'] * 100:.2f} | {r['flops_ratio']:.3f} | "
+                     f"{r['acc_std'] * 100:.2f} | {loss}{r['best_mean'] * 100:.2f} | {r['flops_ratio']:.3f} | "
                      f"{r['time_mean']:.1f} | {r['seeds']} |")
     return "\n".join(lines)
 
@@ -59,7 +64,12 @@ def _table(rows: list[dict]) -> str:
 def summarise(label: str, summaries: list[dict]) -> dict:
     """Mean / std over seeds of one configuration's summaries."""
     accs = [s["final_test_acc"] for s in summaries]
-    return {"label": label, "method": summaries[0]["method"],
+    lm = {}
+    if all(s.get("final_test_ppl") is not None for s in summaries):  # a language model
+        losses = [s["final_test_loss"] for s in summaries]
+        lm = {"loss_mean": statistics.mean(losses), "loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0,
+              "ppl_mean": statistics.mean(s["final_test_ppl"] for s in summaries), "losses": losses}
+    return {**lm, "label": label, "method": summaries[0]["method"],
             "density": statistics.mean(s["density"] for s in summaries),
             "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "best_mean": statistics.mean(s["best"]["test_acc"] for s in summaries),

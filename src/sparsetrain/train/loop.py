@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -25,6 +24,7 @@ from sparsetrain.train.config import EPOCH_KEYS, builder_kwargs
 from sparsetrain.train.data import create_dataset
 from sparsetrain.train.models import create_model
 from sparsetrain.train.run import RunLogger
+from sparsetrain.train.tasks import Task, evaluate, get_task
 
 
 class NonFiniteLoss(SparsetrainError):
@@ -89,7 +89,7 @@ def calibration(loader: DataLoader, device: torch.device) -> dict[str, Any]:
             yield x.to(device), y.to(device)
     dataset = loader.dataset  # items, not a loader iterator: that would draw from the global RNG
     example = torch.utils.data.default_collate([dataset[i] for i in range(min(2, len(dataset)))])[0].to(device)
-    return {"example_input": example, "data": batches(), "loss_fn": F.cross_entropy}
+    return {"example_input": example, "data": batches(), "loss_fn": Task.loss}
 
 
 def method_kwargs(cfg: dict, steps_per_epoch: int) -> dict[str, Any]:
@@ -110,21 +110,6 @@ def method_kwargs(cfg: dict, steps_per_epoch: int) -> dict[str, Any]:
     if "steps_per_epoch" in params and kwargs.get("steps_per_epoch") is None and not kwargs.get("update_every"):
         kwargs["steps_per_epoch"] = steps_per_epoch
     return kwargs
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean loss) over ``loader``."""
-    model.eval()
-    correct = total = 0
-    loss_sum = 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        out = model(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        total += y.numel()
-    return correct / max(1, total), loss_sum / max(1, total)
 
 
 def _loaders(cfg: dict, splits, world: int, rank: int):
@@ -167,6 +152,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
     steps_per_epoch = len(train_loader)
     total_steps = cfg["epochs"] * steps_per_epoch
 
+    task = get_task(splits.task)
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
                          **_input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
                          **builder_kwargs(cfg, "model"))
@@ -186,7 +172,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
                                         **shrink_kwargs(cfg))
     net = tdist.wrap(model, device)
 
-    data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
+    data_info = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape), "task": task.name}
     log = RunLogger(run_dir, cfg, rank=rank, resume=resume, data_info=data_info)
     # iterating a DataLoader draws its base seed from the global RNG: do it before the restore, which
     # must be the last thing before the first batch (a resumed run would otherwise drift from one that never stopped)
@@ -209,7 +195,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
             if splits.augment is not None:
                 x = splits.augment(x, epoch * steps_per_epoch + seen)
             out = net(x)
-            loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
+            loss = task.loss(out, y, label_smoothing=cfg["label_smoothing"])
             if not torch.isfinite(loss):
                 kept = (f"the last good checkpoint in {run_dir} is kept" if (Path(run_dir) / "checkpoint.pt").is_file()
                         else "no checkpoint had been written yet")
@@ -222,7 +208,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
                 net = tdist.wrap(model, device)
             lr_schedule.step()
             loss_sum += loss.item() * y.numel()
-            correct += (out.argmax(1) == y).sum().item()
+            correct += task.correct(out, y)
             seen += 1
             log.update_events(sparsifier)
         step_time = (time.perf_counter() - epoch_start) / max(1, seen)
@@ -233,7 +219,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
                    "step_time": step_time, "samples_per_s": cfg["batch_size"] / step_time,
                    "parameters": sum(p.numel() for p in model.parameters())}
         for name, loader in eval_loaders.items():
-            metrics[f"{name}_acc"], metrics[f"{name}_loss"] = evaluate(model, loader, device)
+            metrics.update(task.report(name, *evaluate(model, loader, device)))
         if sparsifier is not None:
             metrics.update(density=sparsifier.density(), itop_rate=sparsifier.itop_rate())
         log.end_epoch(metrics, model, optimizer, lr_schedule, sparsifier)
@@ -278,12 +264,12 @@ def _input_kwargs(model_name: str, input_shape, given: dict | None = None) -> di
     """Fill the model's input-size arguments from the data's shape unless the config sets them.
 
     ``in_channels`` from the first dim, ``in_features`` (MLP) from the product,
-    ``image_size`` (LeNet-5) from the last dim.
+    ``image_size`` (LeNet-5) and ``context`` (a sequence model's length) from the last dim.
     """
     from sparsetrain.train.models import model_signature
     params, given = model_signature(model_name), given or {}
     derived = {"in_channels": int(input_shape[0]), "in_features": int(math.prod(input_shape)),
-               "image_size": int(input_shape[-1])}
+               "image_size": int(input_shape[-1]), "context": int(input_shape[-1])}
     return {k: v for k, v in derived.items() if k in params and given.get(k) is None}
 
 

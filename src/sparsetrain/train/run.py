@@ -24,6 +24,7 @@ from sparsetrain.metrics.flops import sparse_flops
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
 from sparsetrain.train.config import dump_config
 from sparsetrain.train.folders import acquire_run_lock, release_run_lock
+from sparsetrain.train.tasks import get_task
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -94,7 +95,8 @@ class RunLogger:
             record = {"event": "update", **{k: v for k, v in event.items() if _is_jsonable(v)}}
             if self.updates_logged % self.cfg["run"]["layer_density_every"] == 0:
                 record["layer_density"] = {r["name"]: r["density"] for r in sparsifier.report().rows}
-                stats = channel_stats(sparsifier.masks)  # Chase's biased reallocation, for any method
+                # Chase's biased reallocation, for any method
+                stats = channel_stats(sparsifier.masks, out_axes=sparsifier.ctx.out_axes)
                 record.update(amenable_channels=stats["amenable"], empty_channels=stats["empty"])
             self.updates_logged += 1
             self._append(record)
@@ -103,9 +105,11 @@ class RunLogger:
     # ------------------------------------------------------------ epochs and checkpoints
     def end_epoch(self, metrics: dict, model, optimizer, lr_schedule, sparsifier) -> None:
         """Log the epoch, print one line, checkpoint atomically."""
-        select = "val_acc" if "val_acc" in metrics else "test_acc"
-        if metrics[select] > self.best.get(select, -1.0):
-            self.best = {select: metrics[select], "epoch": metrics["epoch"], "test_acc": metrics["test_acc"]}
+        task = get_task(self.data_info.get("task", "classification"))
+        select = f"val_{task.best}" if f"val_{task.best}" in metrics else f"test_{task.best}"
+        if task.better(metrics[select], self.best.get(select)):
+            self.best = {"selected_by": select, select: metrics[select], "epoch": metrics["epoch"],
+                         "test_acc": metrics["test_acc"], "test_loss": metrics["test_loss"]}
         self._append({"event": "epoch", **metrics})
         if self.main:
             parts = [f"epoch {metrics['epoch']:>3}/{self.cfg['epochs']}", f"loss {metrics['train_loss']:.4f}",
@@ -113,6 +117,8 @@ class RunLogger:
             if "val_acc" in metrics:
                 parts.append(f"val {metrics['val_acc'] * 100:5.2f}%")
             parts.append(f"test {metrics['test_acc'] * 100:5.2f}%")
+            if "val_ppl" in metrics:
+                parts.append(f"val ppl {metrics['val_ppl']:.3f}")
             if "density" in metrics:
                 parts.append(f"density {metrics['density']:.4f}")
             parts.append(f"lr {metrics['lr']:.4g}  {metrics['time']:.0f}s")
@@ -199,7 +205,8 @@ class RunLogger:
             "method": self.cfg["method"]["name"], "model": self.cfg["model"]["name"],
             "dataset": self.cfg["data"]["name"], "seed": self.cfg["seed"], "epochs": self.cfg["epochs"],
             "final_test_acc": final.get("test_acc"), "final_val_acc": final.get("val_acc"),
-            "best": {**self.best, "selected_by": "val_acc" if "val_acc" in self.best else "test_acc"},
+            **{f"final_{k}": final.get(k) for k in ("test_loss", "val_loss", "test_ppl", "val_ppl") if k in final},
+            "best": {"selected_by": "val_acc" if "val_acc" in self.best else "test_acc", **self.best},
             "density": sparsifier.density() if sparsifier is not None else 1.0,
             "layer_density": ({r["name"]: r["density"] for r in sparsifier.report().rows}
                               if sparsifier is not None else {}),

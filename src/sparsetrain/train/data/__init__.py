@@ -1,7 +1,8 @@
 """The trainer's data layer: datasets held in memory, and seeded loaders (DESIGN section 3).
 
 Nothing is downloaded. ``mnist1d``, ``digits`` and ``synthetic`` are generated
-locally; ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist`` and ``imagefolder``
+locally; ``pystdlib`` (character-level language modelling) is read from the running
+Python's own standard library; ``cifar10``, ``cifar100``, ``mnist``, ``fashion_mnist`` and ``imagefolder``
 are read from their standard files under ``root``::
 
     from sparsetrain.train.data import create_dataset, make_loaders
@@ -20,7 +21,7 @@ Example:
     ((8, 1, 40), torch.int64, True)
 """
 
-from sparsetrain.train.data import datasets  # noqa: F401  (registration)
+from sparsetrain.train.data import datasets, text  # noqa: F401  (registration)
 from sparsetrain.train.data.augment import RandomCropFlip, StepAugment
 from sparsetrain.train.data.loaders import EpochShuffleSampler, Loaders, ShardSampler, make_loaders
 from sparsetrain.train.data.registry import (

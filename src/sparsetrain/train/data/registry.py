@@ -42,6 +42,9 @@ class DataSplits:
         augment: set by ``create_dataset(..., augment=True)`` for training loops that
             augment batches themselves: ``augment(x_batch, step) -> x_batch``, seeded
             by the run seed and the integer ``step``; ``None`` otherwise.
+        task: what the trainer optimises and reports (:mod:`sparsetrain.train.tasks`):
+            ``"classification"``, or ``"language_model"`` where ``x`` holds int64 token
+            ids ``[time]``, ``y`` the next tokens ``[time]`` and ``num_classes`` the vocabulary.
 
     Example:
         >>> import torch
@@ -63,6 +66,7 @@ class DataSplits:
     classes: list[str] | None = None
     augmentation: Augmentation | None = field(default=None, repr=False)
     augment: StepAugment | None = field(default=None, repr=False)
+    task: str = "classification"
 
     def __repr__(self) -> str:
         sizes = f"train={len(self.train)}, test={len(self.test)}"  # type: ignore[arg-type]
