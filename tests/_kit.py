@@ -3,7 +3,7 @@
 One :class:`Variant` per configuration we train: every registered method gets
 at least one (methods registered later fall back to :func:`generic_variant`),
 with a small ``update_every`` so a 24-step run sees several topology updates.
-``kind`` says which count invariant the variant must keep (DESIGN contract 2):
+``kind`` says which count invariant the variant must keep (docs/concepts.md, "Guarantees"):
 
 - ``layer``: per-layer active counts never change after init (zero-cost DST);
 - ``total``: the total count never changes (redistributing DST);

@@ -1,6 +1,6 @@
 """Smoke tests of the benchmark scripts (benchmarks/*.py) at tiny sizes, plus the pieces with
 numbers we can work out by hand: the RESULTS.md section writer, the log-log slope, and the
-RigL-paper training-FLOPs accounting (Evci et al. 2020, appendix H; ALGORITHMS.md 4).
+RigL-paper training-FLOPs accounting (Evci et al. 2020, appendix H; docs/algorithms.md, "SET, SNFS and RigL").
 
 Nothing here checks a timing: the scripts' timings are only required to be printed.
 """

@@ -1,4 +1,4 @@
-"""Chase (ALGORITHMS.md 5): channel scores, the channel schedule, minimum widths, exact selection,
+"""Chase (docs/algorithms.md, "Chase"): channel scores, the channel schedule, minimum widths, exact selection,
 removal that stays removed, the global parameter budget, a property test, bad input."""
 
 from __future__ import annotations

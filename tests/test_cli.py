@@ -1,4 +1,4 @@
-"""The ``sparsetrain`` command line (DESIGN section 3): train, compare, methods, recipes, report, plot.
+"""The ``sparsetrain`` command line (docs/architecture.md): train, compare, methods, recipes, report, plot.
 
 Every training run here is tiny (MNIST-1D with 600 samples, an 8-wide 1D CNN,
 batch 50, 1-3 epochs, one thread) and runs in-process through

@@ -1,4 +1,5 @@
-"""``sparsetrain compact | export | bench`` end to end on a tiny Chase run (ISSUE 4 export; ALGORITHMS.md 5.5)."""
+"""``sparsetrain compact | export | bench`` end to end on a tiny Chase run (ISSUE 4 export; docs/algorithms.md,
+"Chase")."""
 
 from __future__ import annotations
 

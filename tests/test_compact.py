@@ -1,4 +1,4 @@
-"""Physical channel removal (ISSUE 4 export; ALGORITHMS.md 5.5): eval outputs equal the masked model's."""
+"""Physical channel removal (ISSUE 4 export; docs/algorithms.md, "Chase"): eval outputs equal the masked model's."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def test_padded_consumer_keeps_a_nonzero_constant_unless_calibrating():
     small, spec = compact(model, x)
     assert spec["removed"] == {"0": [2]}
     _assert_same_outputs(small(x), model(x))
-    seed_style = copy.deepcopy(model)  # Chase's seed masks the consumer's input slice too (ALGORITHMS.md 5.3)
+    seed_style = copy.deepcopy(model)  # Chase's seed masks the consumer's input slice too (docs/algorithms.md, "Chase")
     with torch.no_grad():
         seed_style[3].weight[:, 1] = 0
     small, spec = compact(seed_style, x)

@@ -1,4 +1,4 @@
-"""Layer densities, hand-worked from ALGORITHMS.md 1.1 and 2.2."""
+"""Layer densities, hand-worked from docs/algorithms.md, "Sparse initialisation and layer densities" and "GMP"."""
 
 import math
 

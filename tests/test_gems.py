@@ -1,4 +1,5 @@
-"""Rare Gems / Gem-Miner and edge-popup (ALGORITHMS.md 6): the score machinery, the
+"""Rare Gems / Gem-Miner and edge-popup (docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup"): the score
+machinery, the
 thresholding schedule, rounding and unflagging, the sanity checks, the config mapping
 and an end-to-end run on scikit-learn's digits."""
 
@@ -28,7 +29,43 @@ from sparsetrain.procedures.gems_config import (
 )
 from sparsetrain.procedures.scores import ScoreSearch, init_scores, regularization, signed_constant_
 
-SEED_CONFIG = Path("/work/shared/seeds/rare_gems.txt")
+#: the Rare Gems repository's sample config (ResNet-20, CIFAR-10, 0.59 % remaining), its keys and values
+SAMPLE_CONFIG = """
+algo: 'hc_iter'
+iter_period: 5
+arch: resnet20
+dataset: CIFAR10
+name: resnet20_quantized_iter_hc
+optimizer: sgd
+lr: 0.1
+lr_policy: cosine_lr
+fine_tune_lr: 0.01
+fine_tune_lr_policy: multistep_lr
+epochs: 150
+wd: 0.0
+momentum: 0.9
+batch_size: 128
+conv_type: SubnetConv
+bn_type: NonAffineBatchNorm
+freeze_weights: True
+prune_type: BottomK
+target_sparsity: 0.59
+unflag_before_finetune: True
+init: signed_constant
+score_init: unif
+scale_fan: False
+round: naive
+noise: True
+noise_ratio: 0
+hc_quantized: True
+quantize_threshold: 0.5
+regularization: L2
+lmbda: 0.0001
+workers: 4
+gpu: 0
+checkpoint_at_prune: False
+skip_sanity_checks: False
+"""
 
 
 def _net() -> nn.Module:
@@ -283,8 +320,7 @@ def test_regularisers_by_hand():
 
 # ---------------------------------------------------------------- config and bad input
 def test_original_sample_config_maps_onto_ours():
-    raw = yaml.safe_load(SEED_CONFIG.read_text().split("Sample Config", 1)[1].split("skip_sanity_checks")[0]
-                         + "skip_sanity_checks: False")
+    raw = yaml.safe_load(SAMPLE_CONFIG)
     with pytest.raises(SparsetrainError, match="allow_sub_percent"):
         load_gems_config(raw)  # 0.59 % remaining is legal but looks like a fraction
     cfg = load_gems_config({**raw, "allow_sub_percent": True})

@@ -1,7 +1,7 @@
 """CUDA-only checks of the GPU paths no CPU run executes (``pytest -m gpu``; skipped elsewhere, see conftest).
 
 - top-k on CUDA selects exactly what the CPU selects for the same scores
-  (DESIGN contract 2: ties go to the lower index on every device), on the
+  (docs/concepts.md, "Guarantees": ties go to the lower index on every device), on the
   direct and the sampled-band path, with candidates and with ``topk_masks``;
 - every registered method, trained for the same steps on the same data from
   the same seed, gives the same masks on CPU and CUDA (float64, so the two

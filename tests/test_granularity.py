@@ -1,4 +1,4 @@
-"""Granularities: masks made of whole groups, exact counts, N:M, misfits (ALGORITHMS.md 8.2, 8.3)."""
+"""Granularities: masks made of whole groups, exact counts, N:M, misfits (docs/algorithms.md, "Pruning criteria")."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Channel groups from the dependency graph (ALGORITHMS.md 5.1): counts on every bundled model,
+"""Channel groups from the dependency graph (docs/algorithms.md, "Chase"): counts on every bundled model,
 residual ties, prune_skip, index maps that really carry a channel, bad input."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Pruning-at-initialisation methods (snip, grasp, synflow, random, lottery_ticket) and Smart Ratio.
 
-ALGORITHMS.md 1.1 (lottery_ticket), 6 (Smart Ratio and the baselines), 11; DESIGN contract 2 (exact
+docs/algorithms.md, "Sparse initialisation and layer densities" (lottery_ticket), 6 (Smart Ratio and the baselines),
+11; docs/concepts.md, "Guarantees" (exact
 counts). The saliency formulas themselves are checked in tests/test_saliency.py.
 """
 
@@ -168,7 +169,7 @@ def test_lottery_ticket_is_global_magnitude_at_init():
 @pytest.mark.parametrize("scope", ["global", "layer"])
 @pytest.mark.parametrize("density", [0.03, 0.2, 0.5, 1.0])
 def test_exact_counts(method, scope, density):
-    """DESIGN contract 2: global scope keeps exact_count(d, N) in all; per layer exact_count(d_l, N_l)."""
+    """docs/concepts.md, "Guarantees": global scope keeps exact_count(d, N) in all; per layer exact_count(d_l, N_l)."""
     sp = _attach(method, density=density, scope=scope)
     counts, numel = _counts(sp), {n: sp.ctx.numel(n) for n in sp.masks}
     if scope == "global":

@@ -1,4 +1,5 @@
-"""IMP / lottery tickets (ALGORITHMS.md section 9): the pruning step, the rewind, the procedure's resume."""
+"""IMP / lottery tickets (docs/algorithms.md, "Lottery tickets and IMP"): the pruning step, the rewind, the
+procedure's resume."""
 
 from __future__ import annotations
 

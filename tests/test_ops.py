@@ -1,4 +1,4 @@
-"""Mask ops on hand-worked tensors (ALGORITHMS.md 1.2-1.4, 2.2)."""
+"""Mask ops on hand-worked tensors (docs/algorithms.md, "Death and growth" and "GMP")."""
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
-"""The scheduled ``prune`` method (ALGORITHMS.md 8): targets, granularities, in-run lottery tickets."""
+"""The scheduled ``prune`` method (docs/algorithms.md, "The pruning-schedule study"): targets, granularities, in-run
+lottery tickets."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The rigl-torch drop-in: ``RigLScheduler`` semantics (ALGORITHMS.md section 7) and our fixes."""
+"""The rigl-torch drop-in: ``RigLScheduler`` semantics (docs/algorithms.md, "rigl-torch") and our fixes."""
 
 import copy
 import math

@@ -1,4 +1,5 @@
-"""Saliency scores (sparsetrain.saliency) against hand formulas and independent autograd (ALGORITHMS.md 6, 11).
+"""Saliency scores (sparsetrain.saliency) against hand formulas and independent autograd (docs/algorithms.md, "Rare
+Gems / Gem-Miner and edge-popup" and "Pruning at initialisation").
 
 - SNIP: |g * w| with g from the closed-form softmax-regression gradient.
 - GraSP: -w * (H g) with H g from ``torch.autograd.functional.hvp`` on a

@@ -1,4 +1,5 @@
-"""Schedules and cadences at hand-computed points (ALGORITHMS.md 1.5, 2.1, 4)."""
+"""Schedules and cadences at hand-computed points (docs/algorithms.md, "Update schedule" and "GMP" and "SET, SNFS and
+RigL")."""
 
 import math
 
@@ -9,7 +10,7 @@ from sparsetrain.schedules import constant, cosine_decay, gmp_density
 
 
 def test_cosine_rate_granet():
-    r = cosine_decay(0.5, 0.005)  # ALGORITHMS.md 1.5: eta_min absolute
+    r = cosine_decay(0.5, 0.005)  # docs/algorithms.md, "Update schedule": eta_min absolute
     assert r(0, 1000) == 0.5
     assert r(500, 1000) == pytest.approx(0.005 + 0.495 * 0.5)
     assert r(250, 1000) == pytest.approx(0.005 + 0.495 * (1 + math.cos(math.pi / 4)) / 2)

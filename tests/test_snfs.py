@@ -1,4 +1,5 @@
-"""SNFS momentum redistribution (ALGORITHMS.md 1.4, 4): no layer drains to zero (issue 2).
+"""SNFS momentum redistribution (docs/algorithms.md, "Redistribution" and "SET, SNFS and RigL"): no layer drains to
+zero (issue 2).
 
 sparse_learning gathers the statistic before death from the optimizer's
 momentum buffer (weight decay included) and rounds each layer's share up.
@@ -53,7 +54,8 @@ def test_small_bn_stem_is_not_drained():
 
 
 def test_statistic_reads_the_optimizer_buffer_with_weight_decay():
-    """A lone weight behind BN: gradient (and its EMA) 0, SGD buffer ~ wd w / (1 - mu) (ALGORITHMS.md 1.4)."""
+    """A lone weight behind BN: gradient (and its EMA) 0, SGD buffer ~ wd w / (1 - mu) (docs/algorithms.md,
+    "Redistribution")."""
     model, opt, sp = train_snfs()
     name = "0.weight"
     buf = opt.state[sp.ctx.params[name]]["momentum_buffer"]
@@ -123,7 +125,8 @@ def test_allocate_without_floor_keeps_old_shares():
 
 
 def test_adjusted_death_spares_a_dense_growing_layer():
-    """adjust_prune_rate (ALGORITHMS.md 1.4): sparsity < 0.2 and share > 1/L gives r_l = min(s_l, r)."""
+    """adjust_prune_rate (docs/algorithms.md, "Redistribution"): sparsity < 0.2 and share > 1/L gives r_l = min(s_l,
+    r)."""
     from sparsetrain.ops.regrow import adjusted_death
 
     torch.manual_seed(0)

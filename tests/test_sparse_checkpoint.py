@@ -1,4 +1,5 @@
-"""Sparse checkpoint format (ISSUE 4 export; ALGORITHMS.md 5.5): bit packing, size, bit-exact round trip, errors."""
+"""Sparse checkpoint format (ISSUE 4 export; docs/algorithms.md, "Chase"): bit packing, size, bit-exact round trip,
+errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exact, deterministic top-k (DESIGN contract 2)."""
+"""Exact, deterministic top-k (docs/concepts.md, "Guarantees")."""
 
 import torch
 from hypothesis import given, settings

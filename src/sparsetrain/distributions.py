@@ -1,6 +1,6 @@
 """Layer-wise density distributions: ``(shapes, density) -> {name: density}``.
 
-Implements ALGORITHMS.md section 1.1 (uniform, ER, ERK with its dense-layer
+Implements docs/algorithms.md, "Sparse initialisation and layer densities" (uniform, ER, ERK with its dense-layer
 loop), the GMP_uniform classifier rule of section 2.2 and Smart Ratio
 (section 6). ``global`` means
 "no per-layer budget": the init and the pruning ops then rank all layers
@@ -41,7 +41,7 @@ def _raw_scores(shapes: Shapes, kernel: bool, power: float) -> dict[str, float]:
 
 
 def erk(shapes: Shapes, density: float, power: float = 1.0, kernel: bool = True) -> dict[str, float]:
-    """Erdős–Rényi-Kernel densities, the exact loop of ALGORITHMS.md 1.1.
+    """Erdős–Rényi-Kernel densities, the exact loop of docs/algorithms.md, "Sparse initialisation and layer densities".
 
     raw_l = (sum(dims) / prod(dims)) ** power. Layers whose density would
     exceed 1 are made dense (all layers sharing the maximal raw score at once)
@@ -84,7 +84,7 @@ def global_(shapes: Shapes, density: float) -> dict[str, float]:
 
 def uniform_dense_classifier(shapes: Shapes, density: float, classifier: str | None = None,
                              classifier_density: float = 0.2, threshold: float = 0.2) -> dict[str, float]:
-    """GMP_uniform (ALGORITHMS.md 2.2, Gale et al.): at density <= 0.2 the
+    """GMP_uniform (docs/algorithms.md, "GMP", Gale et al.): at density <= 0.2 the
     classifier is held at 0.2 and the other layers share the rest uniformly so
     the total still matches.
 
@@ -109,7 +109,8 @@ def uniform_dense_classifier(shapes: Shapes, density: float, classifier: str | N
 
 def smart_ratio(shapes: Shapes, density: float, variant: str = "resnet",
                 linear_keep: float = 0.3) -> dict[str, float]:
-    """Smart Ratio layer densities (Su et al. 2020; Rare Gems ``SmartRatio.py``, ALGORITHMS.md 6).
+    """Smart Ratio layer densities (Su et al. 2020; Rare Gems ``SmartRatio.py``; docs/algorithms.md, "Sparse
+    initialisation and layer densities").
 
     Layers are numbered l = 1..L in model order. Every layer but the last (the
     classifier) gets a raw keep ratio p_l = (L-l+1)^2 + (L-l+1) (``variant``
@@ -183,7 +184,8 @@ def layer_densities(name: str, shapes: Shapes, density: float, dense_first: bool
     """Look up a distribution by name and apply it.
 
     ``dense_first`` keeps the first layer dense afterwards (RigL's uniform
-    convention, rigl-torch always; ALGORITHMS.md 1.1 and 7); the other
+    convention, rigl-torch always; docs/algorithms.md, "Sparse initialisation and layer densities" and "rigl-torch");
+    the other
     layers keep their densities, so the overall density rises slightly.
 
     Example:

@@ -1,7 +1,7 @@
 """The engine: ``Sparsifier`` binds a method to ``(model, optimizer)`` through the
-optimizer's own step hooks (DESIGN section 1 and 2).
+optimizer's own step hooks (docs/concepts.md, "Guarantees").
 
-Per optimizer step (ALGORITHMS.md 0, "per-iteration order", with masks kept
+Per optimizer step (docs/algorithms.md, "Conventions of the Masking family", "per-iteration order", with masks kept
 exact at every step):
 
 1. pre-hook: observers read the dense gradients (e.g. SNFS's EMA); if an update
@@ -133,7 +133,7 @@ class Sparsifier:
         return self._active if self._sharded else {n: count_true(m) for n, m in self.ctx.masks.items()}
 
     def itop_rate(self) -> float:
-        """Fraction of weights ever active (ITOP's R_s, ALGORITHMS.md 1.6)."""
+        """Fraction of weights ever active (ITOP's R_s, docs/algorithms.md, "ITOP rate")."""
         fired = sum(sharding.count(m) for m in self.fired.values()) + self.fired_removed
         return fired / self.ctx.total_numel()
 

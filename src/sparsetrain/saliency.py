@@ -1,4 +1,5 @@
-"""Saliency scores for pruning at initialisation: SNIP, GraSP, SynFlow (ALGORITHMS.md 6 and 11).
+"""Saliency scores for pruning at initialisation: SNIP, GraSP, SynFlow.
+See docs/algorithms.md, "Pruning at initialisation".
 
 Pure functions of ``(model, params, batches, loss_fn)``: each returns
 ``{name: score tensor}`` shaped like ``params[name]`` and leaves the model as

@@ -1,6 +1,6 @@
 """``sparsetrain compact | export | bench``: from a sparse run to a model that is really smaller and faster.
 
-ALGORITHMS.md 5.5. A run folder (or its ``checkpoint.pt``) is rebuilt from its
+docs/algorithms.md, "Chase". A run folder (or its ``checkpoint.pt``) is rebuilt from its
 ``config.yaml``; its masks come from the sparsifier state in the checkpoint.
 """
 

@@ -1,4 +1,4 @@
-"""``sparsetrain tickets imp|gems``: the lottery-ticket procedures (ALGORITHMS.md sections 6 and 9).
+"""``sparsetrain tickets imp|gems``: the lottery-ticket procedures (docs/algorithms.md, "Lottery tickets and IMP").
 
 ``imp``: iterative magnitude pruning with rewinding
 (:mod:`sparsetrain.procedures.lottery`), one run folder per round, resumable.

@@ -1,7 +1,7 @@
 """Drop-in ``RigLScheduler`` for rigl-torch 0.5.2 (``from rigl_torch.RigL import RigLScheduler``).
 
 Same constructor, attributes, ``state_dict`` keys and ``if pruner(): optimizer.step()`` loop as rigl-torch
-(ALGORITHMS.md section 7), on sparsetrain's exact pieces. What differs, on purpose:
+(docs/algorithms.md, "rigl-torch"), on sparsetrain's exact pieces. What differs, on purpose:
 
 * Layers: only ``nn.Linear`` / ``nn.Conv*`` / ``nn.ConvTranspose*`` weights (``named_modules()`` order).
   rigl-torch's ``get_W`` took any module with a ``weight`` but ``BatchNorm2d``, so BatchNorm1d / LayerNorm /
@@ -9,7 +9,8 @@ Same constructor, attributes, ``state_dict`` keys and ``if pruner(): optimizer.s
 * Exact masks (contract 2): ``exact_count(d, N)`` = round-half-up(d*N) active (rigl-torch kept
   ``N - int((1 - d) * N)``, at most one more); drop / grow use the deterministic ``topk_mask`` (ties: lower
   index), and the drop ranks only active weights.
-* ``sparsity_distribution="erk"`` (ALGORITHMS.md 1.1) over the layers ``ignore_linear_layers`` leaves sparse;
+* ``sparsity_distribution="erk"`` (docs/algorithms.md, "Sparse initialisation and layer densities") over the layers
+``ignore_linear_layers`` leaves sparse;
   as in the RigL paper, ERK does not force the first layer dense (uniform does).
 * A thin adapter over :class:`~sparsetrain.engine.Sparsifier`: masks, the zeroing of weights and of every
   optimizer state tensor shaped like a masked weight (any optimizer), the broadcast of masks, the ever-active
@@ -81,7 +82,7 @@ class IndexMaskHook:
 
 
 class RigLScheduler:
-    """RigL (Evci et al. 2020) the rigl-torch way: ``if pruner(): optimizer.step()`` (ALGORITHMS.md 7).
+    """RigL (Evci et al. 2020) the rigl-torch way: ``if pruner(): optimizer.step()`` (docs/algorithms.md, "rigl-torch").
 
     Every ``delta`` steps until ``T_end`` the call replaces the optimizer step by a topology update: per
     sparse layer drop ``floor(n_active * alpha / 2 * (1 + cos(pi * step / T_end)))`` active weights of

@@ -1,4 +1,4 @@
-"""Granularities: which weights are pruned together (ALGORITHMS.md 8.2, 8.3).
+"""Granularities: which weights are pruned together (docs/algorithms.md, "Granularities").
 
 A group granularity reduces element scores to one score per group by the
 mean (as fasterai does), ranks groups with the exact top-k of

@@ -1,4 +1,4 @@
-"""Which channels can be removed: channel groups from torch-pruning's dependency graph (ALGORITHMS.md 5.1).
+"""Which channels can be removed: channel groups from torch-pruning's dependency graph (docs/algorithms.md, "Chase").
 
 A *channel group* is a set of channels that must go together: the output
 channels of one convolution / linear layer (its weight rows and bias entries),
@@ -9,7 +9,7 @@ addition form one group with several producers: removed together or not at all.
 
 The groups are found by tracing the model with torch-pruning's
 ``DependencyGraph`` (``pip install torch-pruning``), never from a table per
-architecture. Rules (Chase, ALGORITHMS.md 5.1):
+architecture. Rules (Chase, docs/algorithms.md, "Chase"):
 
 - channels that reach the model's output (the classifier's outputs) are never offered;
 - residual groups (several producers) are offered only with ``prune_skip=True``
@@ -73,7 +73,7 @@ class ChannelSlice:
 
 @dataclass(frozen=True)
 class ChannelGroup:
-    """Channels removed together (ALGORITHMS.md 5.1).
+    """Channels removed together (docs/algorithms.md, "Chase").
 
     Attributes:
         name: module name of the first producer in model order (e.g. ``"features.0"``).
@@ -214,7 +214,7 @@ def _group(dg, group, names: dict[nn.Module, str], order: dict[str, int],
 
 def channel_groups(model: nn.Module, example_input: Any, *, prune_skip: bool = False,
                    ignore: Iterable[str] = ()) -> list[ChannelGroup]:
-    """The removable channel groups of ``model``, in model order (ALGORITHMS.md 5.1).
+    """The removable channel groups of ``model``, in model order (docs/algorithms.md, "Chase").
 
     Args:
         model: any ``nn.Module`` (DDP / compiled wrappers are looked through).

@@ -1,4 +1,4 @@
-"""Which parameters are sparsified (DESIGN section 2, "selection").
+"""Which parameters are sparsified (docs/architecture.md).
 
 Default: the weight of every convolution and linear layer, first layer and
 classifier included, as in sparse_learning / ITOP / GraNet / Chase; Hugging

@@ -1,4 +1,4 @@
-"""Exact, deterministic top-k masks (DESIGN contract 2).
+"""Exact, deterministic top-k masks (docs/concepts.md, "Guarantees").
 
 Every mask in sparsetrain is chosen by :func:`topk_mask`: the ``k`` highest
 scores win, and ties at the threshold are broken by the lower flat index, so
@@ -21,7 +21,8 @@ def exact_count(density: float, numel: int) -> int:
 
     The rounding rule is round-half-up, ``floor(density * numel + 0.5)``,
     clamped to ``[1, numel]`` for a positive density so that no layer is ever
-    left empty by rounding alone (ALGORITHMS.md 1.1 recommends exact counts).
+    left empty by rounding alone (docs/algorithms.md, "Sparse initialisation and layer densities" recommends exact
+    counts).
     ``density * numel`` is first rounded to 6 decimals so that float noise such
     as ``1 - (1 - 0.1) = 0.09999999999999998`` does not flip a half.
 

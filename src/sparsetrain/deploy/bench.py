@@ -1,6 +1,6 @@
 """Measure dense vs compact vs CSR: latency, throughput, parameters and FLOPs, side by side.
 
-ALGORITHMS.md 5.5 (``print_inf_time``): warm-up forwards, then repeated timed
+docs/algorithms.md, "Chase" (``print_inf_time``): warm-up forwards, then repeated timed
 forwards under ``no_grad``. Here every repetition times each variant once,
 interleaved (dense, compact, csr, dense, ...), so a machine shared with other
 work slows all variants alike; the median is reported with min and max.
@@ -148,7 +148,7 @@ def channel_sparse_masks(model: nn.Module, example_input: Tensor, channel_sparsi
                          prune_skip: bool = False) -> dict[str, Tensor]:
     """One-shot Chase channel removal for benchmarks: masks that empty ``channel_sparsity`` of all channels.
 
-    Chase's selection (ALGORITHMS.md 5.2-5.3) in one step instead of gradually: channels
+    Chase's selection (docs/algorithms.md, "Chase") in one step instead of gradually: channels
     are ranked globally by UMM (mean |w| of the producer rows, zeros included); each
     group keeps at least ``max(1, floor(C_l (1 - S_c) beta))`` channels (``min_ratio`` =
     beta); a removed channel's producer rows and consumer columns are masked, as the

@@ -1,6 +1,6 @@
 """Physically remove empty channels: a narrower, standard ``nn.Module`` with the same eval outputs.
 
-ALGORITHMS.md 5.5 (``merge_filters``): keep the surviving output channels of
+docs/algorithms.md, "Chase" (``merge_filters``): keep the surviving output channels of
 each layer (weights, bias, BatchNorm entries) and the matching input columns of
 every consumer. Which channels are coupled (a BatchNorm, a flatten into a
 linear layer, a residual addition) comes from the dependency graph
@@ -224,14 +224,14 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
     """Remove the empty channels of ``model``; returns ``(compact_model, width_spec)``.
 
     Args:
-        model: a trained model (dense-with-zeros, DESIGN contract 1); not modified.
+        model: a trained model (dense-with-zeros, docs/concepts.md, "Guarantees"); not modified.
         example_input: a real input batch; it traces the graph, reads the
             constant value of each empty channel, and checks the result.
         masks: ``{parameter name: mask}`` applied (weight * mask) before compaction.
         calibration: optional loader of input batches (``(x, y)`` or ``x``); when
             given, channels whose constant cannot be folded exactly are removed
             too and BatchNorm statistics are recomputed on it
-            (``torch.optim.swa_utils.update_bn``, ALGORITHMS.md 5.5). Outputs then
+            (``torch.optim.swa_utils.update_bn``, docs/algorithms.md, "Chase"). Outputs then
             differ from the masked model's by design.
         round_to: keep each resized group's width a multiple of this, by keeping
             some empty channels (outputs unchanged). Convolution kernels work on

@@ -5,7 +5,7 @@ break-even lies depends on the machine, the batch and the layer. So nothing
 is assumed: for every ``nn.Linear`` with zeros, each available format is
 timed on the layer's actual input (captured from ``example_input``), and the
 layer is replaced only when a format beats dense by ``min_speedup``
-(ISSUE 4 export; ALGORITHMS.md 5.5 measures latency the same way: warm-up,
+(ISSUE 4 export; docs/algorithms.md, "Chase" measures latency the same way: warm-up,
 then repeated timed forwards).
 
 Formats:

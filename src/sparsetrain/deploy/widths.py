@@ -7,7 +7,7 @@ maps each resized module to its new attributes (``in_channels``,
 ``out_features``, ``num_features``, ...) and the shapes of its tensors
 (``None`` for a bias that is absent). :func:`rebuild` applies it to a freshly
 built original model and loads the weights, refusing a spec that does not
-match them (ALGORITHMS.md 5.5).
+match them (docs/algorithms.md, "Chase").
 
 Example:
     >>> from torch import nn

@@ -1,4 +1,4 @@
-"""Chase: channel-aware dynamic sparse training (Yin et al., NeurIPS 2023). ALGORITHMS.md 5."""
+"""Chase: channel-aware dynamic sparse training (Yin et al., NeurIPS 2023). docs/algorithms.md, "Chase"."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
           score_norm: str = "none") -> Method:
     """Chase: unstructured DST whose sparsest channels are removed during training.
 
-    Algorithm (ALGORITHMS.md 5.3, 5.4), t = optimizer steps done, N = size of all
+    Algorithm (docs/algorithms.md, "Chase"), t = optimizer steps done, N = size of all
     sparsified weights at init (it never shrinks):
 
     1. init: exact-count ERK masks at ``density`` d; trace the channel groups (5.1).
@@ -48,7 +48,7 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
     4. after ``soft_end``: drop ceil(r_t * active) by global |w| and regrow to
        exact_count(d, N) by global |gradient|, r_t cosine 0.5 -> 0.005 over the run.
 
-    Seed command line (``../shared/seeds/chase.txt``) -> argument:
+    The Chase command line -> argument (docs/methods/chase.md has the full table):
     ``--density`` -> ``density``; ``--start_layer_rate`` -> ``channel_sparsity`` (S_c);
     ``--layer_interval`` -> ``channel_every`` (steps; ImageNet gives epochs: multiply by
     the steps per epoch); the hard-coded +500 (ImageNet: update_frequency/2) ->

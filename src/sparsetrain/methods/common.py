@@ -20,7 +20,7 @@ REDISTRIBUTION_MODES = ("none", "magnitude", "nonzeros", "momentum")
 
 
 def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: float = 1e-3, scope: str = "layer"):
-    """The ``--prune`` / ``--death`` option as a dropper (ALGORITHMS.md 1.2).
+    """The ``--prune`` / ``--death`` option as a dropper (docs/algorithms.md, "Death and growth").
 
     ``magnitude``: smallest |w|; ``set``: SET's intended sign-split rule
     (fixed on purpose, every shipped version was wrong); ``threshold``: all
@@ -39,7 +39,7 @@ def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: st
                  rounding: str = "ceil", threshold: float = 1e-3, granularity: str = "weight") -> Op:
     """Drop by ``prune`` and regrow the same total by ``growth``: one zero-cost DST update.
 
-    Fixed on purpose (ALGORITHMS.md 1.2 quirk): GraNet's CIFAR code ignored
+    Fixed on purpose (docs/algorithms.md, "Death and growth" quirk): GraNet's CIFAR code ignored
     ``--prune``, ``--growth`` and ``--redistribution``; here every option acts.
     With a ``granularity`` other than ``weight`` whole groups (kernels, rows,
     filters, blocks) are dropped and regrown, scored by their mean.
@@ -74,7 +74,8 @@ def grad_ema(momentum: float = 0.9):
     """Observer keeping a dense gradient EMA in ``state["grad_ema"]``.
 
     This is what momentum growth and momentum redistribution read (SNFS,
-    ALGORITHMS.md 0 and 1.3): it sees every position, active or not, unlike a
+    docs/algorithms.md, "Conventions of the Masking family" and "Death and growth"): it sees every position, active or
+    not, unlike a
     masked optimizer buffer. It is kept as ``e <- e + (1 - momentum) (g - e)``,
     one fused pass (``torch._foreach_lerp_``) instead of the two of
     ``m <- momentum m + g``: from zero, ``e = (1 - momentum) m`` up to rounding,

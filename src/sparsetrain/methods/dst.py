@@ -1,4 +1,4 @@
-"""Sparse-to-sparse methods: static, SET, RigL, SNFS, DST (RigL-ITOP). ALGORITHMS.md 1 and 4."""
+"""Sparse-to-sparse methods: static, SET, RigL, SNFS, DST (RigL-ITOP). docs/algorithms.md, "SET, SNFS and RigL"."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ from sparsetrain.schedules import constant, cosine_decay
 @register_method("static", family="static", paper="Mocanu et al. 2018 / Evci et al. 2020 (baseline)")
 def static(density: float = 0.1, distribution: str = "erk", dense_first: bool = False,
            granularity: str = "weight") -> Method:
-    """Static sparse training: a fixed exact-count random mask (ALGORITHMS.md 1.1), of single
-    weights or whole groups (``granularity``: kernel, row, filter, blockHxW, ...)."""
+    """Static sparse training: a fixed exact-count random mask, of single weights or whole groups
+    (``granularity``: kernel, row, filter, blockHxW, ...).
+
+    See docs/algorithms.md, "Sparse initialisation and layer densities".
+    """
     check_density(density)
     return Method(init=initial_mask(distribution, density, granularity, dense_first))
 
@@ -33,11 +36,11 @@ def static(density: float = 0.1, distribution: str = "erk", dense_first: bool = 
 def set_(density: float = 0.1, distribution: str = "erk", update_every: int = 100, drop_fraction: float = 0.3,
          decay: str = "constant", prune: str = "magnitude", end: float = 1.0, dense_first: bool = False,
          granularity: str = "weight") -> Method:
-    """SET: drop the smallest weights, regrow at random (ALGORITHMS.md 4).
+    """SET: drop the smallest weights, regrow at random (docs/algorithms.md, "SET, SNFS and RigL").
 
     The papers' SET runs use magnitude death + random growth (ITOP README);
     ``prune="set"`` gives the SET paper's sign-split death instead (the
-    shipped versions of that rule were wrong, ALGORITHMS.md 1.2). The drop
+    shipped versions of that rule were wrong, docs/algorithms.md, "Death and growth"). The drop
     fraction is constant 0.3 as in the SET paper, or ``decay="cosine"`` for
     ITOP's cosine decay to 0.005.
 
@@ -59,7 +62,7 @@ def set_(density: float = 0.1, distribution: str = "erk", update_every: int = 10
 @register_method("rigl", family="dst", paper="Evci et al. 2020, Rigging the Lottery")
 def rigl(density: float = 0.1, distribution: str = "erk", update_every: int = 100, drop_fraction: float = 0.3,
          end: float = 0.75, dense_first: bool = False, granularity: str = "weight") -> Method:
-    """RigL: drop the smallest |w|, grow the largest |dense gradient| (ALGORITHMS.md 4).
+    """RigL: drop the smallest |w|, grow the largest |dense gradient| (docs/algorithms.md, "SET, SNFS and RigL").
 
     Per layer n_prune = floor(n_active * f_t) with f_t = alpha/2 (1 + cos(pi t /
     T_end)); updates every ``update_every`` steps until ``end`` (fraction of
@@ -86,7 +89,8 @@ def rigl(density: float = 0.1, distribution: str = "erk", update_every: int = 10
 def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 1000, drop_fraction: float = 0.5,
         prune: str = "magnitude", growth: str = "gradient", redistribution: str = "none",
         granularity: str = "weight") -> Method:
-    """GraNet's DST / RigL-ITOP: regeneration for the whole run, rate cosine 0.5 -> 0.005 (ALGORITHMS.md 3, 4).
+    """GraNet's DST / RigL-ITOP: regeneration for the whole run, rate cosine 0.5 -> 0.005.
+    See docs/algorithms.md, "GraNet" and "SET, SNFS and RigL".
 
     No T_end: updates continue to the last step with the decayed rate.
     """
@@ -109,12 +113,12 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
 def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: float = 0.5,
          redistribution: str = "momentum", momentum: float = 0.9, update_every: int | None = None,
          steps_per_epoch: int | None = None) -> Method:
-    """Sparse momentum: magnitude death, momentum redistribution and growth (ALGORITHMS.md 1.3, 1.4, 4).
+    """Sparse momentum: magnitude death, momentum redistribution and growth (docs/algorithms.md, "SET, SNFS and RigL").
 
     Updates at the end of every epoch but the last (pass ``steps_per_epoch``;
     the trainer does) or every ``update_every`` steps. Growth ranks a dense EMA
     of gradients, so it sees inactive positions (the faithful SNFS;
-    ITOP/GraNet masked the buffer and broke it, ALGORITHMS.md 0). Death is
+    ITOP/GraNet masked the buffer and broke it, docs/algorithms.md, "Conventions of the Masking family"). Death is
     magnitude with sparse_learning's ``adjust_prune_rate`` (a nearly dense,
     still growing layer is pruned less, ``ops.regrow.adjusted_death``). The
     redistribution statistic is sparse_learning's: mean |optimizer momentum|

@@ -1,4 +1,4 @@
-"""Dense-to-sparse gradual magnitude pruning (Zhu & Gupta 2017), as used in GraNet. ALGORITHMS.md 2."""
+"""Dense-to-sparse gradual magnitude pruning (Zhu & Gupta 2017), as used in GraNet. docs/algorithms.md, "GMP"."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def initial_topology(initial_density: float, distribution: str = "erk", granular
 @register_method("gmp", family="dense-to-sparse", paper="Zhu & Gupta 2017; GraNet --method GMP")
 def gmp(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, end: float = GRANET_END,
         update_every: int = 1000, granularity: str = "weight") -> Method:
-    """GMP: global magnitude pruning on the cubic schedule, no regeneration (ALGORITHMS.md 2.1, 2.2).
+    """GMP: global magnitude pruning on the cubic schedule, no regeneration (docs/algorithms.md, "GMP").
 
     Masks start dense; at every event the ⌊(1 - s_t) N⌋ largest |w| over all
     layers survive. The last event reaches ``density`` exactly (fixed on
@@ -79,7 +79,7 @@ def gmp(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, 
 @register_method("gmp_uniform", family="dense-to-sparse", paper="Gale et al. 2019; GraNet --method GMP_uniform")
 def gmp_uniform(density: float = 0.1, initial_density: float = 1.0, start: float = 0.0, end: float = GRANET_END,
                 update_every: int = 1000, classifier: str | None = None, granularity: str = "weight") -> Method:
-    """GMP_uniform: per-layer magnitude pruning, classifier held at 20 % density (ALGORITHMS.md 2.2).
+    """GMP_uniform: per-layer magnitude pruning, classifier held at 20 % density (docs/algorithms.md, "GMP").
 
     Fixed on purpose: the original needed ERK-computed totals and crashed with
     other sparse inits; here the classifier rule is computed from the shapes.

@@ -1,4 +1,4 @@
-"""GraNet: gradual pruning with zero-cost neuroregeneration (Liu et al. 2021). ALGORITHMS.md 3."""
+"""GraNet: gradual pruning with zero-cost neuroregeneration (Liu et al. 2021). docs/algorithms.md, "GraNet"."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ SPARSE_INITS = ("ERK", "uniform", "GMP", "prune_uniform", "prune_global", "prune
 
 def sparse_init(mode: str, initial_density: float, pruning_rate: float,
                 granularity: str = "weight") -> tuple[ops.Op, tuple]:
-    """GraNet's ``--sparse-init`` (ALGORITHMS.md 1.1) -> (init op, extra updates)."""
+    """GraNet's ``--sparse-init`` -> (init op, extra updates).
+
+    See docs/algorithms.md, "Sparse initialisation and layer densities".
+    """
     if mode not in SPARSE_INITS:
         raise unknown_choice("sparse_init", mode, SPARSE_INITS)
     if mode == "GMP" or (mode == "ERK" and initial_density >= 1.0):
@@ -67,7 +70,7 @@ def granet(density: float = 0.1, initial_density: float = 0.5, sparse_init: str 
     """GraNet: every ``update_every`` steps, global cubic GMP to the scheduled density, then
     zero-cost neuroregeneration (drop ⌈r_t n_l⌉ per layer, regrow as many by gradient).
 
-    Arguments map to the GraNet command line (``../shared/seeds/granet.txt``):
+    Arguments map to the GraNet command line (docs/methods.md, "granet"):
     ``density`` = --final-density, ``initial_density`` = --init-density
     (1.0 gives s_i = 0, dense-to-sparse; 0.5 gives s_i = 0.5), ``sparse_init`` =
     --sparse-init, ``prune`` / ``growth`` / ``redistribution`` = --prune /
@@ -95,6 +98,6 @@ def granet_uniform(density: float = 0.1, initial_density: float = 0.5, sparse_in
                    end: float = GRANET_END, pruning_rate: float = 0.5, threshold: float = 1e-3,
                    granularity: str = "weight") -> Method:
     """GraNet_uniform: as :func:`granet` but the GMP part is per layer with the 20 %-dense
-    classifier rule (ALGORITHMS.md 2.2, 3); regeneration is identical."""
+    classifier rule (docs/algorithms.md, "GMP" and "GraNet"); regeneration is identical."""
     return _granet("layer", density, initial_density, sparse_init, prune, growth, redistribution,
                    drop_fraction, update_every, start, end, pruning_rate, threshold, granularity)

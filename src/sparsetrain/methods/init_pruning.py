@@ -1,8 +1,8 @@
-"""Pruning at initialisation: SNIP, GraSP, SynFlow, random, magnitude (ALGORITHMS.md 1.1, 6, 11).
+"""Pruning at initialisation: SNIP, GraSP, SynFlow, random, magnitude (docs/algorithms.md, "Pruning at initialisation").
 
 Each method chooses a mask once, before the first step, and keeps it fixed
 (no updates). Global top-k as each paper defines it, or per layer with a
-distribution (``scope="layer"``). Counts are exact (DESIGN contract 2):
+distribution (``scope="layer"``). Counts are exact (docs/concepts.md, "Guarantees"):
 ``exact_count(d, N)`` over all layers for a global scope, per layer
 otherwise; ties go to the lower index. A layer left without any active
 weight (layer collapse, Tanaka et al. 2020) is named in a warning (or an
@@ -199,7 +199,8 @@ def random(density: float = 0.1, distribution: str = "erk", on_collapse: str = "
 def lottery_ticket(density: float = 0.1, scope: str = "global", distribution: str = "erk",
                    on_collapse: str = "warn", granularity: str = "weight") -> Method:
     """Magnitude at init: keep the largest |w| of the initial weights, globally (ITOP's
-    ``lottery_ticket`` sparse init, ALGORITHMS.md 1.1) or per layer of ``distribution``."""
+    ``lottery_ticket`` sparse init, docs/algorithms.md, "Sparse initialisation and layer densities") or per layer of
+    ``distribution``."""
     _check(density, scope, distribution, on_collapse)
 
     def select(ctx: SparseContext) -> dict:

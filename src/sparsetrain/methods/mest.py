@@ -1,4 +1,4 @@
-"""MEST: memory-economic sparse training, EM and EM&S (Yuan et al. 2021). ALGORITHMS.md 4, 5.4."""
+"""MEST: memory-economic sparse training, EM and EM&S (Yuan et al. 2021). docs/algorithms.md, "MEST"."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
     ``soft_end`` prunes back to d_l by the MEST score, then grows to
     d_l + delta(t) by gradient, delta cosine-decaying from ``bound`` to 0; after
     ``soft_end`` plain EM updates at density d (as in Chase's re-implementation,
-    ALGORITHMS.md 5.4). r_t is cosine from ``drop_fraction`` to 0.005.
+    docs/algorithms.md, "Chase"). r_t is cosine from ``drop_fraction`` to 0.005.
     The masks are applied between pruning and growth, so a weight pruned and
     regrown by one update restarts at 0 (as in Chase's re-implementation).
 

@@ -1,4 +1,5 @@
-"""Scheduled pruning in the vocabulary of the pruning-schedule study (fasterai). ALGORITHMS.md 8.
+"""Scheduled pruning in the vocabulary of the pruning-schedule study (fasterai). docs/algorithms.md, "The
+pruning-schedule study".
 
 A target sparsity, a granularity, a scope (per layer or global), a
 criterion and a schedule; masks are recomputed only when the scheduled

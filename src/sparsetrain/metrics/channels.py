@@ -1,4 +1,5 @@
-"""Per-channel density statistics of any sparse model (Chase's "biased parameter reallocation", ALGORITHMS.md 5).
+"""Per-channel density statistics of any sparse model (Chase's "biased parameter reallocation", docs/algorithms.md,
+"Chase").
 
 Unstructured DST does not spread its weights evenly over channels: some output
 channels end up far sparser than the rest (the Chase paper reports up to 60 %

@@ -1,4 +1,4 @@
-"""Mask ops and their combinators (DESIGN section 2, "mask ops").
+"""Mask ops and their combinators (docs/architecture.md).
 
 An :class:`Op` changes ``ctx.masks`` and returns a small event dict; the
 engine then zeroes weights and optimizer state where masks are off. An

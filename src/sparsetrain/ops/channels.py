@@ -1,4 +1,4 @@
-"""Channel-level pieces of Chase (ALGORITHMS.md 5.1-5.4): the channel plan, channel scores (UMM and
+"""Channel-level pieces of Chase (docs/algorithms.md, "Chase"): the channel plan, channel scores (UMM and
 alternatives), the gradual channel-sparsity schedule with the minimum width, exact channel
 selection and removal, and global growth restricted to the surviving channels.
 
@@ -167,7 +167,7 @@ def normalize_scores(scores: dict[str, Tensor], alive: dict[str, Tensor], how: s
                      sizes: dict[str, int] | None = None) -> dict[str, Tensor]:
     """Make channel scores comparable across groups before the global ranking (our extension).
 
-    ``none`` (the seed, ALGORITHMS.md 5.2): scores as they are, ranked globally. UMM then
+    ``none`` (the seed, docs/algorithms.md, "Chase"): scores as they are, ranked globally. UMM then
     carries each layer's weight scale (Kaiming init: std ~ 1/sqrt(fan-in)), so wide,
     large-fan-in layers lose most channels whatever their cost. ``layer`` (NOT in the
     paper or the released code): each score divided by its group's mean score over ALL

@@ -1,4 +1,7 @@
-"""Initial topologies (ALGORITHMS.md 1.1): random per distribution, dense, magnitude, prune-a-trained-model."""
+"""Initial topologies: random per distribution, dense, magnitude, prune-a-trained-model.
+
+See docs/algorithms.md, "Sparse initialisation and layer densities".
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from sparsetrain.ops.base import Op
 def init_random(distribution: str = "erk", density: float = 0.1, **dist_kwargs) -> Op:
     """Exact-count random masks with per-layer densities from ``distribution``.
 
-    Fixed on purpose (ALGORITHMS.md 1.1): the PyTorch ports draw Bernoulli
+    Fixed on purpose (docs/algorithms.md, "Sparse initialisation and layer densities"): the PyTorch ports draw Bernoulli
     masks; we take exactly round(d_l * N_l) positions per layer, like rigl-TF.
     ``global`` draws one exact-count random set over all layers together.
     """
@@ -53,7 +56,8 @@ def init_dense() -> Op:
 def init_magnitude(density: float, scope: str = "global", distribution: str = "erk") -> Op:
     """Keep the largest |w| of the current (e.g. initial) weights.
 
-    ``scope="global"`` is ITOP's ``lottery_ticket`` init (ALGORITHMS.md 1.1);
+    ``scope="global"`` is ITOP's ``lottery_ticket`` init (docs/algorithms.md, "Sparse initialisation and layer
+    densities");
     ``scope="layer"`` keeps round(d_l * N_l) per layer of ``distribution``.
     """
     def run(ctx: SparseContext) -> dict:
@@ -75,7 +79,8 @@ def _row_scores(p: torch.Tensor) -> torch.Tensor:
 
 def init_prune(rate: float = 0.5, scope: str = "layer", structured: bool = False,
                regrow: bool = False) -> Op:
-    """GraNet's prune_* sparse inits for the pruning-plasticity study (ALGORITHMS.md 1.1).
+    """GraNet's prune_* sparse inits for the pruning-plasticity study.
+    See docs/algorithms.md, "Sparse initialisation and layer densities".
 
     Start from the model's current (trained) weights, zero-weights already
     count as pruned, and remove ``rate`` of the non-zeros by magnitude, per

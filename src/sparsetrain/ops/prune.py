@@ -15,7 +15,7 @@ from sparsetrain.ops.base import Dropper, Op
 from sparsetrain.schedules import Schedule
 
 ROUNDING = {
-    "ceil": ceil_count,    # GraNet / ITOP magnitude death (ALGORITHMS.md 1.2)
+    "ceil": ceil_count,    # GraNet / ITOP magnitude death (docs/algorithms.md, "Death and growth")
     "floor": floor_count,  # RigL n_prune (section 4, 7)
 }
 
@@ -81,7 +81,7 @@ def prune_to(density: Schedule, criterion: str | Criterion = "magnitude", scope:
     """Prune to ``density(step)`` by keeping the highest scores among active weights (GMP).
 
     ``scope="global"`` keeps round(d * N_total) across all layers (GraNet /
-    GMP ``pruning``, ALGORITHMS.md 2.2); ``scope="layer"`` keeps
+    GMP ``pruning``, docs/algorithms.md, "GMP"); ``scope="layer"`` keeps
     round(d_l * N_l) per layer where ``layer_densities(ctx, d)`` gives d_l
     (uniform by default; GMP_uniform passes the classifier rule). Weights that
     are already pruned stay pruned, so density never goes back up. With a

@@ -29,7 +29,7 @@ def allocate(total: int, weights: dict[str, float], caps: dict[str, int],
     fractional parts (ties by name order). If the caps cannot hold ``total``,
     every layer gets its cap. ``at_least_one`` first gives one unit to every
     layer with a positive weight and room (in name order while ``total``
-    lasts): sparse_learning rounds each share *up* (ALGORITHMS.md 1.4), so a
+    lasts): sparse_learning rounds each share *up* (docs/algorithms.md, "Redistribution"), so a
     layer with any statistic at all regrows at least one weight there.
 
     Example:
@@ -99,7 +99,8 @@ def _momentum_buffer(ctx: SparseContext, name: str) -> torch.Tensor:
 
 
 def adjusted_death(fraction: Schedule, redistribution: str = "momentum") -> Dropper:
-    """sparse_learning's magnitude death with ``adjust_prune_rate`` (ALGORITHMS.md 1.2, 1.4).
+    """sparse_learning's magnitude death with ``adjust_prune_rate``.
+    See docs/algorithms.md, "Death and growth" and "Redistribution".
 
     Each layer loses ceil(r_l n_l) of its n_l active weights, smallest |w|
     first, with r_l = r except for a nearly dense layer (sparsity s_l < 0.2)
@@ -137,7 +138,7 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
     """Build ``grow(ctx, removed) -> grown`` activating the best inactive positions.
 
     ``redistribution="none"`` regrows exactly what each layer lost (density
-    per layer preserved, the ITOP/GraNet/Chase meaning, ALGORITHMS.md 1.4).
+    per layer preserved, the ITOP/GraNet/Chase meaning, docs/algorithms.md, "Redistribution").
     ``magnitude`` / ``nonzeros`` / ``momentum`` share the total regrowth in
     proportion to the layer statistic of sparse_learning (mean |w| or mean
     |momentum| over active weights, or the active count), capped by the
@@ -208,7 +209,7 @@ def grow_to(layer_densities, criterion: str | Criterion = "gradient", granularit
     """Grow each layer up to round(d_l * N_l) active weights by ``criterion`` (never prunes).
 
     ``layer_densities(ctx) -> {name: d_l}``; used by MEST's soft memory bound
-    (ALGORITHMS.md 4, 5.4), where the net holds d + delta(t) between updates.
+    (docs/algorithms.md, "MEST"), where the net holds d + delta(t) between updates.
     With a ``granularity`` of whole groups, N_l counts groups, ranked by mean score.
     """
     crit, gran = get_criterion(criterion), group_granularity(granularity)

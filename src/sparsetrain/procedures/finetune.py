@@ -1,9 +1,10 @@
-"""Weight training under a given mask, through the ordinary engine (ALGORITHMS.md 6, ``finetune``).
+"""Weight training under a given mask, through the ordinary engine (docs/algorithms.md, "Rare Gems / Gem-Miner and
+edge-popup", ``finetune``).
 
 The procedures (Gem-Miner, and any procedure that finds a mask first) hand
 their mask to :func:`given_masks`, a :class:`~sparsetrain.Method` whose init
 installs it and which never updates it; ``sparsetrain.attach`` then keeps the
-inactive weights exactly zero with clean optimizer state (DESIGN contracts 1-3).
+inactive weights exactly zero with clean optimizer state (docs/concepts.md, "Guarantees").
 Rare Gems applies the mask in the forward pass (w * m), so pruned weights get no
 gradient; masking gradients and weights after each step gives the same training.
 

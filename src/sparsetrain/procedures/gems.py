@@ -1,4 +1,5 @@
-"""Rare Gems / Gem-Miner: find a sparse subnetwork at initialisation, then fine-tune it (ALGORITHMS.md 6).
+"""Rare Gems / Gem-Miner: find a sparse subnetwork at initialisation, then fine-tune it.
+See docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup".
 
 Sreenivasan et al. 2022, "Rare Gems: Finding Lottery Tickets at Initialization".
 The procedure, as in the paper's algorithm and ``main.py`` / ``main_utils.py``:
@@ -14,7 +15,7 @@ The procedure, as in the paper's algorithm and ``main.py`` / ``main_utils.py``:
    of these untrained weights under the rounded mask is the "rare gem" accuracy.
 4. Fine-tune the weights under the mask (``unflag_before_finetune``: mask = flag,
    exactly the target; else flag * 1[p > 0.5]) with SGD and multistep LR,
-   through the ordinary engine (a fixed mask, DESIGN contract 1).
+   through the ordinary engine (a fixed mask, docs/concepts.md, "Guarantees").
 5. Sanity checks from the same pre-fine-tune model: weights re-drawn (kaiming
    normal), masks shuffled within each layer, and optionally the inverted scores.
 

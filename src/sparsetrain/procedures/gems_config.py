@@ -1,6 +1,7 @@
 """Gem-Miner configuration: Rare Gems YAML keys onto ours, validation, the thresholding schedule.
 
-The original repository's configs (ksreenivasan/pruning_is_enough, ALGORITHMS.md 6)
+The original repository's configs (ksreenivasan/pruning_is_enough, docs/algorithms.md, "Rare Gems / Gem-Miner and
+edge-popup")
 load as they are: their keys are renamed to ours (:data:`RARE_GEMS_KEYS`), keys
 that only steer the original's hardware or logging are accepted and ignored
 (:data:`IGNORED_KEYS`), and keys whose other values we do not implement must keep
@@ -197,7 +198,8 @@ def load_gems_config(path_or_dict: str | Path | dict) -> dict:
 
 
 def rounds(epochs: int, iter_period: int) -> int:
-    """K = floor((E - 1) / P): thresholding rounds of ``hc_iter`` (ALGORITHMS.md 6).
+    """K = floor((E - 1) / P): thresholding rounds of ``hc_iter``.
+    See docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup".
 
     Example:
         >>> rounds(150, 5), rounds(5, 2), rounds(5, 5)
@@ -225,7 +227,7 @@ def survivors(total: int, density: float, n_rounds: int, r: int) -> int:
     """Flagged weights after round ``r`` of ``n_rounds``: ``exact_count(d^(r/K), N)``.
 
     Fixed on purpose: the original removes ceil(q * n_flagged) per round, which
-    drifts by rounding and misses round(d N) (DESIGN contract 2). Counting the
+    drifts by rounding and misses round(d N) (docs/concepts.md, "Guarantees"). Counting the
     survivors from the round index removes q of the flagged weights per round to
     within one weight and ends exactly at round(d N) after K rounds.
 

@@ -1,6 +1,6 @@
 """Lottery tickets: iterative magnitude pruning (IMP) with weight or learning-rate rewinding.
 
-ALGORITHMS.md section 9 (Frankle & Carbin 2019; Frankle et al. 2020; Renda
+docs/algorithms.md, "Lottery tickets and IMP" (Frankle & Carbin 2019; Frankle et al. 2020; Renda
 et al. 2020; Rare Gems ``imp_main.py``). A procedure over the reference
 trainer, not a method: every round is a normal run folder.
 

@@ -1,10 +1,10 @@
-"""Score machinery of Rare Gems / Gem-Miner and edge-popup (ALGORITHMS.md 6).
+"""Score machinery of Rare Gems / Gem-Miner and edge-popup (docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup").
 
 A :class:`ScoreSearch` keeps, next to a *plain* model, one trainable score
 tensor ``p`` and one boolean ``flag`` per prunable weight. The weights stay
 frozen; the forward pass replaces each prunable weight ``w`` by ``w * m(p)``
 through :func:`torch.func.functional_call`, so the model is never wrapped,
-re-classed or re-parametrised (DESIGN contract 1): when the search is over,
+re-classed or re-parametrised (docs/concepts.md, "Guarantees"): when the search is over,
 the model is exactly the module it was, plus a mask dict.
 
 The mask ``m(p)`` per algorithm (Sreenivasan et al. 2022, "Rare Gems"; Ramanujan
@@ -48,7 +48,8 @@ RELU_GAIN = math.sqrt(2.0)
 
 
 def signed_constant_(weight: Tensor, generator: torch.Generator, fan_scale: float = 1.0, axis: int = 0) -> Tensor:
-    """Rare Gems' frozen weights: ``sign(w_kaiming) * sqrt(2) / sqrt(fan_in * fan_scale)`` (ALGORITHMS.md 6).
+    """Rare Gems' frozen weights: ``sign(w_kaiming) * sqrt(2) / sqrt(fan_in * fan_scale)``.
+    See docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup".
 
     ``fan_scale`` is 1 by default; ``scale_fan`` passes ``1 - prune_rate`` as
     the original does (``fan * (1 - prune_rate)``; its ``prune_rate`` is the
@@ -84,7 +85,8 @@ def _beta(shape: torch.Size, a: float, b: float, generator: torch.Generator) -> 
 
 
 def init_scores(weight: Tensor, kind: str, generator: torch.Generator, axis: int = 0) -> Tensor:
-    """Initial scores shaped like ``weight`` (ALGORITHMS.md 6, ``score_init``).
+    """Initial scores shaped like ``weight`` (docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup",
+    ``score_init``).
 
     ``unif`` U[0, 1]; ``half`` 0.5; ``bern`` Bernoulli(0.5); ``bimodal``
     Beta(0.1, 0.1); ``skew`` Beta(1, 5); ``kaiming_uniform`` U(-b, b) with
@@ -129,7 +131,8 @@ def straight_through(hard: Tensor, scores: Tensor) -> Tensor:
 
 def regularization(kind: str, scores: list[Tensor], weights: list[Tensor], alpha: float = 1.0,
                    alpha_prime: float = 1.0) -> Tensor:
-    """The score regulariser summed over every score, flagged or not (ALGORITHMS.md 6).
+    """The score regulariser summed over every score, flagged or not.
+    See docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup".
 
     ``L2`` sum p^2; ``L1`` sum |p|; ``L1_L2`` sum |p| + p^2; ``var_red_1`` sum
     p^alpha (1-p)^alpha'; ``var_red_2`` sum w^2 p (1-p); ``bin_entropy`` sum
@@ -164,7 +167,8 @@ def regularization(kind: str, scores: list[Tensor], weights: list[Tensor], alpha
 
 @dataclass
 class ScoreSearch:
-    """Scores and flags over the prunable weights of a plain model (ALGORITHMS.md 6).
+    """Scores and flags over the prunable weights of a plain model.
+    See docs/algorithms.md, "Rare Gems / Gem-Miner and edge-popup".
 
     Attributes:
         model: the user's module, untouched apart from frozen ``requires_grad``.
@@ -270,7 +274,7 @@ class ScoreSearch:
         """Global bottom-k thresholding: among flagged weights keep the ``n_keep`` largest |p|.
 
         Ties break by the lower index across the concatenation of layers
-        (deterministic, DESIGN contract 2). ``invert`` keeps the smallest instead
+        (deterministic, docs/concepts.md, "Guarantees"). ``invert`` keeps the smallest instead
         (the inverted sanity check). Returns how many were unflagged.
         """
         scores = {n: p.abs() for n, p in self.prunable(self.scores).items()}

@@ -1,4 +1,4 @@
-"""The trainer's data layer: datasets held in memory, and seeded loaders (DESIGN section 3).
+"""The trainer's data layer: datasets held in memory, and seeded loaders (docs/architecture.md).
 
 Nothing is downloaded. ``mnist1d``, ``digits`` and ``synthetic`` are generated
 locally; ``pystdlib`` (character-level language modelling) is read from the running
