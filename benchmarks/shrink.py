@@ -225,10 +225,26 @@ def accuracy_config(task: str, seed: int, epochs: int, shrink: bool, threads: in
     return cfg
 
 
+#: the accuracy tasks (``--tasks`` picks by the first word)
+TASKS = ("resnet20 / digits", "cnn1d / mnist1d")
+
+
+def gap_stats(gaps: list[float]) -> str:
+    """``mean ± std (mean |gap|)`` of accuracy changes in points (std 0 for one seed).
+
+    Example:
+        >>> gap_stats([1.0, -1.0])
+        '+0.00 ± 1.41 (1.00)'
+    """
+    std = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+    return f"{statistics.mean(gaps):+.2f} ± {std:.2f} ({statistics.mean(abs(g) for g in gaps):.2f})"
+
+
 def accuracy(args) -> list[str]:
     from sparsetrain.train.plots import read_metrics
-    rows = []
-    for task in ("resnet20 / digits", "cnn1d / mnist1d"):
+    rows, overview = [], []
+    for task in [t for t in TASKS if t.split(" ")[0] in args.tasks.split(",")]:
+        gaps: dict[str, list[float]] = {"masked 2 threads": [], "shrink": []}
         for seed in range(args.seeds):
             runs = {}
             for label, (shrink, threads) in VARIANTS.items():
@@ -243,8 +259,10 @@ def accuracy(args) -> list[str]:
             for label in ("masked 2 threads", "shrink"):
                 agree = next((i for i, (a, b) in enumerate(zip(base[1], runs[label][1], strict=True))
                               if abs(a - b) > 1e-4 * abs(a)), len(base[1]))
-                row += [f"{100 * runs[label][0]:.2f} ({100 * (runs[label][0] - base[0]):+.2f})", str(agree)]
+                gaps[label].append(100 * (runs[label][0] - base[0]))
+                row += [f"{100 * runs[label][0]:.2f} ({gaps[label][-1]:+.2f})", str(agree)]
             rows.append([*row, str(runs["shrink"][2] or "-")])
+        overview.append([task, str(args.seeds), *(gap_stats(gaps[label]) for label in gaps)])
     return [f"### Accuracy at equal epochs ({args.epochs} epochs, {args.seeds} seeds)", "",
             "Test accuracy % of masked Chase (one thread), of the same run on two threads, and of Chase + shrink "
             "(one thread); 'agree' counts the epochs whose training loss agrees with the first run's to 1e-4. "
@@ -252,7 +270,11 @@ def accuracy(args) -> list[str]:
             "differences grow over training: the two-thread column is the noise floor. (In float64 a shrunk "
             "ResNet-20 follows its masked twin to 1e-9, tests/test_shrink.py.)", "",
             common.table(["model / data", "seed", "masked", "masked, 2 threads", "agree", "shrink", "agree",
-                          "params at the end (shrunk)"], rows), ""]
+                          "params at the end (shrunk)"], rows), "",
+            "Over the seeds: the change in test accuracy (percentage points) against masked Chase, mean ± std, "
+            "and the mean of its size. Shrinking is within noise when its row looks like the two-thread row.", "",
+            common.table(["model / data", "seeds", "masked, 2 threads: mean ± std (mean size)",
+                          "shrink: mean ± std (mean size)"], overview), ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-every", type=int, default=1000, help="steps between parameter updates "
                         "(default 1000, the seed's, unscaled)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--tasks", default="resnet20,cnn1d", help="accuracy tasks: resnet20 (digits), "
+                        "cnn1d (MNIST-1D)")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", default=str(HERE / "runs" / "shrink"), help="run folders of the accuracy part")
