@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sparsetrain import cadence, ops
+from sparsetrain.core.granularity import get_granularity
 from sparsetrain.errors import SparsetrainError, check_fraction, unknown_choice
-from sparsetrain.methods.common import check_count, check_density, check_window
+from sparsetrain.methods.common import check_count, check_density, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.channels import (
     CURVES,
@@ -16,9 +17,15 @@ from sparsetrain.ops.channels import (
     grow_global_to,
     prune_channels,
     shrink_rule,
+    surviving,
 )
 from sparsetrain.ops.channels import channel_sparsity as sparsity_curve
+from sparsetrain.ops.groups import drop_groups, grow_groups_to
 from sparsetrain.schedules import constant, cosine_decay
+
+#: granularities whose groups lie inside one conv kernel (one output and one input channel), so removing a channel
+#: takes whole groups: these compose with channel removal and with Chase's global parameter reallocation
+WITHIN_A_KERNEL = ("weight", "kernel", "vector")
 
 
 @register_method("chase", family="channel-level dst", paper="Yin et al. 2023, Dynamic Sparsity Is Channel-Level "
@@ -28,7 +35,7 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
           curve: str = "cubic", score: str = "umm", update_every: int = 1000, bound: float = 0.05,
           soft_end: float = 130 / 160, drop_fraction: float = 0.5, distribution: str = "erk",
           mest: bool = True, prune_skip: bool = False, ignore: tuple[str, ...] = (),
-          score_norm: str = "none") -> Method:
+          score_norm: str = "none", granularity: str = "weight") -> Method:
     """Chase: unstructured DST whose sparsest channels are removed during training.
 
     Algorithm (docs/algorithms.md, "Chase"), t = optimizer steps done, N = size of all
@@ -96,15 +103,26 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
         raise unknown_choice("score_norm", score_norm, SCORE_NORMS)
     if channel_sparsity >= 1.0:
         raise SparsetrainError("channel_sparsity (S_c) must be below 1: some channels must stay.")
+    gran = get_granularity(granularity).name
+    if gran not in WITHIN_A_KERNEL:
+        raise SparsetrainError(f"chase removes single channels, which would cut groups of granularity {gran!r} "
+                               f"(they span several channels, or fix each layer's density); use one of "
+                               f"{', '.join(WITHIN_A_KERNEL)} (groups inside one kernel).")
     offset = update_every // 2 if channel_offset is None else int(channel_offset)
     delta = cosine_decay(bound, 0.0, horizon=soft_end)
+    if gran == "weight":
+        drop, grow_to = drop_global(cosine_decay(drop_fraction, 0.005)), grow_global_to
+    else:  # the same steps on whole groups, counted in groups
+        drop = drop_groups(cosine_decay(drop_fraction, 0.005), "magnitude", gran, scope="global").as_op()
+
+        def grow_to(target):
+            return grow_groups_to(target, "gradient", gran, allowed=surviving)
     # Chase's truncate_weights applies the masks between its halves: a dropped weight regrown at once restarts at 0
-    dst = ops.chain(drop_global(cosine_decay(drop_fraction, 0.005)), ops.apply_masks(),
-                    grow_global_to(constant(density)), name="dst")
-    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global"), ops.apply_masks(),
-                     grow_global_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
+    dst = ops.chain(drop, ops.apply_masks(), grow_to(constant(density)), name="dst")
+    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global", granularity=gran), ops.apply_masks(),
+                     grow_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
     updates = []
-    init = ops.init_random(distribution, density)
+    init = initial_mask(distribution, density, gran)
     shrink = None
     if channel_sparsity > 0:
         init = ops.chain(init, channel_plan(channel_sparsity, min_ratio, prune_skip, ignore))
