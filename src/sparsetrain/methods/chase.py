@@ -55,32 +55,14 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
     4. after ``soft_end``: drop ceil(r_t * active) by global |w| and regrow to
        exact_count(d, N) by global |gradient|, r_t cosine 0.5 -> 0.005 over the run.
 
-    The Chase command line -> argument (docs/methods/chase.md has the full table):
-    ``--density`` -> ``density``; ``--start_layer_rate`` -> ``channel_sparsity`` (S_c);
-    ``--layer_interval`` -> ``channel_every`` (steps; ImageNet gives epochs: multiply by
-    the steps per epoch); the hard-coded +500 (ImageNet: update_frequency/2) ->
-    ``channel_offset`` (default ``update_every // 2``); ``--stop_gmp_epochs`` ->
-    ``end`` (fraction; ``end_epoch`` in a recipe); ``--minumum_ratio`` -> ``min_ratio``
-    (beta); ``--gpm_filter_pune`` -> ``curve="cubic"`` (without it ``"cosine"``);
-    ``--mag_wise`` / ``--mask_wise`` / ``--kernal_wise`` / ``--connection_wise`` ->
-    ``score="umm"`` / ``"mask_wise"`` / ``"kernel_wise"`` / ``"connection_wise"``;
-    ``--update_frequency`` -> ``update_every``; ``--death-rate`` (ImageNet
-    ``--prune-rate``) -> ``bound`` (delta_0); ``--stop_dst_epochs`` E_stop of E epochs
-    -> ``soft_end`` = (E - E_stop) / E (``soft_end_epoch`` in a recipe); ``--mest`` ->
-    ``mest`` (False: step 4 from the start, plain ``--dst``); ``--mest_dst`` is step 4;
-    ``--sparse_init fixed_ERK`` -> ``distribution="erk"``; ``--growth global_gradients
-    --death global_magnitude`` are built in; the paper's "Chase (prune skip)" ->
-    ``prune_skip=True``. ``ignore`` (module globs) keeps layers out of channel removal:
-    the seed's VGG-19 never prunes its last conv, its ResNet-50 never its stem.
-    ``channel_sparsity=0`` is Chase with S_c = 0 (no tracing, no example input needed).
-
-    ``score_norm`` is OUR EXTENSION, not in the paper or the released code:
-    ``"none"`` (default, the seed) ranks raw channel scores across all layers;
-    ``"layer"`` divides each score by its layer's mean score over all its original
-    channels (removed ones count as 0) before the global ranking, so layers compete on relative weakness
-    instead of on their weight scale (raw UMM favours removing the wide late
-    layers, whose Kaiming-init weights are small, and keeps the FLOP-heavy early
-    ones). See ``docs/methods/chase.md`` and ``benchmarks/results_inference.md``.
+    ``channel_sparsity=0`` is Chase with S_c = 0 (no tracing, no example input
+    needed); ``prune_skip=True`` is the paper's "Chase (prune skip)"; ``ignore``
+    (module globs) keeps layers out of channel removal. ``score_norm="layer"`` is
+    OUR EXTENSION (layer-relative channel scores), not in the paper or the
+    released code. ``granularity`` may be ``"kernel"`` or ``"vector"`` (groups
+    inside one kernel, which channel removal takes whole): steps 3 and 4 then drop
+    and grow whole groups, counted in groups. docs/methods/chase.md maps every
+    flag of the Chase command line to an argument and explains ``score_norm``.
 
     Example:
         >>> m = chase(density=0.1, channel_sparsity=0.0)
