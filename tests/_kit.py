@@ -94,6 +94,10 @@ KNOWN_VARIANTS: list[Variant] = [
     Variant("snfs", "snfs", "total", _ue(), regenerates=True, init_distribution="uniform"),
     Variant("snfs[none]", "snfs", "layer", _ue(redistribution="none"), regenerates=True,
             init_distribution="uniform"),
+    # growth by the mean |gradient EMA| of a column ranks mostly by its input's scale, so an update may regrow the
+    # columns it dropped: exact counts and whole groups are checked, a moving topology is not required
+    Variant("snfs[column-groups]", "snfs", "layer", _ue(granularity="column", redistribution="none"), regenerates=True,
+            extra={"moves": False}),
     Variant("snfs[epoch]", "snfs", "total", lambda d: {"steps_per_epoch": 4}, regenerates=True,
             init_distribution="uniform"),
     Variant("mest[em]", "mest", "layer", _ue(mode="em"), regenerates=True, init_distribution="erk"),

@@ -289,6 +289,46 @@ def test_property_channels_and_budget_are_exact(net, density, target, beta, scor
             assert sp.ctx.total_active() == min(exact_count(d, n_total), room)
 
 
+def test_kernel_granularity_keeps_whole_kernels_and_exact_group_counts():
+    """Chase on whole kernels: channel removal takes whole kernels; after every DST update the number of
+    active kernels is exact_count(d, G) of the original G kernels; removed channels stay empty."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 16, 3))
+    x, y = torch.randn(6, 2, 4, 4), torch.randint(0, 3, (6,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sp = sparsetrain.attach(model, opt, "chase", total_steps=24, seed=3, example_input=x, exclude=("6.*",),
+                            density=0.3, channel_sparsity=0.4, channel_every=4, channel_offset=1, update_every=3,
+                            end=0.75, soft_end=0.5, granularity="kernel")
+    kernels = {n: m.shape[0] * m.shape[1] for n, m in sp.masks.items()}
+    n_groups = sum(kernels.values())
+    delta = cosine_decay(0.05, 0.0, horizon=0.5)
+
+    def alive_kernels() -> int:
+        return sum(int(m.any(-1).any(-1).sum()) for m in sp.masks.values())
+
+    assert alive_kernels() == sum(exact_count(d, kernels[n]) for n, d in
+                                  sparsetrain.distributions.layer_densities("erk", sp.ctx.shapes, 0.3).items())
+    updates = 0
+    for t in range(1, 25):
+        _train(model, opt, x, y, 1)
+        for name, m in sp.masks.items():
+            per_kernel = m.sum((2, 3))
+            assert bool(((per_kernel == 0) | (per_kernel == 9)).all()), f"step {t}: {name} has a partial kernel"
+        event = sp.history[-1]
+        if event["step"] == t and "grown" in event:
+            d = 0.3 + delta(t, 24) if t < 12 else 0.3
+            assert alive_kernels() == exact_count(d, n_groups), (t, event)
+            updates += 1
+    assert updates == 7 and _check_removed_empty(sp) > 0  # steps 3, 6, ..., 21: the window ends before step 24
+
+
+@pytest.mark.parametrize("granularity", ["row", "filter", "2:4", "block2x2"])
+def test_granularities_that_channel_removal_would_cut_are_refused(granularity):
+    with pytest.raises(sparsetrain.SparsetrainError, match="chase removes single channels.*use one of weight, kernel"):
+        sparsetrain.create_method("chase", granularity=granularity)
+
+
 # --------------------------------------------------------------------------- bad input
 def test_bad_input():
     model = create_model("cnn1d", in_channels=1, width=8)

@@ -467,6 +467,8 @@ def test_schedules_table_and_plot(capsys, tmp_path):
     ("models", "resnet2*", "resnet20"),
     ("datasets", "mnist*", "mnist1d"),
     ("criteria", "mag*", "magnitude (also large_final)"),
+    ("granularities", "k*", "kernel"),
+    ("granularities", "N*", "N:M (e.g. 2:4)"),
 ])
 def test_every_registry_is_listed_by_a_glob(capsys, command, pattern, expect):
     rc, out, err = cli(capsys, command, pattern)
@@ -474,6 +476,14 @@ def test_every_registry_is_listed_by_a_glob(capsys, command, pattern, expect):
     assert expect in out and all(line.split()[0].startswith(pattern[:-1]) for line in out.splitlines())
     rc, _, err = cli(capsys, command, "no-such-*")
     assert rc == 2 and f"try 'sparsetrain {command}'" in err
+
+
+def test_granularities_lists_names_then_families(capsys):
+    rc, out, err = cli(capsys, "granularities")
+    assert rc == 0, err
+    first = [line.split()[0] for line in out.splitlines()]
+    assert first[:8] == sorted(["weight", "row", "column", "vector", "kernel", "channel", "in_channel", "filter"])
+    assert first[8:] == ["N:M", "blockHxW"] and "one kh x kw kernel" in out
 
 
 def test_a_second_registration_under_a_taken_name_is_an_error():

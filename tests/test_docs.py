@@ -250,3 +250,15 @@ def test_algorithm_section_references_in_the_code_resolve():
                   for title in re.findall(r'docs/algorithms\.md[,\s(]*"([^"]+)"', path.read_text())}
     assert cited, "no reference found: the pattern is stale"
     assert cited <= headings, f"sections cited but missing from docs/algorithms.md: {sorted(cited - headings)}"
+
+
+def test_method_pages_cited_in_the_code_exist_and_are_in_the_nav():
+    """Docstrings send flag tables to docs/methods/<method>.md: every cited page exists and the site shows it."""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    cited = {page for path in (ROOT / "src").rglob("*.py")
+             for page in re.findall(r"docs/(methods/[a-z0-9_]+\.md)", path.read_text())}
+    assert {"methods/chase.md", "methods/granet.md"} <= cited, "the pattern is stale"
+    missing = sorted(page for page in cited if not (DOCS / page).is_file())
+    assert not missing, f"docstrings cite pages that do not exist: {missing}"
+    unlisted = sorted(page for page in cited if f": {page}\n" not in nav)
+    assert not unlisted, f"pages missing from the mkdocs.yml nav: {unlisted}"

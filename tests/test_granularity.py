@@ -170,3 +170,19 @@ def test_filter_dependents():
     assert filter_dependents(nn.Linear(2, 2), "weight") == [("bias", 0)]
     with pytest.raises(SparsetrainError, match="not a parameter"):
         filter_dependents(net, "9.weight")
+
+
+def test_granularities_are_a_registry_with_families():
+    from sparsetrain.core.registry import REGISTRIES, Registry
+    assert REGISTRIES["granularity"] is GRANULARITIES and isinstance(GRANULARITIES, Registry)
+    assert GRANULARITIES.families() == ["N:M (e.g. 2:4)", "blockHxW (e.g. block4x4)"]
+    assert GRANULARITIES.get("3:8").name == "3:8" and GRANULARITIES.get("block2x2").name == "block2x2"
+    assert "2:4" not in GRANULARITIES and "kernel" in GRANULARITIES  # families build, they are not entries
+    with pytest.raises(SparsetrainError, match="family 'N:M .*already registered"):
+        GRANULARITIES.register_family("N:M (e.g. 2:4)", lambda name: None)
+    saved = GRANULARITIES.snapshot()
+    GRANULARITIES.register_family("Nx (test)", lambda name: GRANULARITIES.get("weight") if name == "1x" else None)
+    assert get_granularity("1x").name == "weight"
+    GRANULARITIES.restore(saved)
+    with pytest.raises(SparsetrainError, match="unknown granularity '1x'"):
+        get_granularity("1x")

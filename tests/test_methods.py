@@ -47,6 +47,16 @@ def test_registry_lists_and_globs():
     assert sparsetrain.method_info("granet")["paper"].startswith("Liu")
 
 
+def test_every_method_takes_a_granularity_with_weight_as_default():
+    from sparsetrain.methods import method_signature
+    for name in sparsetrain.list_methods():
+        params = method_signature(name).parameters
+        assert "granularity" in params, f"{name} takes no granularity"
+        assert params["granularity"].default == "weight", f"{name}: granularity defaults to something else"
+        with pytest.raises(SparsetrainError, match="unknown granularity 'kernal'. Did you mean: kernel"):
+            sparsetrain.create_method(name, granularity="kernal", **({"update_every": 10} if name == "snfs" else {}))
+
+
 def test_unknown_method_lists_close_names():
     with pytest.raises(SparsetrainError, match="Did you mean: rigl"):
         sparsetrain.create_method("rigll")

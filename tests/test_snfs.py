@@ -165,3 +165,52 @@ def test_a_state_from_the_two_pass_ema_is_rescaled_once():
     observe(new, {"w": torch.tensor([1.0])})
     assert float(old.state["grad_ema"]["w"]) == pytest.approx(float(new.state["grad_ema"]["w"]))
     assert old.state["grad_ema_scaled"] is True
+
+
+def test_adjusted_death_on_rows_counts_and_drops_whole_groups():
+    """The same rule over whole rows: n_l and s_l count rows, the rows of lowest mean |w| go."""
+    from sparsetrain.ops.regrow import adjusted_death
+
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 1.0, 1.0], [0.1, 0.2, 0.3], [5.0, 0.0, 0.0], [0.5, 0.5, 0.5]]))
+        model[1].weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.1, 0.1, 0.1, 0.1]]))
+    sp = sparsetrain.attach(model, None, "static", density=1.0, total_steps=1)
+    masks = sp.ctx.masks
+    masks["0.weight"] = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 0, 0], [0, 0, 0]], dtype=torch.bool)  # 3 of 4 rows
+    removed = adjusted_death(lambda step, total: 0.5, "none", "row")(sp.ctx)
+    # layer 0: 3 alive rows of 4 (sparsity 0.25, ordinary rate): ceil(1.5) = 2 rows go, the lowest mean |w|
+    # over the whole row: row 1 (0.2) and row 0 (1.0); row 2 (5/3) stays with its one active weight
+    assert masks["0.weight"].tolist() == [[False] * 3, [False] * 3, [True, False, False], [False] * 3]
+    # layer 1: dense (sparsity 0) but its share 8 / (12 + 8) = 0.4 < 1/2 layers: rate 0.5, ceil(1) row goes
+    assert masks["1.weight"].tolist() == [[True] * 4, [False] * 4]
+    assert removed == {"0.weight": 6, "1.weight": 4}
+
+
+def test_snfs_on_row_groups_and_n_m_keeps_its_structure():
+    """SNFS with a granularity: masks stay whole rows (or exactly 2 of every 4), counts per layer unchanged."""
+    for granularity, check in (("row", lambda m: bool(((m.sum(1) == 0) | (m.sum(1) == m.shape[1])).all())),
+                               ("2:4", lambda m: bool((m.reshape(-1, 4).sum(1) == 2).all()))):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sp = sparsetrain.attach(model, opt, "snfs", density=0.5, update_every=2, total_steps=12,
+                                granularity=granularity, redistribution="none")
+        counts = {n: int(m.sum()) for n, m in sp.masks.items()}
+        x, y = torch.randn(16, 8), torch.randint(0, 4, (16,))
+        for _ in range(12):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        assert len(sp.history) == 6 and all(h["dropped"] == h["grown"] > 0 for h in sp.history[1:]), sp.history
+        assert any(h["changed"] > 0 for h in sp.history[1:]), f"{granularity}: the topology never moved"
+        assert {n: int(m.sum()) for n, m in sp.masks.items()} == counts
+        assert all(check(m) for m in sp.masks.values()), granularity
+
+
+def test_snfs_groups_with_redistribution_is_refused_with_what_to_do():
+    from sparsetrain.errors import SparsetrainError
+    with pytest.raises(SparsetrainError, match="granularity 'kernel' pass redistribution='none'"):
+        sparsetrain.create_method("snfs", update_every=10, granularity="kernel")
+    with pytest.raises(SparsetrainError, match="unknown granularity 'kernal'"):
+        sparsetrain.create_method("snfs", update_every=10, granularity="kernal", redistribution="none")

@@ -43,8 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from sparsetrain.core.layout import from_out_first, num_outputs, out_axis, out_first, out_first_shape
+from sparsetrain.core.registry import Registry, lookup
 from sparsetrain.core.topk import exact_count, topk_mask
-from sparsetrain.errors import SparsetrainError, unknown_choice
+from sparsetrain.errors import SparsetrainError
 
 Shape = tuple[int, ...] | torch.Size
 
@@ -57,6 +58,8 @@ class Granularity:
     """Base: a way of grouping the weights of one tensor."""
 
     name = "granularity"
+    #: one line for ``sparsetrain granularities``
+    summary = "a way of grouping weights"
 
     def check(self, shape: Shape, layer_name: str = "weight") -> None:
         """Raise :class:`SparsetrainError` naming ``layer_name`` if this granularity cannot group ``shape``."""
@@ -86,8 +89,10 @@ class Granularity:
 class DimGranularity(Granularity):
     """Groups = all weights that differ only along the reduced dims ``reduce(ndim)``."""
 
-    def __init__(self, name: str, reduce: Callable[[int], tuple[int, ...]], min_ndim: int, needs: str):
+    def __init__(self, name: str, reduce: Callable[[int], tuple[int, ...]], min_ndim: int, needs: str,
+                 summary: str = ""):
         self.name, self._reduce, self.min_ndim, self.needs = name, reduce, min_ndim, needs
+        self.summary = summary or f"granularity {name!r}"
 
     def dims(self, ndim: int) -> tuple[int, ...]:
         """The reduced dims (non-negative, sorted) for a tensor of ``ndim`` dims."""
@@ -220,16 +225,37 @@ def _all_but(keep: int) -> Callable[[int], tuple[int, ...]]:
 
 
 _CONV = "it needs a conv weight [out, in, *kernel] (3 or more dims)"
-GRANULARITIES: dict[str, Granularity] = {
-    "weight": DimGranularity("weight", lambda ndim: (), 1, ""),
-    "row": DimGranularity("row", lambda ndim: (-1,), 2, "it needs a weight with at least 2 dims"),
-    "column": DimGranularity("column", lambda ndim: (-2,), 2, "it needs a weight with at least 2 dims"),
-    "vector": DimGranularity("vector", lambda ndim: (2,), 3, _CONV),
-    "kernel": DimGranularity("kernel", lambda ndim: tuple(range(2, ndim)), 3, _CONV),
-    "channel": DimGranularity("channel", lambda ndim: (1,), 3, _CONV + "; for a Linear output unit use 'row'"),
-    "in_channel": DimGranularity("in_channel", _all_but(1), 3, _CONV + "; for a Linear input feature use 'column'"),
-    "filter": DimGranularity("filter", _all_but(0), 2, "it needs a weight with at least 2 dims"),
-}
+_2D = "it needs a weight with at least 2 dims"
+#: every granularity by name (``sparsetrain granularities`` lists them); ``N:M`` and ``blockHxW`` are families
+GRANULARITIES: Registry[Granularity] = Registry("granularity")
+for _gran in (
+    DimGranularity("weight", lambda ndim: (), 1, "", "one weight (unstructured)"),
+    DimGranularity("row", lambda ndim: (-1,), 2, _2D, "the weights along the last dim: a kernel row, a Linear row"),
+    DimGranularity("column", lambda ndim: (-2,), 2, _2D,
+                   "the weights along the second-to-last dim: a kernel column, a Linear column"),
+    DimGranularity("vector", lambda ndim: (2,), 3, _CONV, "fasterai's vector: along the kernel height (conv)"),
+    DimGranularity("kernel", lambda ndim: tuple(range(2, ndim)), 3, _CONV, "one kh x kw kernel (conv)"),
+    DimGranularity("channel", lambda ndim: (1,), 3, _CONV + "; for a Linear output unit use 'row'",
+                   "fasterai's channel: all input channels at one kernel position of one filter (conv)"),
+    DimGranularity("in_channel", _all_but(1), 3, _CONV + "; for a Linear input feature use 'column'",
+                   "one input channel across every filter (conv; removable)"),
+    DimGranularity("filter", _all_but(0), 2, _2D, "one output unit / filter (with its bias and next BatchNorm)"),
+):
+    GRANULARITIES.register(_gran.name, _gran)
+
+
+@GRANULARITIES.register_family("N:M (e.g. 2:4)")
+def _parse_nm(name: str) -> NMGranularity | None:
+    """Exactly N of every M consecutive weights along the input dim (NVIDIA ASP layout; density N/M)."""
+    found = re.fullmatch(r"(\d+):(\d+)", name)
+    return NMGranularity(int(found.group(1)), int(found.group(2))) if found else None
+
+
+@GRANULARITIES.register_family("blockHxW (e.g. block4x4)")
+def _parse_block(name: str) -> BlockGranularity | None:
+    """H x W blocks of the 2-D view [out, in*kh*kw] (also written block:HxW)."""
+    found = re.fullmatch(r"block:?(\d+)x(\d+)", name)
+    return BlockGranularity(int(found.group(1)), int(found.group(2))) if found else None
 
 
 class Oriented(Granularity):
@@ -285,14 +311,7 @@ def get_granularity(name: str | Granularity) -> Granularity:
     """
     if isinstance(name, Granularity):
         return name
-    key = str(name).strip().lower()
-    if key in GRANULARITIES:
-        return GRANULARITIES[key]
-    if nm := re.fullmatch(r"(\d+):(\d+)", key):
-        return NMGranularity(int(nm.group(1)), int(nm.group(2)))
-    if block := re.fullmatch(r"block:?(\d+)x(\d+)", key):
-        return BlockGranularity(int(block.group(1)), int(block.group(2)))
-    raise unknown_choice("granularity", str(name), [*GRANULARITIES, "N:M (e.g. 2:4)", "blockHxW (e.g. block4x4)"])
+    return lookup(GRANULARITIES, str(name).strip().lower())
 
 
 def group_granularity(name: str | Granularity) -> Granularity:

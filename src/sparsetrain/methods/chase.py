@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sparsetrain import cadence, ops
+from sparsetrain.core.granularity import get_granularity
 from sparsetrain.errors import SparsetrainError, check_fraction, unknown_choice
-from sparsetrain.methods.common import check_count, check_density, check_window
+from sparsetrain.methods.common import check_count, check_density, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops.channels import (
     CURVES,
@@ -16,9 +17,15 @@ from sparsetrain.ops.channels import (
     grow_global_to,
     prune_channels,
     shrink_rule,
+    surviving,
 )
 from sparsetrain.ops.channels import channel_sparsity as sparsity_curve
+from sparsetrain.ops.groups import drop_groups, grow_groups_to
 from sparsetrain.schedules import constant, cosine_decay
+
+#: granularities whose groups lie inside one conv kernel (one output and one input channel), so removing a channel
+#: takes whole groups: these compose with channel removal and with Chase's global parameter reallocation
+WITHIN_A_KERNEL = ("weight", "kernel", "vector")
 
 
 @register_method("chase", family="channel-level dst", paper="Yin et al. 2023, Dynamic Sparsity Is Channel-Level "
@@ -28,7 +35,7 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
           curve: str = "cubic", score: str = "umm", update_every: int = 1000, bound: float = 0.05,
           soft_end: float = 130 / 160, drop_fraction: float = 0.5, distribution: str = "erk",
           mest: bool = True, prune_skip: bool = False, ignore: tuple[str, ...] = (),
-          score_norm: str = "none") -> Method:
+          score_norm: str = "none", granularity: str = "weight") -> Method:
     """Chase: unstructured DST whose sparsest channels are removed during training.
 
     Algorithm (docs/algorithms.md, "Chase"), t = optimizer steps done, N = size of all
@@ -48,32 +55,14 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
     4. after ``soft_end``: drop ceil(r_t * active) by global |w| and regrow to
        exact_count(d, N) by global |gradient|, r_t cosine 0.5 -> 0.005 over the run.
 
-    The Chase command line -> argument (docs/methods/chase.md has the full table):
-    ``--density`` -> ``density``; ``--start_layer_rate`` -> ``channel_sparsity`` (S_c);
-    ``--layer_interval`` -> ``channel_every`` (steps; ImageNet gives epochs: multiply by
-    the steps per epoch); the hard-coded +500 (ImageNet: update_frequency/2) ->
-    ``channel_offset`` (default ``update_every // 2``); ``--stop_gmp_epochs`` ->
-    ``end`` (fraction; ``end_epoch`` in a recipe); ``--minumum_ratio`` -> ``min_ratio``
-    (beta); ``--gpm_filter_pune`` -> ``curve="cubic"`` (without it ``"cosine"``);
-    ``--mag_wise`` / ``--mask_wise`` / ``--kernal_wise`` / ``--connection_wise`` ->
-    ``score="umm"`` / ``"mask_wise"`` / ``"kernel_wise"`` / ``"connection_wise"``;
-    ``--update_frequency`` -> ``update_every``; ``--death-rate`` (ImageNet
-    ``--prune-rate``) -> ``bound`` (delta_0); ``--stop_dst_epochs`` E_stop of E epochs
-    -> ``soft_end`` = (E - E_stop) / E (``soft_end_epoch`` in a recipe); ``--mest`` ->
-    ``mest`` (False: step 4 from the start, plain ``--dst``); ``--mest_dst`` is step 4;
-    ``--sparse_init fixed_ERK`` -> ``distribution="erk"``; ``--growth global_gradients
-    --death global_magnitude`` are built in; the paper's "Chase (prune skip)" ->
-    ``prune_skip=True``. ``ignore`` (module globs) keeps layers out of channel removal:
-    the seed's VGG-19 never prunes its last conv, its ResNet-50 never its stem.
-    ``channel_sparsity=0`` is Chase with S_c = 0 (no tracing, no example input needed).
-
-    ``score_norm`` is OUR EXTENSION, not in the paper or the released code:
-    ``"none"`` (default, the seed) ranks raw channel scores across all layers;
-    ``"layer"`` divides each score by its layer's mean score over all its original
-    channels (removed ones count as 0) before the global ranking, so layers compete on relative weakness
-    instead of on their weight scale (raw UMM favours removing the wide late
-    layers, whose Kaiming-init weights are small, and keeps the FLOP-heavy early
-    ones). See ``docs/methods/chase.md`` and ``benchmarks/results_inference.md``.
+    ``channel_sparsity=0`` is Chase with S_c = 0 (no tracing, no example input
+    needed); ``prune_skip=True`` is the paper's "Chase (prune skip)"; ``ignore``
+    (module globs) keeps layers out of channel removal. ``score_norm="layer"`` is
+    OUR EXTENSION (layer-relative channel scores), not in the paper or the
+    released code. ``granularity`` may be ``"kernel"`` or ``"vector"`` (groups
+    inside one kernel, which channel removal takes whole): steps 3 and 4 then drop
+    and grow whole groups, counted in groups. docs/methods/chase.md maps every
+    flag of the Chase command line to an argument and explains ``score_norm``.
 
     Example:
         >>> m = chase(density=0.1, channel_sparsity=0.0)
@@ -96,15 +85,26 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
         raise unknown_choice("score_norm", score_norm, SCORE_NORMS)
     if channel_sparsity >= 1.0:
         raise SparsetrainError("channel_sparsity (S_c) must be below 1: some channels must stay.")
+    gran = get_granularity(granularity).name
+    if gran not in WITHIN_A_KERNEL:
+        raise SparsetrainError(f"chase removes single channels, which would cut groups of granularity {gran!r} "
+                               f"(they span several channels, or fix each layer's density); use one of "
+                               f"{', '.join(WITHIN_A_KERNEL)} (groups inside one kernel).")
     offset = update_every // 2 if channel_offset is None else int(channel_offset)
     delta = cosine_decay(bound, 0.0, horizon=soft_end)
+    if gran == "weight":
+        drop, grow_to = drop_global(cosine_decay(drop_fraction, 0.005)), grow_global_to
+    else:  # the same steps on whole groups, counted in groups
+        drop = drop_groups(cosine_decay(drop_fraction, 0.005), "magnitude", gran, scope="global").as_op()
+
+        def grow_to(target):
+            return grow_groups_to(target, "gradient", gran, allowed=surviving)
     # Chase's truncate_weights applies the masks between its halves: a dropped weight regrown at once restarts at 0
-    dst = ops.chain(drop_global(cosine_decay(drop_fraction, 0.005)), ops.apply_masks(),
-                    grow_global_to(constant(density)), name="dst")
-    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global"), ops.apply_masks(),
-                     grow_global_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
+    dst = ops.chain(drop, ops.apply_masks(), grow_to(constant(density)), name="dst")
+    soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global", granularity=gran), ops.apply_masks(),
+                     grow_to(lambda t, T: density + delta(t, T)), name="mest_soft_bound")
     updates = []
-    init = ops.init_random(distribution, density)
+    init = initial_mask(distribution, density, gran)
     shrink = None
     if channel_sparsity > 0:
         init = ops.chain(init, channel_plan(channel_sparsity, min_ratio, prune_skip, ignore))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sparsetrain import cadence, ops
+from sparsetrain.core.granularity import NMGranularity, get_granularity
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
     PRUNE_MODES,
@@ -16,6 +17,7 @@ from sparsetrain.methods.common import (
 )
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops import remember_weights
+from sparsetrain.ops.groups import nm_drop_and_grow, regrow_groups
 from sparsetrain.ops.regrow import adjusted_death
 from sparsetrain.schedules import constant, cosine_decay
 
@@ -112,7 +114,7 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
 @register_method("snfs", family="dst", paper="Dettmers & Zettlemoyer 2019, Sparse Momentum")
 def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: float = 0.5,
          redistribution: str = "momentum", momentum: float = 0.9, update_every: int | None = None,
-         steps_per_epoch: int | None = None) -> Method:
+         steps_per_epoch: int | None = None, granularity: str = "weight") -> Method:
     """Sparse momentum: magnitude death, momentum redistribution and growth (docs/algorithms.md, "SET, SNFS and RigL").
 
     Updates at the end of every epoch but the last (pass ``steps_per_epoch``;
@@ -126,6 +128,17 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
     layer's share rounded up to at least one weight (``ops.regrow``); a
     weight-decay-free EMA gave BatchNorm'd stems a statistic ~0 and emptied
     them (issue 2).
+
+    With a ``granularity`` of whole groups (kernel, row, filter, blockHxW, ...)
+    death and growth take whole groups by mean |w| and mean |momentum|; groups
+    differ in size between layers, so each layer regrows what it lost
+    (``redistribution="none"``). With "N:M" every group of M keeps exactly N
+    and an update swaps one weight in the ceil(r_t G) groups whose weakest
+    weight is weakest (``density`` is then N/M).
+
+    Example:
+        >>> [u.op.name for u in snfs(update_every=100, granularity="kernel", redistribution="none").updates]
+        ['prune_and_regrow']
     """
     check_density(density)
     if update_every is None and steps_per_epoch is None:
@@ -136,9 +149,18 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
     rate = cosine_decay(drop_fraction, 0.005)
+    gran = get_granularity(granularity)
+    if gran.name != "weight" and redistribution != "none":
+        raise SparsetrainError(f"snfs redistributes single weights between layers; with granularity "
+                               f"{gran.name!r} pass redistribution='none' (each layer regrows what it lost).")
+    if isinstance(gran, NMGranularity):
+        update = nm_drop_and_grow(rate, gran.n, gran.m, "magnitude", "momentum", rounding="ceil")
+    else:
+        grower = ops.regrow("momentum", redistribution) if gran.name == "weight" else \
+            regrow_groups("momentum", gran.name)
+        update = ops.prune_and_regrow(adjusted_death(rate, redistribution, gran.name), grower)
     return Method(
-        init=ops.init_random(distribution, density),
-        updates=(ops.when(due, ops.prune_and_regrow(adjusted_death(rate, redistribution),
-                                                    ops.regrow("momentum", redistribution))),),
+        init=initial_mask(distribution, density, gran.name),
+        updates=(ops.when(due, update),),
         observers=(grad_ema(momentum),),
     )

@@ -70,16 +70,11 @@ def granet(density: float = 0.1, initial_density: float = 0.5, sparse_init: str 
     """GraNet: every ``update_every`` steps, global cubic GMP to the scheduled density, then
     zero-cost neuroregeneration (drop ⌈r_t n_l⌉ per layer, regrow as many by gradient).
 
-    Arguments map to the GraNet command line (docs/methods.md, "granet"):
-    ``density`` = --final-density, ``initial_density`` = --init-density
-    (1.0 gives s_i = 0, dense-to-sparse; 0.5 gives s_i = 0.5), ``sparse_init`` =
-    --sparse-init, ``prune`` / ``growth`` / ``redistribution`` = --prune /
-    --growth / --redistribution (all honoured: the CIFAR code ignored them),
-    ``drop_fraction`` = --prune-rate (cosine to 0.005 over the whole run),
-    ``update_every`` = --update-frequency, ``start`` / ``end`` = --init-prune-epoch /
-    --final-prune-epoch as fractions of training, ``pruning_rate`` =
-    --pruning-rate for the prune_* inits. ``granularity`` (kernel, filter,
-    blockHxW, ...) prunes and regenerates whole groups, scored by their mean.
+    ``initial_density=1.0`` is the paper's s_i = 0 (dense to sparse), 0.5 its s_i = 0.5;
+    ``start`` / ``end`` are fractions of training; ``prune``, ``growth`` and
+    ``redistribution`` all act (the CIFAR code ignored them). ``granularity``
+    (kernel, filter, blockHxW, ...) prunes and regenerates whole groups, scored by
+    their mean. docs/methods/granet.md maps every GraNet flag to an argument.
 
     Example:
         >>> m = granet(initial_density=1.0)

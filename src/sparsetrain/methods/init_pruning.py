@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import group_granularity
+from sparsetrain.core.granularity import get_granularity, group_granularity
 from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.distributions import DISTRIBUTIONS, layer_densities
 from sparsetrain.errors import SparsetrainError, unknown_choice
@@ -82,8 +82,9 @@ def fixed_mask(name: str, select: Callable[[SparseContext], dict], on_collapse: 
     return Op(run, name=f"init_{name}")
 
 
-def _check(density: float, scope: str, distribution: str, on_collapse: str) -> None:
+def _check(density: float, scope: str, distribution: str, on_collapse: str, granularity: str) -> None:
     check_density(density)
+    get_granularity(granularity)  # a bad name is refused when the method is built, not when it attaches
     if scope not in SCOPES:
         raise unknown_choice("scope", scope, SCOPES)
     if distribution not in DISTRIBUTIONS:
@@ -111,7 +112,7 @@ def snip(density: float = 0.1, n_batches: int = 1, scope: str = "global", distri
         >>> create_method("snip", density=0.05).config["scope"]
         'global'
     """
-    _check(density, scope, distribution, on_collapse)
+    _check(density, scope, distribution, on_collapse, granularity)
     check_count(n_batches, "n_batches")
 
     def select(ctx: SparseContext) -> dict:
@@ -138,7 +139,7 @@ def grasp(density: float = 0.1, n_batches: int = 1, temperature: float = 200.0, 
     scores belong to other weights than those trained; we score the weights that are trained. Its
     ``<=`` threshold keeps every tie; we keep exact counts (ties to the lower index).
     """
-    _check(density, scope, distribution, on_collapse)
+    _check(density, scope, distribution, on_collapse, granularity)
     check_count(n_batches, "n_batches")
     if not temperature > 0:
         raise SparsetrainError(f"grasp temperature must be > 0, got {temperature!r}.")
@@ -162,7 +163,7 @@ def synflow(density: float = 0.1, iterations: int = 100, scope: str = "global", 
     1 to ``density``), globally. Reads the input shape from ``example_input`` (or the first
     batch of ``data``) given to attach; no labels are used.
     """
-    _check(density, scope, distribution, on_collapse)
+    _check(density, scope, distribution, on_collapse, granularity)
     check_count(iterations, "iterations")
 
     def select(ctx: SparseContext) -> dict:
@@ -188,7 +189,7 @@ def random(density: float = 0.1, distribution: str = "erk", on_collapse: str = "
            granularity: str = "weight") -> Method:
     """Random pruning at init: exact-count random masks per layer of ``distribution``
     (``uniform``, ``er``, ``erk``, ``smart_ratio``, ``smart_ratio_vgg``, or ``global``)."""
-    _check(density, "layer", distribution, on_collapse)
+    _check(density, "layer", distribution, on_collapse, granularity)
 
     def select(ctx: SparseContext) -> dict:
         return {**initial_mask(distribution, density, granularity)(ctx), "density_target": density}
@@ -201,7 +202,7 @@ def lottery_ticket(density: float = 0.1, scope: str = "global", distribution: st
     """Magnitude at init: keep the largest |w| of the initial weights, globally (ITOP's
     ``lottery_ticket`` sparse init, docs/algorithms.md, "Sparse initialisation and layer densities") or per layer of
     ``distribution``."""
-    _check(density, scope, distribution, on_collapse)
+    _check(density, scope, distribution, on_collapse, granularity)
 
     def select(ctx: SparseContext) -> dict:
         if granularity != "weight":

@@ -53,6 +53,15 @@ class Dropper:
     def __call__(self, ctx: SparseContext) -> dict[str, int]:
         return self.fn(ctx)
 
+    def as_op(self) -> Op:
+        """This drop on its own, as an op whose event is ``{"dropped": total}`` (a drop half of a chain).
+
+        Example:
+            >>> Dropper(lambda ctx: {"w": 2, "v": 1}, name="two").as_op()(None)
+            {'dropped': 3}
+        """
+        return Op(lambda ctx: {"dropped": sum(self(ctx).values())}, needs_grad=self.needs_grad, name=self.name)
+
 
 @dataclass(frozen=True)
 class Grower:

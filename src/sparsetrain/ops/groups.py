@@ -9,14 +9,18 @@ grouping into whole groups and is refused here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import Granularity, NMGranularity, group_granularity, oriented
+from sparsetrain.core.kernels import count_true
 from sparsetrain.core.layout import from_out_first, out_first
-from sparsetrain.core.topk import exact_count, topk_mask
+from sparsetrain.core.topk import exact_count, global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.distributions import layer_densities
+from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Dropper, Grower, Op
 from sparsetrain.ops.prune import ROUNDING
 from sparsetrain.schedules import Schedule
@@ -50,28 +54,77 @@ def init_random_groups(distribution: str, density: float, granularity: str, **di
     return Op(run, name=f"init_random_groups[{gran.name}]")
 
 
-def drop_groups(fraction: Schedule, criterion: str | Criterion, granularity: str, rounding: str = "ceil") -> Dropper:
+def drop_groups(fraction: Schedule, criterion: str | Criterion, granularity: str, rounding: str = "ceil",
+                scope: str = "layer") -> Dropper:
     """Remove rounding(r * g_l) of each layer's g_l active groups with the lowest mean score.
 
-    Returns the number of weights removed per layer (groups x group size).
+    ``scope="global"``: rounding(r * sum g_l) groups ranked across all layers
+    (Chase's global magnitude death on groups). Returns the number of weights
+    removed per layer (groups x group size).
+
+    Example:
+        >>> drop_groups(lambda t, T: 0.5, "magnitude", "kernel", scope="global").name
+        'drop_groups[kernel,global]'
     """
     gran, crit, round_fn = group_granularity(granularity), get_criterion(criterion), ROUNDING[rounding]
+    if scope not in ("layer", "global"):
+        raise unknown_choice("scope", scope, ["layer", "global"])
 
     def drop(ctx: SparseContext) -> dict[str, int]:
         r = fraction(ctx.step, ctx.total_steps)
+        layers = {n: oriented(gran, ctx.out_axis(n)) for n in ctx.params}
+        alive = {n: _alive(layers[n], ctx.masks[n]) for n in ctx.params}
+        counts = {n: count_true(a) for n, a in alive.items()}
+        scores = {n: layers[n].group_scores(crit(ctx, n).float()) for n in ctx.params}
+        if scope == "global":
+            n_alive = sum(counts.values())
+            keep = global_topk(scores, n_alive - min(n_alive, round_fn(r * n_alive)), alive, n_candidates=n_alive)
+        else:
+            keep = {n: topk_mask(scores[n], counts[n] - min(counts[n], round_fn(r * counts[n])), alive[n])
+                    for n in ctx.params}
         removed = {}
         for n, p in ctx.params.items():
-            layer = oriented(gran, ctx.out_axis(n))
-            alive = _alive(layer, ctx.masks[n])
-            n_alive = int(torch.count_nonzero(alive))
-            k = min(n_alive, round_fn(r * n_alive))
+            k = counts[n] - count_true(keep[n])
             if k > 0:
-                keep = topk_mask(layer.group_scores(crit(ctx, n).float()), n_alive - k, alive)
-                ctx.masks[n] = layer.expand(keep, p.shape).to(p.device) & ctx.masks[n]
-            removed[n] = k * _group_size(layer, p.shape)
+                ctx.masks[n] = layers[n].expand(keep[n], p.shape).to(p.device) & ctx.masks[n]
+            removed[n] = k * _group_size(layers[n], p.shape)
         return removed
 
-    return Dropper(drop, needs_grad=needs_grad(crit), name=f"drop_groups[{granularity}]")
+    name = f"drop_groups[{granularity}]" if scope == "layer" else f"drop_groups[{granularity},global]"
+    return Dropper(drop, needs_grad=needs_grad(crit), name=name)
+
+
+def grow_groups_to(density: Schedule, criterion: str | Criterion, granularity: str,
+                   allowed: Callable[[SparseContext], dict[str, torch.Tensor]] | None = None) -> Op:
+    """Grow to exact_count(d(t), G) active groups of all layers' G groups (of the original size), by a
+    global top-k of mean ``criterion`` over inactive groups (Chase's global growth on groups).
+
+    ``allowed(ctx) -> {name: element mask}`` limits growth to groups whose every
+    weight is allowed (Chase: inside surviving channels); a layer it omits is open.
+
+    Example:
+        >>> grow_groups_to(lambda t, T: 0.1, "gradient", "kernel").name
+        'grow_groups_to[kernel]'
+    """
+    gran, crit = group_granularity(granularity), get_criterion(criterion)
+
+    def run(ctx: SparseContext) -> dict:
+        layers = {n: oriented(gran, ctx.out_axis(n)) for n in ctx.params}
+        alive = {n: _alive(layers[n], ctx.masks[n]) for n in ctx.params}
+        total = sum(a.numel() for a in alive.values())
+        k = exact_count(density(ctx.step, ctx.total_steps), total) - sum(count_true(a) for a in alive.values())
+        if k <= 0:
+            return {"grown": 0}
+        fits = allowed(ctx) if allowed is not None else {}
+        open_ = {n: ~alive[n] & (layers[n].group_scores(fits[n].float()) >= 1.0 if n in fits else True)
+                 for n in ctx.params}
+        new = global_topk({n: layers[n].group_scores(crit(ctx, n).float()) for n in ctx.params}, k, open_)
+        grown = 0
+        for n, p in ctx.params.items():
+            ctx.masks[n] = ctx.masks[n] | layers[n].expand(new[n], p.shape).to(p.device)
+            grown += count_true(new[n]) * _group_size(layers[n], p.shape)
+        return {"grown": grown}
+    return Op(run, needs_grad=needs_grad(crit), name=f"grow_groups_to[{granularity}]")
 
 
 def regrow_groups(criterion: str | Criterion, granularity: str) -> Grower:
@@ -154,5 +207,5 @@ def nm_drop_and_grow(fraction: Schedule, n: int, m: int, drop: str | Criterion =
     return Op(run, needs_grad=needs_grad(drop_crit) or needs_grad(grow_crit), name=f"nm_drop_and_grow[{n}:{m}]")
 
 
-__all__ = ["drop_groups", "group_granularity", "init_random_groups", "init_random_nm", "nm_drop_and_grow",
-           "regrow_groups"]
+__all__ = ["drop_groups", "group_granularity", "grow_groups_to", "init_random_groups", "init_random_nm",
+           "nm_drop_and_grow", "regrow_groups"]

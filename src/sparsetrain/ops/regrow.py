@@ -98,7 +98,7 @@ def _momentum_buffer(ctx: SparseContext, name: str) -> torch.Tensor:
     return from_optimizer if from_optimizer is not None else get_criterion("momentum")(ctx, name)
 
 
-def adjusted_death(fraction: Schedule, redistribution: str = "momentum") -> Dropper:
+def adjusted_death(fraction: Schedule, redistribution: str = "momentum", granularity: str = "weight") -> Dropper:
     """sparse_learning's magnitude death with ``adjust_prune_rate``.
     See docs/algorithms.md, "Death and growth" and "Redistribution".
 
@@ -107,31 +107,39 @@ def adjusted_death(fraction: Schedule, redistribution: str = "momentum") -> Drop
     whose normalised statistic exceeds 1/L: it is still growing, so r_l =
     min(s_l, r) (a full layer is then not pruned at all). The statistic is the
     redistribution's (``none``: the layer size). Ties go as in ``drop_lowest``.
+    With a ``granularity`` of whole groups (kernel, row, blockHxW, ...) n_l and
+    s_l count the layer's groups, scored by their mean |w|.
 
     Example:
-        >>> callable(adjusted_death(lambda step, total: 0.5))
-        True
+        >>> adjusted_death(lambda step, total: 0.5, granularity="kernel").name
+        'adjusted_death[kernel]'
     """
+    gran = group_granularity(granularity)
+
     def drop(ctx: SparseContext) -> dict[str, int]:
         r = fraction(ctx.step, ctx.total_steps)
         how = redistribution if redistribution in ("magnitude", "nonzeros", "momentum") else None
         stats = {n: _layer_statistic(ctx, how, n) if how else float(ctx.numel(n)) for n in ctx.params}
         mass = sum(stats.values())
         removed = {}
-        for n in ctx.params:
-            active, numel = ctx.active(n), ctx.numel(n)
+        for n, p in ctx.params.items():
+            # weight level needs no orientation (and keeps its ties in the weight's own index order)
+            layer = gran if gran.name == "weight" else oriented(gran, ctx.out_axis(n))
+            alive = layer.group_scores(ctx.masks[n].float()) > 0
+            active, numel = count_true(alive), alive.numel()
             sparsity = 1.0 - active / numel
             rate = r
             if sparsity < 0.2 and mass > 0 and stats[n] / mass > 1.0 / len(stats):
                 rate = min(sparsity, r)
             k = min(active, ROUNDING["ceil"](rate * active))
             if k > 0:
-                keep = topk_mask(ctx.params[n].detach().abs().float(), active - k, ctx.masks[n]) \
-                    if active > k else torch.zeros_like(ctx.masks[n], dtype=torch.bool)
-                ctx.masks[n] = keep
-            removed[n] = k
+                keep = topk_mask(layer.group_scores(p.detach().abs().float()), active - k, alive) \
+                    if active > k else torch.zeros_like(alive)
+                ctx.masks[n] = layer.expand(keep, p.shape).to(p.device) & ctx.masks[n]
+            removed[n] = k * (p.numel() // numel)
         return removed
-    return Dropper(drop, needs_grad=False, name="adjusted_death")
+    name = "adjusted_death" if gran.name == "weight" else f"adjusted_death[{gran.name}]"
+    return Dropper(drop, needs_grad=False, name=name)
 
 
 def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none") -> Grower:
