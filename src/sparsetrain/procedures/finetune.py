@@ -106,4 +106,17 @@ class MaskedTrainer:
         return {"test_acc": acc, "time_s": time.perf_counter() - started}
 
 
+def __getattr__(name: str):
+    """``lr_at`` and ``accuracy`` were this module's own LR policy and evaluation; one of each is shared now."""
+    old = {"lr_at": ("epoch_lr", epoch_lr),
+           "accuracy": ("sparsetrain.train.tasks.evaluate(model, loader, device)[0]",
+                        lambda model, loader, device: evaluate(model, loader, device)[0])}
+    if name not in old:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+    warnings.warn(f"sparsetrain.procedures.finetune.{name} is deprecated and goes away in 0.3; use {old[name][0]}.",
+                  FutureWarning, stacklevel=2)
+    return old[name][1]
+
+
 __all__ = ["MaskedTrainer", "epoch_lr", "given_masks", "layer_densities", "masked_accuracy"]

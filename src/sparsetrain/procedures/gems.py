@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ from sparsetrain.procedures.gems_config import (
 from sparsetrain.procedures.scores import ScoreSearch, density_of, kaiming_normal_, signed_constant_
 from sparsetrain.train.data import create_dataset, make_loaders
 from sparsetrain.train.epoch import on_device, train_epoch
-from sparsetrain.train.models import create_model, model_signature
+from sparsetrain.train.models import create_model, input_kwargs
 from sparsetrain.train.tasks import Task
 
 
@@ -81,12 +80,10 @@ def build(cfg: dict) -> tuple[nn.Module, Any, Any]:
     splits = create_dataset(cfg["dataset"], root=cfg["data_root"], seed=cfg["seed"], **cfg["data_kwargs"])
     loaders = make_loaders(splits, cfg["batch_size"], seed=cfg["seed"], val_fraction=cfg["val_fraction"],
                            eval_batch_size=cfg["eval_batch_size"])
-    params, given = model_signature(cfg["model"]), cfg["model_kwargs"]
-    shape = splits.input_shape
-    derived = {"in_channels": int(shape[0]), "in_features": int(math.prod(shape)), "image_size": int(shape[-1])}
-    kwargs = {k: v for k, v in derived.items() if k in params and given.get(k) is None}
+    given = cfg["model_kwargs"]
     torch.manual_seed(cfg["seed"])
-    model = create_model(cfg["model"], num_classes=splits.num_classes, **kwargs, **given)
+    model = create_model(cfg["model"], num_classes=splits.num_classes,
+                         **input_kwargs(cfg["model"], splits.input_shape, given), **given)
     return model.to(cfg["device"]), loaders, splits
 
 

@@ -312,7 +312,9 @@ def _check_same(out: Path, cfg: dict, imp: ImpConfig) -> None:
                                "only imp.rounds / imp.target_density may change. Use a new --out folder.")
 
 
-def _prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: bool) -> None:
+def prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: bool) -> None:
+    """Make ``out`` ready for the procedure and write its ``imp.yaml``; a folder that already holds
+    one is continued (``resume``, same configuration), replaced (``overwrite``) or refused."""
     import yaml
 
     from sparsetrain.train.folders import replace_folder
@@ -386,7 +388,7 @@ def run_imp(cfg: dict, imp: ImpConfig, out_dir: str | Path, resume: bool = False
     ``imp_accuracy.png``. Re-running with ``resume=True`` skips complete rounds.
     """
     out = Path(out_dir)
-    _prepare_out(out, cfg, imp, resume, overwrite)
+    prepare_out(out, cfg, imp, resume, overwrite)
     rows = []
     for r in range(imp.rounds + 1):
         rows.append(run_round(cfg, imp, out, r))

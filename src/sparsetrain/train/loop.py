@@ -7,7 +7,6 @@ PyTorch loop, with DistributedDataParallel when launched by ``torchrun``.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from sparsetrain.schedules.lr import lr_schedule
 from sparsetrain.train.config import EPOCH_KEYS, builder_kwargs
 from sparsetrain.train.data import create_dataset
 from sparsetrain.train.epoch import on_device, train_epoch
-from sparsetrain.train.models import create_model
+from sparsetrain.train.models import create_model, input_kwargs
 from sparsetrain.train.run import RunLogger
 from sparsetrain.train.tasks import Task, evaluate, get_task
 
@@ -140,7 +139,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
 
     task = get_task(splits.task)
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
-                         **_input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
+                         **input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
                          **builder_kwargs(cfg, "model"))
     if resume:  # a run shrunk while it trained continues at its narrowed widths
         apply_saved_widths(model, run_dir)
@@ -244,19 +243,6 @@ def apply_saved_widths(model: nn.Module, run_dir: str | Path) -> None:
     spec = (load_checkpoint(path).get("sparsifier") or {}).get("width_spec")
     if spec and spec.get("widths"):
         apply_widths(model, spec)
-
-
-def _input_kwargs(model_name: str, input_shape, given: dict | None = None) -> dict[str, int]:
-    """Fill the model's input-size arguments from the data's shape unless the config sets them.
-
-    ``in_channels`` from the first dim, ``in_features`` (MLP) from the product,
-    ``image_size`` (LeNet-5) and ``context`` (a sequence model's length) from the last dim.
-    """
-    from sparsetrain.train.models import model_signature
-    params, given = model_signature(model_name), given or {}
-    derived = {"in_channels": int(input_shape[0]), "in_features": int(math.prod(input_shape)),
-               "image_size": int(input_shape[-1]), "context": int(input_shape[-1])}
-    return {k: v for k, v in derived.items() if k in params and given.get(k) is None}
 
 
 __all__ = ["NonFiniteLoss", "build_lr_schedule", "build_optimizer", "evaluate", "train"]
