@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from sparsetrain.errors import SparsetrainError, check_count, check_density, unk
 from sparsetrain.methods.registry import Method
 from sparsetrain.ops import Op
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
+from sparsetrain.train.config import register_section
 
 #: the internal method a round trains with (registered only while a round trains)
 ROUND_METHOD = "_imp_round"
@@ -75,6 +76,11 @@ class ImpConfig:
         """Target density of round ``r`` (1.0 for the dense round 0)."""
         d = (1.0 - self.prune_fraction) ** r
         return 1.0 if r == 0 else max(d, self.target_density or 0.0)
+
+
+#: the ``imp:`` section of the one config (``--imp.rounds 2``), checked by :func:`make_imp_config`
+register_section("imp", {f.name: (None if f.default is MISSING else f.default)
+                         for f in fields(ImpConfig)}, check=lambda raw: make_imp_config(raw))
 
 
 def rounds_to_reach(target: float, prune_fraction: float) -> int:
@@ -264,34 +270,19 @@ def load_tickets_config(config: str | Path | None = None,
         >>> cfg["epochs"], imp.rounds, imp.scope
         (1, 2, 'global')
     """
-    from sparsetrain.train.config import (
-        BUILDER_SECTIONS,
-        DEFAULTS,
-        TRAINER_KEYS,
-        deep_merge,
-        parse_overrides,
-        read_recipe,
-        validate,
-    )
+    from sparsetrain.train.config import merge_config, parse_overrides, read_recipe
     layers = [{"method": {"name": "dense"}}]
     if config is not None:
         layers.append(read_recipe(find_tickets_config(config)))
     if overrides:
         layers.append(copy.deepcopy(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides)))
-    imp_raw: dict = {}
-    cfg = copy.deepcopy(DEFAULTS)
-    for layer in layers:
-        imp_raw.update(layer.pop("imp", None) or {})
-        for section in BUILDER_SECTIONS:
-            new = layer.get(section, {})
-            if isinstance(new, dict) and "name" in new and new["name"] != cfg[section].get("name"):
-                cfg[section] = {k: v for k, v in cfg[section].items() if k in TRAINER_KEYS[section]}
-        cfg = deep_merge(cfg, layer)
+    cfg = merge_config(layers, sections=("imp",))
+    imp_raw = cfg.pop("imp")
     if cfg["method"]["name"] != "dense":
         raise SparsetrainError(f"IMP trains its own rounds (dense, then fixed masks); the config's method "
                                f"{cfg['method']['name']!r} would be ignored. Remove the method section or "
                                "override it with method.name=dense.")
-    return validate(cfg), make_imp_config(imp_raw)
+    return cfg, make_imp_config(imp_raw)
 
 
 def load_saved(out_dir: str | Path) -> tuple[dict, ImpConfig]:
