@@ -21,13 +21,12 @@ Non-prunable parameters (biases, norms) and buffers: the canonical lottery
 ticket rewinds the whole network (``rewind_non_prunable=True``, default);
 Rare Gems keeps their trained values (``False``).
 
-How a round gets its mask: the trainer takes a method *name* from the config,
-so each round trains with ``_imp_round`` (:func:`imp_round`), whose init op
-loads the round's ``masks.pt`` and ``weights.pt`` and whose only update saves
-the rewind point in round 0. It is registered only while a round trains
-(:func:`round_method`), so ``sparsetrain methods`` and the every-method tests
-never see it; the trainer and the engine stay untouched. Single process
-(no DDP) for now.
+How a round gets its mask: each round trains with :func:`imp_round`, a
+``Method`` handed to the trainer as an object (``train(..., method=...)``),
+whose init op loads the round's ``masks.pt`` and ``weights.pt`` and whose only
+update saves the rewind point in round 0; it never enters the method registry.
+The ``imp:`` settings are a config section registered with the one config
+merge (``--imp.rounds 2``). Single process (no DDP) for now.
 
 Example:
     >>> cfg = make_imp_config({"prune_fraction": 0.2, "target_density": 0.1})
@@ -55,7 +54,7 @@ from sparsetrain.ops import Op
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
 from sparsetrain.train.config import register_section
 
-#: the internal method a round trains with (registered only while a round trains)
+#: the name a round's method is recorded under (it is never registered)
 ROUND_METHOD = "_imp_round"
 SCOPES, REWINDS = ("global", "layer"), ("weights", "lr")
 
