@@ -54,3 +54,15 @@ def test_imp_section_is_registered_and_checked():
         load_tickets_config(None, ["--imp.rounds", "2", "--imp.prune_fraction", "20"])
     cfg, imp = load_tickets_config(None, ["--imp.rounds", "2", "--epochs", "1"])
     assert "imp" not in cfg and imp.rounds == 2 and cfg["method"] == {"name": "dense"}
+
+
+def test_gem_miner_files_are_read_like_recipes(tmp_path):
+    """One YAML reader: scientific notation is a number in a Gem-Miner file too (YAML 1.1 made 1e-4 a string)."""
+    from sparsetrain.procedures.gems_config import load_gems_config
+    path = tmp_path / "g.yaml"
+    path.write_text("target_sparsity: 5\nlmbda: 1e-4\nwd: 5e-4\n")
+    cfg = load_gems_config(path)
+    assert (cfg["lmbda"], cfg["weight_decay"]) == (1e-4, 5e-4)
+    path.write_text("target_sparsity: [5\n")
+    with pytest.raises(SparsetrainError, match="Gem-Miner config .* is not valid YAML"):
+        load_gems_config(path)

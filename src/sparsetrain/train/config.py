@@ -306,14 +306,21 @@ def merge_config(layers: list[dict], sections: tuple[str, ...] = ()) -> dict:
 def read_recipe(path: str | Path) -> dict:
     """Read a YAML recipe; a bare name is looked up among the bundled recipes."""
     from sparsetrain.train.recipes import find_recipe
-    file = find_recipe(path)
+    return read_yaml(find_recipe(path))
+
+
+def read_yaml(file: str | Path, what: str = "recipe") -> dict:
+    """A config file's mapping, with scientific notation read as numbers (the one YAML reader of configs).
+
+    ``description`` (a recipe's note to the reader) is dropped.
+    """
     with open(file) as fh:
         try:
             data = yaml.load(fh, Loader=_Loader) or {}
         except yaml.YAMLError as exc:
-            raise SparsetrainError(f"recipe {file} is not valid YAML: {_yaml_problem(exc)}.") from None
+            raise SparsetrainError(f"{what} {file} is not valid YAML: {_yaml_problem(exc)}.") from None
     if not isinstance(data, dict):
-        raise SparsetrainError(f"recipe {file} must be a YAML mapping of config keys.")
+        raise SparsetrainError(f"{what} {file} must be a YAML mapping of config keys.")
     data.pop("description", None)
     return data
 
