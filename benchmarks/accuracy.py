@@ -97,12 +97,11 @@ def _layer_flops(cfg: dict) -> tuple[dict[str, int], int]:
     from sparsetrain.metrics.flops import module_flops
     from sparsetrain.train.config import builder_kwargs
     from sparsetrain.train.data import create_dataset
-    from sparsetrain.train.loop import _input_kwargs
-    from sparsetrain.train.models import create_model
+    from sparsetrain.train.models import create_model, input_kwargs
     splits = create_dataset(cfg["data"]["name"], **builder_kwargs(cfg, "data"))
     kwargs = builder_kwargs(cfg, "model")
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
-                         **_input_kwargs(cfg["model"]["name"], splits.input_shape, kwargs), **kwargs)
+                         **input_kwargs(cfg["model"]["name"], splits.input_shape, kwargs), **kwargs)
     example = torch.zeros(1, *splits.input_shape, dtype=splits.train[0][0].dtype)  # token ids for a language model
     total, per_module = module_flops(model, example)
     return per_module, total
@@ -173,7 +172,7 @@ def run_sweep(dataset: str, methods: list[str], densities: list[float], seeds: i
                 run_cfg = {**cfg, "seed": seed}
                 run_dir = out_dir / f"{label}-s{seed}"
                 try:
-                    summary = _cached(run_dir, run_cfg) if not args.fresh else None
+                    summary = cached_summary(run_dir, run_cfg) if not args.fresh else None
                     if summary is None and args.report_only:
                         error = "not run"
                         break
@@ -198,7 +197,7 @@ def run_sweep(dataset: str, methods: list[str], densities: list[float], seeds: i
     return rows
 
 
-def _cached(run_dir: Path, cfg: dict) -> dict | None:
+def cached_summary(run_dir: Path, cfg: dict) -> dict | None:
     """The summary of a finished run with the same configuration, else None."""
     from sparsetrain.train.config import dump_config
     summary, config = run_dir / "summary.json", run_dir / "config.yaml"

@@ -55,12 +55,11 @@ def _train(cfg: dict, run_dir: Path) -> dict:
 def _rebuild(cfg: dict, run_dir: Path):
     """The trained model from the run's checkpoint, with its test set and the saved sparsifier state."""
     from sparsetrain.train.data import create_dataset
-    from sparsetrain.train.loop import _input_kwargs
-    from sparsetrain.train.models import create_model
+    from sparsetrain.train.models import create_model, input_kwargs
     splits = create_dataset(cfg["data"]["name"], seed=cfg["seed"], val_fraction=cfg["data"]["val_fraction"])
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
-                         **_input_kwargs(cfg["model"]["name"], splits.input_shape, kwargs), **kwargs)
+                         **input_kwargs(cfg["model"]["name"], splits.input_shape, kwargs), **kwargs)
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     model.load_state_dict(state["model"])
     return model.eval(), splits.test, state["sparsifier"]

@@ -47,9 +47,10 @@ def job(spec: tuple) -> dict:
     started = time.perf_counter()
     out = Path(root) / f"{dataset}-{kind}-{sparsity}-s{seed}"
     if kind == "dense":
-        from sparsetrain.procedures.finetune import MaskedTrainer, accuracy
+        from sparsetrain.procedures.finetune import MaskedTrainer
         from sparsetrain.procedures.gems import build
         from sparsetrain.procedures.gems_config import load_gems_config
+        from sparsetrain.train.tasks import evaluate
         cfg = load_gems_config({**base, "dataset": dataset, "seed": seed, "density": 1.0})
         model, loaders, _ = build(cfg)
         masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
@@ -57,7 +58,7 @@ def job(spec: tuple) -> dict:
         from sparsetrain.procedures.gems import RunLog
         MaskedTrainer(cfg, loaders, RunLog(out / "metrics.jsonl", False)).run(model, masks, "dense")
         return {"dataset": dataset, "sparsity": 0, "seed": seed, "kind": kind,
-                "dense": accuracy(model, loaders.test, "cpu"), "time": time.perf_counter() - started}
+                "dense": evaluate(model, loaders.test, "cpu")[0], "time": time.perf_counter() - started}
     from sparsetrain.procedures.gems import run_gems
     cfg = {**base, "dataset": dataset, "seed": seed, "target_sparsity": 100 - sparsity, "algo": kind}
     if kind == "ep":

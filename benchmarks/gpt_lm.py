@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import _cached, training_flops  # noqa: E402
+from accuracy import cached_summary, training_flops  # noqa: E402
 from common import HERE, Tee, demote, machine_info, table, write_section  # noqa: E402
 
 RECIPES = ["dense", "static", "set", "rigl", "granet", "nm24"]
@@ -54,7 +54,7 @@ def rows_for(recipes: list[str], args) -> list[dict]:
         runs = []
         for seed in range(args.seeds):
             run_cfg, run_dir = {**cfg, "seed": seed}, out / f"{name}-s{seed}"
-            summary = None if args.fresh else _cached(run_dir, run_cfg)
+            summary = None if args.fresh else cached_summary(run_dir, run_cfg)
             if summary is None:
                 print(f"== {name} seed {seed}", flush=True)
                 summary = train(run_cfg, run_dir)

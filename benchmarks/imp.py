@@ -44,8 +44,7 @@ import torch
 from sparsetrain.core.topk import random_mask
 from sparsetrain.procedures.lottery import load_tickets_config, round_dir, run_imp, train_round
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
-from sparsetrain.train.loop import _input_kwargs
-from sparsetrain.train.models import create_model
+from sparsetrain.train.models import create_model, input_kwargs
 
 HERE = Path(__file__).resolve().parent
 P = 1 - 0.1 ** 0.1
@@ -56,7 +55,7 @@ def fresh_init(cfg: dict, seed: int) -> dict:
     """A newly initialised model of the config's architecture (MNIST-1D input), drawn from ``seed``."""
     torch.manual_seed(seed)
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    model = create_model(cfg["model"]["name"], num_classes=10, **_input_kwargs(cfg["model"]["name"], (1, 40), kwargs),
+    model = create_model(cfg["model"]["name"], num_classes=10, **input_kwargs(cfg["model"]["name"], (1, 40), kwargs),
                          **kwargs)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -152,8 +151,8 @@ def report(results: list[dict], quick: bool, title: str) -> str:
 
 def plot(results: list[dict], path: Path, title: str) -> None:
     """Mean final accuracy vs density: the IMP chain, with the controls at the marked sparsities."""
-    from sparsetrain.train.plots import _pyplot
-    plt = _pyplot()
+    from sparsetrain.core.figures import pyplot
+    plt = pyplot()
     if plt is None:
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

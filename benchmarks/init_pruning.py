@@ -71,12 +71,11 @@ def init_cost(data: str, reps: int = 3) -> dict[str, float]:
     """Median seconds of ``sparsetrain.attach`` (mask selection) per method at 95 % sparsity."""
     import sparsetrain
     from sparsetrain.train.data import create_dataset
-    from sparsetrain.train.loop import _input_kwargs
-    from sparsetrain.train.models import create_model
+    from sparsetrain.train.models import create_model, input_kwargs
     splits = create_dataset(DATASETS[data][1], seed=0)
     x, y = torch.utils.data.default_collate([splits.train[i] for i in range(128)])
     name = DATASETS[data][3]
-    shape = _input_kwargs(name, splits.input_shape)
+    shape = input_kwargs(name, splits.input_shape)
     out = {}
     for label, method, kwargs in METHODS:
         times = []

@@ -13,7 +13,7 @@ from sparsetrain.cli import main
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.train.config import load_config
 from sparsetrain.train.data import create_dataset
-from sparsetrain.train.data.text import VOCAB_SIZE, _split_of, decode, encode, stdlib_files
+from sparsetrain.train.data.text import VOCAB_SIZE, decode, encode, split_of, stdlib_files
 from sparsetrain.train.models import create_model
 from sparsetrain.train.recipes import list_recipes
 from sparsetrain.train.tasks import Task, get_task
@@ -35,7 +35,7 @@ def test_corpus_is_deterministic_disjoint_and_shifted_by_one():
     x, y = a.train.tensors
     assert x.dtype == torch.int64 and x.shape[1] == 16 and torch.equal(x[:, 1:], y[:, :-1])
     assert a.task == "language_model" and a.num_classes == VOCAB_SIZE and a.input_shape == (16,)
-    splits = {_split_of(rel) for rel, _ in stdlib_files()}
+    splits = {split_of(rel) for rel, _ in stdlib_files()}
     assert splits == {"train", "val", "test"}  # every file goes to exactly one split, by its path
     assert len(a.train) == (6_000 - 1) // 16 and len(a.val) == (2_000 - 1) // 16
     assert not torch.equal(a.val.tensors[0][:4], a.test.tensors[0][:4])

@@ -82,13 +82,13 @@ def test_the_command_line_refuses_run_name_dotdot_with_one_line(in_tmp, capsys):
 
 
 def test_imp_and_gems_folders_use_the_same_rule(tmp_path):
-    from sparsetrain.procedures.lottery import _prepare_out, make_imp_config
+    from sparsetrain.procedures.lottery import make_imp_config, prepare_out
     imp = tmp_path / "imp"
     imp.mkdir()
     (imp / "imp.yaml").write_text("x: 1\n")
     (imp / "my_plot.svg").write_text("<svg/>")
     with pytest.raises(SparsetrainError, match="not a IMP folder sparsetrain wrote"):
-        _prepare_out(imp, load_config(None, []), make_imp_config({"rounds": 2}), resume=False, overwrite=True)
+        prepare_out(imp, load_config(None, []), make_imp_config({"rounds": 2}), resume=False, overwrite=True)
     assert (imp / "my_plot.svg").is_file()
     gems = make_run(tmp_path / "gems")
     assert replace_folder(gems, what="Gem-Miner folder").name.startswith("gems.old-")

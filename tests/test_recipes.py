@@ -41,9 +41,9 @@ def _leaves(tree: dict, prefix: tuple = ()):
 @cache
 def _model_builds(name: str, kwargs_yaml: str, num_classes: int, input_shape: tuple[int, ...]) -> int:
     """Build the model as the trainer does, once per distinct configuration; returns its parameter count."""
-    from sparsetrain.train.loop import _input_kwargs
+    from sparsetrain.train.models import input_kwargs
     kwargs = yaml.safe_load(kwargs_yaml)
-    model = create_model(name, num_classes=num_classes, **_input_kwargs(name, input_shape, kwargs), **kwargs)
+    model = create_model(name, num_classes=num_classes, **input_kwargs(name, input_shape, kwargs), **kwargs)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -20,12 +20,10 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import sparsetrain
@@ -33,6 +31,9 @@ from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods import Method
 from sparsetrain.ops.base import Op
 from sparsetrain.procedures.gems_config import finetune_milestones
+from sparsetrain.schedules.lr import lr_schedule
+from sparsetrain.train.epoch import on_device, train_epoch
+from sparsetrain.train.tasks import Task, evaluate
 
 
 def given_masks(masks: dict[str, Tensor]) -> Method:
@@ -50,43 +51,21 @@ def given_masks(masks: dict[str, Tensor]) -> Method:
     return Method(init=Op(run, name="given_masks"), name="given_masks")
 
 
-def lr_at(policy: str, base: float, epoch: int, epochs: int, milestones: list[int], gamma: float) -> float:
-    """The per-epoch LR of the Rare Gems policies: ``cosine_lr``, ``multistep_lr``, ``constant_lr``.
+def epoch_lr(policy: str, base: float, epoch: int, epochs: int, milestones: list[int], gamma: float) -> float:
+    """The learning rate of a Rare Gems policy (``cosine_lr``, ``multistep_lr``, ``constant_lr``) for one epoch:
+    ``base`` times the library's one LR schedule (:func:`sparsetrain.schedules.lr_schedule`) stepped per epoch.
 
     Example:
-        >>> [round(lr_at("multistep", 0.01, e, 150, [80, 120], 0.1), 6) for e in (79, 80, 120)]
+        >>> [round(epoch_lr("multistep", 0.01, e, 150, [80, 120], 0.1), 6) for e in (79, 80, 120)]
         [0.01, 0.001, 0.0001]
     """
-    if policy == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * epoch / epochs)) * base
-    if policy == "multistep":
-        return base * gamma ** sum(epoch >= m for m in milestones)
-    return base
+    return base * lr_schedule(policy, milestones, gamma)(epoch, epochs)
 
 
-@torch.no_grad()
 def masked_accuracy(search, masks: dict[str, Tensor] | None, loader, device) -> float:
     """Test accuracy of the search's frozen weights under ``masks`` (None: the search forward)."""
-    search.model.eval()
-    correct = total = 0
     floats = None if masks is None else {n: m.float() for n, m in masks.items()}
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += (search(x, floats).argmax(1) == y).sum().item()
-        total += y.numel()
-    return correct / max(1, total)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, loader, device) -> float:
-    """Plain test accuracy of ``model``."""
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += y.numel()
-    return correct / max(1, total)
+    return evaluate(search.model, loader, device, forward=lambda x: search(x, floats))[0]
 
 
 def layer_densities(masks: dict[str, Tensor]) -> dict[str, float]:
@@ -95,7 +74,11 @@ def layer_densities(masks: dict[str, Tensor]) -> dict[str, float]:
 
 
 class MaskedTrainer:
-    """Fine-tunes a plain model under a fixed mask with the config's SGD and multistep LR."""
+    """Fine-tunes a plain model under a fixed mask with the config's SGD and per-epoch LR policy.
+
+    The epoch is the trainer's (:func:`sparsetrain.train.epoch.train_epoch`); the
+    mask is kept by the ordinary engine (:func:`given_masks`).
+    """
 
     def __init__(self, cfg: dict, loaders, log) -> None:
         self.cfg, self.loaders, self.log = cfg, loaders, log
@@ -109,25 +92,31 @@ class MaskedTrainer:
         epochs, milestones = cfg["finetune_epochs"], finetune_milestones(cfg)
         sparsifier = sparsetrain.attach(model, optimizer, given_masks(masks), include=list(masks),
                                         total_steps=epochs * len(self.loaders.train), seed=cfg["seed"])
-        started, acc = time.perf_counter(), accuracy(model, self.loaders.test, device)
+        started, acc = time.perf_counter(), evaluate(model, self.loaders.test, device)[0]
         for epoch in range(epochs):
-            lr = lr_at(cfg["finetune_lr_policy"], cfg["finetune_lr"], epoch, epochs, milestones, cfg["lr_gamma"])
+            lr = epoch_lr(cfg["finetune_lr_policy"], cfg["finetune_lr"], epoch, epochs, milestones, cfg["lr_gamma"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            loss_sum = seen = 0
-            for x, y in self.loaders.train:
-                x, y = x.to(device), y.to(device)
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum, seen = loss_sum + loss.item() * y.numel(), seen + y.numel()
-            acc = accuracy(model, self.loaders.test, device)
-            self.log({"phase": phase, "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(1, seen),
+            totals = train_epoch(model, Task.loss, optimizer, on_device(self.loaders.train, device))
+            acc = evaluate(model, self.loaders.test, device)[0]
+            self.log({"phase": phase, "epoch": epoch + 1, "lr": lr, "train_loss": totals.loss,
                       "test_acc": acc, "density": sparsifier.density(), "time": time.perf_counter() - started})
         sparsifier.detach()
         return {"test_acc": acc, "time_s": time.perf_counter() - started}
 
 
-__all__ = ["MaskedTrainer", "accuracy", "given_masks", "layer_densities", "lr_at", "masked_accuracy"]
+def __getattr__(name: str):
+    """``lr_at`` and ``accuracy`` were this module's own LR policy and evaluation; one of each is shared now."""
+    old = {"lr_at": ("epoch_lr", epoch_lr),
+           "accuracy": ("sparsetrain.train.tasks.evaluate(model, loader, device)[0]",
+                        lambda model, loader, device: evaluate(model, loader, device)[0])}
+    if name not in old:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+    warnings.warn(f"sparsetrain.procedures.finetune.{name} is deprecated and goes away in 0.3; use {old[name][0]}.",
+                  FutureWarning, stacklevel=2)
+    return old[name][1]
+
+
+__all__ = ["MaskedTrainer", "epoch_lr", "given_masks", "layer_densities", "masked_accuracy"]

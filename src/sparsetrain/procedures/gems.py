@@ -33,19 +33,17 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
 from sparsetrain.core.layout import out_axis
 from sparsetrain.core.selection import select_parameters
-from sparsetrain.procedures.finetune import MaskedTrainer, layer_densities, lr_at, masked_accuracy
+from sparsetrain.procedures.finetune import MaskedTrainer, epoch_lr, layer_densities, masked_accuracy
 from sparsetrain.procedures.gems_config import (
     check_reachable,
     is_prune_epoch,
@@ -56,7 +54,9 @@ from sparsetrain.procedures.gems_config import (
 )
 from sparsetrain.procedures.scores import ScoreSearch, density_of, kaiming_normal_, signed_constant_
 from sparsetrain.train.data import create_dataset, make_loaders
-from sparsetrain.train.models import create_model, model_signature
+from sparsetrain.train.epoch import on_device, train_epoch
+from sparsetrain.train.models import create_model, input_kwargs
+from sparsetrain.train.tasks import Task
 
 
 class RunLog:
@@ -80,12 +80,10 @@ def build(cfg: dict) -> tuple[nn.Module, Any, Any]:
     splits = create_dataset(cfg["dataset"], root=cfg["data_root"], seed=cfg["seed"], **cfg["data_kwargs"])
     loaders = make_loaders(splits, cfg["batch_size"], seed=cfg["seed"], val_fraction=cfg["val_fraction"],
                            eval_batch_size=cfg["eval_batch_size"])
-    params, given = model_signature(cfg["model"]), cfg["model_kwargs"]
-    shape = splits.input_shape
-    derived = {"in_channels": int(shape[0]), "in_features": int(math.prod(shape)), "image_size": int(shape[-1])}
-    kwargs = {k: v for k, v in derived.items() if k in params and given.get(k) is None}
+    given = cfg["model_kwargs"]
     torch.manual_seed(cfg["seed"])
-    model = create_model(cfg["model"], num_classes=splits.num_classes, **kwargs, **given)
+    model = create_model(cfg["model"], num_classes=splits.num_classes,
+                         **input_kwargs(cfg["model"], splits.input_shape, given), **given)
     return model.to(cfg["device"]), loaders, splits
 
 
@@ -127,24 +125,20 @@ def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> li
     return names
 
 
-def _search_epoch(search: ScoreSearch, optimizer, loader, cfg: dict, device) -> tuple[float, float]:
-    search.model.train()
-    loss_sum = correct = seen = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        search.project_()  # project_freq = 1: before every forward
-        out = search(x)
-        loss = F.cross_entropy(out, y)
+def search_epoch(search: ScoreSearch, optimizer, loader, cfg: dict, device) -> tuple[float, float]:
+    """One epoch of score training: the trainer's epoch (:func:`~sparsetrain.train.epoch.train_epoch`) on
+    the masked forward, with the regulariser added to the loss and the scores projected onto [0, 1]
+    before every forward (``project_freq = 1``) and after the epoch. Returns (mean loss, accuracy)."""
+    def loss_fn(out: Tensor, y: Tensor) -> Tensor:
+        loss = Task.loss(out, y)
         if cfg["lmbda"] > 0 and cfg["regularization"] != "none":
             loss = loss + cfg["lmbda"] * search.penalty(cfg["regularization"], cfg["alpha"], cfg["alpha_prime"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.item() * y.numel()
-        correct += (out.argmax(1) == y).sum().item()
-        seen += y.numel()
-    search.project_()  # and at the end of the epoch
-    return loss_sum / max(1, seen), correct / max(1, seen)
+        return loss
+
+    search.model.train()
+    totals = train_epoch(search, loss_fn, optimizer, on_device(loader, device), before_step=search.project_)
+    search.project_()
+    return totals.loss, totals.accuracy
 
 
 def search_phase(search: ScoreSearch, cfg: dict, loaders, log: RunLog, generator: torch.Generator) -> dict:
@@ -160,10 +154,10 @@ def search_phase(search: ScoreSearch, cfg: dict, loaders, log: RunLog, generator
     done, stopped, started = 0, None, time.perf_counter()
     milestones = cfg["milestones"] or [cfg["epochs"] // 2, 3 * cfg["epochs"] // 4]
     for epoch in range(cfg["epochs"]):
-        lr = lr_at(cfg["lr_policy"], cfg["lr"], epoch, cfg["epochs"], milestones, cfg["lr_gamma"])
+        lr = epoch_lr(cfg["lr_policy"], cfg["lr"], epoch, cfg["epochs"], milestones, cfg["lr_gamma"])
         for group in optimizer.param_groups:
             group["lr"] = lr
-        train_loss, train_acc = _search_epoch(search, optimizer, loaders.train, cfg, device)
+        train_loss, train_acc = search_epoch(search, optimizer, loaders.train, cfg, device)
         pruned = 0
         if cfg["algo"] == "hc_iter" and is_prune_epoch(epoch, cfg["iter_period"]) and done < n_rounds:
             done += 1

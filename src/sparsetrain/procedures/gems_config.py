@@ -26,11 +26,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sparsetrain.core.topk import exact_count
 from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.procedures.scores import ALGOS, REGULARIZERS, ROUNDINGS, SCORE_INITS
+from sparsetrain.train.config import read_yaml
 from sparsetrain.train.recipes import find_yaml
 
 GEMS_RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes" / "tickets"
@@ -74,11 +73,7 @@ LR_POLICIES = ("cosine", "multistep", "constant")
 def _read(source: str | Path | dict) -> dict:
     if isinstance(source, dict):
         return copy.deepcopy(source)
-    path = find_yaml(source, GEMS_RECIPES_DIR, "gems_*.yaml", "Gem-Miner config")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise SparsetrainError(f"{path} must hold a YAML mapping of keys to values, got {type(data).__name__}.")
-    return data
+    return read_yaml(find_yaml(source, GEMS_RECIPES_DIR, "gems_*.yaml", "Gem-Miner config"), "Gem-Miner config")
 
 
 def _rename(raw: dict) -> dict:

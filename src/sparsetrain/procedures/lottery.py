@@ -21,13 +21,12 @@ Non-prunable parameters (biases, norms) and buffers: the canonical lottery
 ticket rewinds the whole network (``rewind_non_prunable=True``, default);
 Rare Gems keeps their trained values (``False``).
 
-How a round gets its mask: the trainer takes a method *name* from the config,
-so each round trains with ``_imp_round`` (:func:`imp_round`), whose init op
-loads the round's ``masks.pt`` and ``weights.pt`` and whose only update saves
-the rewind point in round 0. It is registered only while a round trains
-(:func:`round_method`), so ``sparsetrain methods`` and the every-method tests
-never see it; the trainer and the engine stay untouched. Single process
-(no DDP) for now.
+How a round gets its mask: each round trains with :func:`imp_round`, a
+``Method`` handed to the trainer as an object (``train(..., method=...)``),
+whose init op loads the round's ``masks.pt`` and ``weights.pt`` and whose only
+update saves the rewind point in round 0; it never enters the method registry.
+The ``imp:`` settings are a config section registered with the one config
+merge (``--imp.rounds 2``). Single process (no DDP) for now.
 
 Example:
     >>> cfg = make_imp_config({"prune_fraction": 0.2, "target_density": 0.1})
@@ -39,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,9 @@ from sparsetrain.errors import SparsetrainError, check_count, check_density, unk
 from sparsetrain.methods.registry import Method
 from sparsetrain.ops import Op
 from sparsetrain.train.checkpoint import load_checkpoint, save_checkpoint
+from sparsetrain.train.config import register_section
 
-#: the internal method a round trains with (registered only while a round trains)
+#: the name a round's method is recorded under (it is never registered)
 ROUND_METHOD = "_imp_round"
 SCOPES, REWINDS = ("global", "layer"), ("weights", "lr")
 
@@ -75,6 +75,11 @@ class ImpConfig:
         """Target density of round ``r`` (1.0 for the dense round 0)."""
         d = (1.0 - self.prune_fraction) ** r
         return 1.0 if r == 0 else max(d, self.target_density or 0.0)
+
+
+#: the ``imp:`` section of the one config (``--imp.rounds 2``), checked by :func:`make_imp_config`
+register_section("imp", {f.name: (None if f.default is MISSING else f.default)
+                         for f in fields(ImpConfig)}, check=lambda raw: make_imp_config(raw))
 
 
 def rounds_to_reach(target: float, prune_fraction: float) -> int:
@@ -264,34 +269,19 @@ def load_tickets_config(config: str | Path | None = None,
         >>> cfg["epochs"], imp.rounds, imp.scope
         (1, 2, 'global')
     """
-    from sparsetrain.train.config import (
-        BUILDER_SECTIONS,
-        DEFAULTS,
-        TRAINER_KEYS,
-        deep_merge,
-        parse_overrides,
-        read_recipe,
-        validate,
-    )
+    from sparsetrain.train.config import merge_config, parse_overrides, read_recipe
     layers = [{"method": {"name": "dense"}}]
     if config is not None:
         layers.append(read_recipe(find_tickets_config(config)))
     if overrides:
         layers.append(copy.deepcopy(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides)))
-    imp_raw: dict = {}
-    cfg = copy.deepcopy(DEFAULTS)
-    for layer in layers:
-        imp_raw.update(layer.pop("imp", None) or {})
-        for section in BUILDER_SECTIONS:
-            new = layer.get(section, {})
-            if isinstance(new, dict) and "name" in new and new["name"] != cfg[section].get("name"):
-                cfg[section] = {k: v for k, v in cfg[section].items() if k in TRAINER_KEYS[section]}
-        cfg = deep_merge(cfg, layer)
+    cfg = merge_config(layers, sections=("imp",))
+    imp_raw = cfg.pop("imp")
     if cfg["method"]["name"] != "dense":
         raise SparsetrainError(f"IMP trains its own rounds (dense, then fixed masks); the config's method "
                                f"{cfg['method']['name']!r} would be ignored. Remove the method section or "
                                "override it with method.name=dense.")
-    return validate(cfg), make_imp_config(imp_raw)
+    return cfg, make_imp_config(imp_raw)
 
 
 def load_saved(out_dir: str | Path) -> tuple[dict, ImpConfig]:
@@ -312,7 +302,9 @@ def _check_same(out: Path, cfg: dict, imp: ImpConfig) -> None:
                                "only imp.rounds / imp.target_density may change. Use a new --out folder.")
 
 
-def _prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: bool) -> None:
+def prepare_out(out: Path, cfg: dict, imp: ImpConfig, resume: bool, overwrite: bool) -> None:
+    """Make ``out`` ready for the procedure and write its ``imp.yaml``; a folder that already holds
+    one is continued (``resume``, same configuration), replaced (``overwrite``) or refused."""
     import yaml
 
     from sparsetrain.train.folders import replace_folder
@@ -386,7 +378,7 @@ def run_imp(cfg: dict, imp: ImpConfig, out_dir: str | Path, resume: bool = False
     ``imp_accuracy.png``. Re-running with ``resume=True`` skips complete rounds.
     """
     out = Path(out_dir)
-    _prepare_out(out, cfg, imp, resume, overwrite)
+    prepare_out(out, cfg, imp, resume, overwrite)
     rows = []
     for r in range(imp.rounds + 1):
         rows.append(run_round(cfg, imp, out, r))

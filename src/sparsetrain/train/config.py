@@ -12,12 +12,14 @@ import copy
 import inspect
 import re
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sparsetrain.errors import SparsetrainError, check_count, check_nonnegative
+from sparsetrain.errors import SparsetrainError, check_count, check_nonnegative, unknown_choice
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -79,6 +81,41 @@ EPOCH_KEYS = ("start", "end", "soft_end")
 TRAINER_KEYS = {"data": ("name", "root", "val_fraction", "augment"), "model": ("name",),
                 "method": ("name", "shrink", "shrink_every")}
 BUILDER_SECTIONS = tuple(TRAINER_KEYS)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A config section a procedure adds to the trainer's (e.g. IMP's ``imp:``).
+
+    Attributes:
+        defaults: every key of the section and its default; any other key is refused.
+        check: ``section dict -> None``, raising ``SparsetrainError`` on a bad value.
+    """
+
+    defaults: dict[str, Any]
+    check: Callable[[dict], Any] | None = None
+
+
+#: extra sections by name, registered by the procedures that read them (:func:`register_section`)
+SECTIONS: dict[str, Section] = {}
+
+
+def register_section(name: str, defaults: dict[str, Any], check: Callable[[dict], Any] | None = None) -> None:
+    """Register a procedure's extra config section: its keys, defaults and validation.
+
+    A config loaded with ``sections=(name,)`` (:func:`load_config`) then takes
+    ``name:`` in its YAML and ``--name.key value`` overrides, merged like every
+    other section; a key outside ``defaults`` gets one message listing the keys.
+
+    Example:
+        >>> register_section("demo", {"rounds": 1})
+        >>> load_config(None, ["--demo.rounds", "3"], sections=("demo",))["demo"]
+        {'rounds': 3}
+        >>> del SECTIONS["demo"]
+    """
+    if name in DEFAULTS:
+        raise SparsetrainError(f"config section {name!r} is the trainer's own; pick another name.")
+    SECTIONS[name] = Section(dict(defaults), check)
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -211,23 +248,40 @@ def builder_kwargs(cfg: dict, section: str) -> dict:
     return {k: v for k, v in cfg[section].items() if k not in TRAINER_KEYS[section]}
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None) -> dict:
+def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | None = None,
+                sections: tuple[str, ...] = ()) -> dict:
     """Defaults, then the recipe YAML, then overrides; validated.
 
     A recipe that names a different method or model than the defaults drops the
     default method / model keyword arguments (they belong to the default builder).
+    ``sections`` names registered extra sections (:func:`register_section`) the
+    config may hold.
 
     Example:
         >>> cfg = load_config(None, ["--method.density", "0.05"])
         >>> cfg["method"]["name"], cfg["method"]["density"]
         ('granet', 0.05)
     """
-    cfg = copy.deepcopy(DEFAULTS)
     layers = []
     if recipe is not None:
         layers.append(read_recipe(recipe))
     if overrides:
         layers.append(overrides if isinstance(overrides, dict) else parse_overrides(list(overrides)))
+    return merge_config(layers, sections)
+
+
+def merge_config(layers: list[dict], sections: tuple[str, ...] = ()) -> dict:
+    """The one config merge: the defaults (and those of the extra ``sections``), then each layer; validated.
+
+    Example:
+        >>> merge_config([{"epochs": 3}, {"method": {"name": "set"}}])["method"]
+        {'name': 'set'}
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    for name in sections:
+        if name not in SECTIONS:
+            raise unknown_choice("config section", name, SECTIONS)
+        cfg[name] = copy.deepcopy(SECTIONS[name].defaults)
     for layer in layers:
         for section in BUILDER_SECTIONS:
             new = layer.get(section, {})
@@ -235,20 +289,38 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | dict | 
                 # the old builder's arguments do not belong to the new one
                 cfg[section] = {k: v for k, v in cfg[section].items() if k in TRAINER_KEYS[section]}
         cfg = deep_merge(cfg, layer)
-    return validate(cfg)
+    extra = {name: cfg.pop(name) for name in sections}
+    validate(cfg)
+    for name, values in extra.items():
+        if not isinstance(values, dict):
+            raise SparsetrainError(f"config section {name!r} must be a mapping, got {values!r}.")
+        for key in values:
+            if key not in SECTIONS[name].defaults:
+                raise unknown_choice(f"{name} key", key, SECTIONS[name].defaults)
+        if SECTIONS[name].check is not None:
+            SECTIONS[name].check(values)
+        cfg[name] = values
+    return cfg
 
 
 def read_recipe(path: str | Path) -> dict:
     """Read a YAML recipe; a bare name is looked up among the bundled recipes."""
     from sparsetrain.train.recipes import find_recipe
-    file = find_recipe(path)
+    return read_yaml(find_recipe(path))
+
+
+def read_yaml(file: str | Path, what: str = "recipe") -> dict:
+    """A config file's mapping, with scientific notation read as numbers (the one YAML reader of configs).
+
+    ``description`` (a recipe's note to the reader) is dropped.
+    """
     with open(file) as fh:
         try:
             data = yaml.load(fh, Loader=_Loader) or {}
         except yaml.YAMLError as exc:
-            raise SparsetrainError(f"recipe {file} is not valid YAML: {_yaml_problem(exc)}.") from None
+            raise SparsetrainError(f"{what} {file} is not valid YAML: {_yaml_problem(exc)}.") from None
     if not isinstance(data, dict):
-        raise SparsetrainError(f"recipe {file} must be a YAML mapping of config keys.")
+        raise SparsetrainError(f"{what} {file} must be a YAML mapping of config keys.")
     data.pop("description", None)
     return data
 

@@ -7,7 +7,6 @@ PyTorch loop, with DistributedDataParallel when launched by ``torchrun``.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,11 @@ import sparsetrain
 from sparsetrain import distributed as tdist
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods import Method, method_signature
+from sparsetrain.schedules.lr import lr_schedule
 from sparsetrain.train.config import EPOCH_KEYS, builder_kwargs
 from sparsetrain.train.data import create_dataset
-from sparsetrain.train.models import create_model
+from sparsetrain.train.epoch import on_device, train_epoch
+from sparsetrain.train.models import create_model, input_kwargs
 from sparsetrain.train.run import RunLogger
 from sparsetrain.train.tasks import Task, evaluate, get_task
 
@@ -53,29 +54,13 @@ def build_optimizer(cfg: dict, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def build_lr_schedule(cfg: dict, optimizer, total_steps: int, steps_per_epoch: int):
-    """Per-step LR multiplier: cosine, multistep (milestones as fractions), onecycle or constant,
-    with optional linear warm-up epochs."""
+    """Per-step LR multiplier from ``cfg["schedule"]`` (:func:`sparsetrain.schedules.lr_schedule`):
+    cosine, multistep (milestones as fractions of training), onecycle or constant, with optional
+    linear warm-up epochs."""
     s = cfg["schedule"]
-    name = s["name"].lower()
-    warmup = int(s.get("warmup_epochs", 0) * steps_per_epoch)
-    milestones = [int(m * total_steps) for m in s.get("milestones", [])]
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total_steps - warmup)
-        if name == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * t))
-        if name == "multistep":
-            return s.get("gamma", 0.1) ** sum(step >= m for m in milestones)
-        if name == "onecycle":
-            return min(1.0, 4 * t) if t < 0.25 else 0.5 * (1 + math.cos(math.pi * (t - 0.25) / 0.75))
-        if name == "constant":
-            return 1.0
-        raise SparsetrainError(f"unknown LR schedule {name!r}. Choices: cosine, multistep, onecycle, constant.")
-
-    factor(0)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    factor = lr_schedule(s["name"], milestones=[int(m * total_steps) for m in s.get("milestones", [])],
+                         gamma=s.get("gamma", 0.1), warmup=int(s.get("warmup_epochs", 0) * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, total_steps))
 
 
 def calibration(loader: DataLoader, device: torch.device) -> dict[str, Any]:
@@ -154,7 +139,7 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
 
     task = get_task(splits.task)
     model = create_model(cfg["model"]["name"], num_classes=splits.num_classes,
-                         **_input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
+                         **input_kwargs(cfg["model"]["name"], splits.input_shape, builder_kwargs(cfg, "model")),
                          **builder_kwargs(cfg, "model"))
     if resume:  # a run shrunk while it trained continues at its narrowed widths
         apply_saved_widths(model, run_dir)
@@ -188,31 +173,31 @@ def train(cfg: dict, run_dir: str | Path, resume: bool = False, method: Method |
     for epoch in range(start_epoch, cfg["epochs"]):
         sampler.set_epoch(epoch)
         net.train()
-        loss_sum = correct = seen = 0
         epoch_start = time.perf_counter()
-        for x, y in log.progress(train_loader, epoch):
-            x, y = x.to(device), y.to(device)
-            if splits.augment is not None:
-                x = splits.augment(x, epoch * steps_per_epoch + seen)
-            out = net(x)
+
+        def batches(epoch: int = epoch):
+            for seen, (x, y) in enumerate(on_device(log.progress(train_loader, epoch), device)):
+                yield (x if splits.augment is None else splits.augment(x, epoch * steps_per_epoch + seen)), y
+
+        def loss_fn(out, y, epoch: int = epoch):
             loss = task.loss(out, y, label_smoothing=cfg["label_smoothing"])
             if not torch.isfinite(loss):
                 kept = (f"the last good checkpoint in {run_dir} is kept" if (Path(run_dir) / "checkpoint.pt").is_file()
                         else "no checkpoint had been written yet")
                 raise NonFiniteLoss(f"loss became {loss.item()} at epoch {epoch + 1}; the run stopped and {kept}. "
                                     "Lower optim.lr or check the data.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            return loss
+
+        def after_step():
+            nonlocal net
             if net is not model and just_shrunk(sparsifier):  # DDP's buckets hold the old widths: wrap again
                 net = tdist.wrap(model, device)
             lr_schedule.step()
-            loss_sum += loss.item() * y.numel()
-            correct += task.correct(out, y)
-            seen += 1
             log.update_events(sparsifier)
-        step_time = (time.perf_counter() - epoch_start) / max(1, seen)
-        loss_sum, correct, count = tdist.all_reduce_sum([loss_sum, correct, seen * y.numel()])
+
+        totals = train_epoch(lambda x: net(x), loss_fn, optimizer, batches(), after_step=after_step)
+        step_time = (time.perf_counter() - epoch_start) / max(1, totals.batches)
+        loss_sum, correct, count = tdist.all_reduce_sum([totals.loss_sum, totals.correct, totals.labels])
         metrics = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
                    "train_loss": loss_sum / max(1, count), "train_acc": correct / max(1, count),
                    "lr": optimizer.param_groups[0]["lr"], "time": time.perf_counter() - started,
@@ -258,19 +243,6 @@ def apply_saved_widths(model: nn.Module, run_dir: str | Path) -> None:
     spec = (load_checkpoint(path).get("sparsifier") or {}).get("width_spec")
     if spec and spec.get("widths"):
         apply_widths(model, spec)
-
-
-def _input_kwargs(model_name: str, input_shape, given: dict | None = None) -> dict[str, int]:
-    """Fill the model's input-size arguments from the data's shape unless the config sets them.
-
-    ``in_channels`` from the first dim, ``in_features`` (MLP) from the product,
-    ``image_size`` (LeNet-5) and ``context`` (a sequence model's length) from the last dim.
-    """
-    from sparsetrain.train.models import model_signature
-    params, given = model_signature(model_name), given or {}
-    derived = {"in_channels": int(input_shape[0]), "in_features": int(math.prod(input_shape)),
-               "image_size": int(input_shape[-1]), "context": int(input_shape[-1])}
-    return {k: v for k, v in derived.items() if k in params and given.get(k) is None}
 
 
 __all__ = ["NonFiniteLoss", "build_lr_schedule", "build_optimizer", "evaluate", "train"]

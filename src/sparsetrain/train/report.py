@@ -50,14 +50,14 @@ class LoadedRun:
 
 def load_run(run: str | Path) -> LoadedRun:
     """Rebuild the model of a run folder (or a checkpoint file inside one) with its weights, in eval mode."""
-    from sparsetrain.train.loop import _input_kwargs
+    from sparsetrain.train.models import input_kwargs
     ckpt, config = _locate(run)
     cfg = load_config(config)
     state = load_checkpoint(ckpt)
     info = state.get("data_info") or {}
     shape = tuple(info.get("input_shape", ()))
     name, kwargs = cfg["model"]["name"], builder_kwargs(cfg, "model")
-    all_kwargs = {"num_classes": info.get("num_classes", 10), **_input_kwargs(name, shape, kwargs), **kwargs}
+    all_kwargs = {"num_classes": info.get("num_classes", 10), **input_kwargs(name, shape, kwargs), **kwargs}
 
     def factory() -> nn.Module:
         return create_model(name, **all_kwargs)

@@ -86,14 +86,27 @@ def get_task(name: str) -> Task:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean loss) over ``loader``, per label (per token for sequences)."""
+def evaluate(model: torch.nn.Module, loader, device: torch.device | str,
+             forward: Callable[[Tensor], Tensor] | None = None) -> tuple[float, float]:
+    """(accuracy, mean loss) over ``loader``, per label (per token for sequences).
+
+    The one evaluation of the library: the trainer's epochs, the procedures'
+    fine-tuning and Gem-Miner's masked forward (``forward``: what computes the
+    output instead of ``model``, which is still put in eval mode).
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> acc, loss = evaluate(net, [(torch.zeros(3, 2), torch.tensor([0, 1, 1]))], "cpu")
+        >>> acc in (1 / 3, 2 / 3), loss > 0
+        (True, True)
+    """
     model.eval()
+    forward = model if forward is None else forward
     correct = total = 0
     loss_sum = 0.0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        out = model(x)
+        out = forward(x)
         loss_sum += Task.loss(out, y, reduction="sum").item()
         correct += Task.correct(out, y)
         total += y.numel()

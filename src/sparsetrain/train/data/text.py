@@ -69,7 +69,8 @@ def stdlib_files(root: Path | None = None) -> tuple[tuple[str, Path], ...]:
     return tuple(sorted(files, key=lambda f: (zlib.crc32(f[0].encode()), f[0])))
 
 
-def _split_of(relpath: str) -> str:
+def split_of(relpath: str) -> str:
+    """The split (train, val or test) a source file belongs to, fixed by a hash of its relative path."""
     bucket = zlib.crc32(relpath.encode()) % _BUCKETS
     return "val" if bucket == _VAL else "test" if bucket == _TEST else "train"
 
@@ -98,7 +99,7 @@ def pystdlib(root: object = None, context: int = 64, train_chars: int = 1_000_00
     texts: dict[str, list[str]] = {k: [] for k in want}
     have = dict.fromkeys(want, 0)
     for rel, path in stdlib_files():
-        split = _split_of(rel)
+        split = split_of(rel)
         if have[split] >= want[split]:
             if all(have[k] >= want[k] for k in want):
                 break

@@ -9,6 +9,6 @@ model, takes ``context`` and outputs ``(N, time, vocabulary)``)::
 """
 
 from sparsetrain.train.models import gpt, resnet, resnet_cifar, small, vgg, wrn  # noqa: F401  (registration)
-from sparsetrain.train.models.registry import create_model, list_models, model_signature, register_model
+from sparsetrain.train.models.registry import create_model, input_kwargs, list_models, model_signature, register_model
 
-__all__ = ["create_model", "list_models", "model_signature", "register_model"]
+__all__ = ["create_model", "input_kwargs", "list_models", "model_signature", "register_model"]

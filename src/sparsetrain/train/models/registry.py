@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,3 +63,19 @@ def init_conv_bn(model: nn.Module) -> None:
 def model_signature(name: str) -> dict[str, inspect.Parameter]:
     """The builder's parameters (for config validation)."""
     return dict(inspect.signature(MODELS.get(name)).parameters)
+
+
+def input_kwargs(name: str, input_shape, given: dict | None = None) -> dict[str, int]:
+    """Fill the model's input-size arguments from the data's shape unless the config sets them.
+
+    ``in_channels`` from the first dim, ``in_features`` (MLP) from the product,
+    ``image_size`` (LeNet-5) and ``context`` (a sequence model's length) from the last dim.
+
+    Example:
+        >>> input_kwargs("mlp", (1, 40)), input_kwargs("mlp", (1, 40), {"in_features": 8})
+        ({'in_channels': 1, 'in_features': 40}, {'in_channels': 1})
+    """
+    params, given = model_signature(name), given or {}
+    derived = {"in_channels": int(input_shape[0]), "in_features": int(math.prod(input_shape)),
+               "image_size": int(input_shape[-1]), "context": int(input_shape[-1])}
+    return {k: v for k, v in derived.items() if k in params and given.get(k) is None}
