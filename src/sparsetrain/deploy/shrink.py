@@ -242,7 +242,7 @@ class Shrinker:
             from sparsetrain.core.graph import channel_groups
             from sparsetrain.deploy.compact import _check_traceable
             channel_groups(sp.ctx.model, sp.ctx.example_input, prune_skip=True)
-            _check_traceable(sp.ctx.model)
+            _check_traceable(sp.ctx.model, own_modules_ok=True)
         except SparsetrainError as err:
             if self.strict:
                 raise SparsetrainError(f"shrink=True: {err} To train unshrunk instead, pass shrink_strict=False.") \
