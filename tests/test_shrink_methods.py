@@ -7,6 +7,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import sparsetrain
@@ -39,13 +41,14 @@ def _batch(t: int):
     return torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (4,), generator=g)
 
 
-def _twins(method: str, steps: int, total: int = 20, **kw):
+def _twins(method: str, steps: int, total: int = 20, seed: int = 0, **kw):
     """Masked and shrunk runs of ``method``, stepped together; invariants checked after every step."""
     runs = []
     for shrink in (False, True):
         net = _net()
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-        sp = sparsetrain.attach(net, opt, method, total_steps=total, example_input=_batch(99)[0], shrink=shrink, **kw)
+        sp = sparsetrain.attach(net, opt, method, total_steps=total, seed=seed, example_input=_batch(99)[0],
+                                shrink=shrink, **kw)
         runs.append((net, opt, sp))
     for t in range(steps):
         x, y = _batch(t)
@@ -151,3 +154,25 @@ def test_a_shrunk_filter_pruning_run_resumes_bit_for_bit():
     for (n, a), b in zip(net.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
     assert all(torch.equal(sp.masks[n], sp2.masks[n]) for n in sp.masks)
+
+
+def test_every_method_with_a_filter_granularity_declares_a_shrink_and_none_does_at_weight_level():
+    from sparsetrain.methods.registry import list_methods, method_signature
+    with_filter = [m for m in list_methods() if "granularity" in method_signature(m).parameters]
+    assert {"prune", "static", "rigl", "set", "dst"} <= set(with_filter)
+    for name in with_filter:
+        if name in ("prune", "static", "rigl", "set", "dst"):
+            assert sparsetrain.create_method(name, granularity="filter").shrink is not None, name
+        assert sparsetrain.create_method(name, granularity="weight").shrink is None, name
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["prune", "static", "rigl", "set"]), density=st.floats(0.2, 0.8),
+       seed=st.integers(0, 1000))
+def test_property_every_shrinkable_filter_method_computes_its_masked_twins_function(method, density, seed):
+    kw = {"granularity": "filter", "density": density, "seed": seed}
+    if method == "prune":
+        kw.update(schedule="agp", end=0.5, update_every=2)
+    else:
+        kw.update(distribution="uniform", **({} if method == "static" else {"update_every": 2, "end": 0.4}))
+    _twins(method, 12, total=12, **kw)  # outputs, counts and kept filters equal after every step

@@ -229,7 +229,8 @@ class Shrinker:
         if rule is None:
             raise SparsetrainError(
                 f"shrink=True: method {sp.method.name!r} never removes whole channels for good, so there is nothing "
-                "to shrink. Use a method that does (chase with channel_sparsity > 0), or drop shrink=True.")
+                "to shrink. Use a method that does (chase with channel_sparsity > 0; prune, static, rigl, set or dst "
+                "with granularity='filter'), or drop shrink=True.")
         if self.every is not None and (isinstance(self.every, bool) or not isinstance(self.every, int)
                                        or self.every < 1):
             raise SparsetrainError(f"shrink_every must be a positive int (optimizer steps), got {self.every!r}.")
