@@ -13,6 +13,7 @@ original sizes, so a shrunk run removes and grows exactly what a masked run does
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -333,7 +334,13 @@ def empty_channel_plan() -> Op:
     plan = channel_plan(0.0, 1.0, prune_skip=True, couple=False)
 
     def run(ctx: SparseContext) -> dict:
-        return plan(ctx) if ctx.example_input is not None else {}
+        if ctx.example_input is None:
+            return {}
+        try:
+            return plan(ctx)
+        except SparsetrainError as err:  # the masks need no plan; only closing (and shrinking) does
+            warnings.warn(f"empty filters keep their readers (no channel plan): {err}", stacklevel=2)
+            return {}
     return Op(run, name="empty_channel_plan")
 
 
