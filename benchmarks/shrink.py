@@ -59,6 +59,8 @@ import chase_residual  # noqa: E402  (the ResNet-20 / digits configuration, Chas
 import common  # noqa: E402
 
 SETUPS = ("dense", "chase", "chase + shrink")
+#: ``--with-prune``: fasterai-style filter pruning (AGP to the channel sparsity, on Chase's channel cadence) + shrink
+PRUNE = "prune filter + shrink"
 RECIPES = {"vgg19": "chase_cifar100_vgg19", "resnet50": "chase_cifar100_resnet50"}
 #: steps of the seed's CIFAR-100 runs (160 epochs x 450 batches of 100), to which the recipes' intervals belong
 SEED_STEPS = 72_000
@@ -84,6 +86,20 @@ def chase_kwargs(model: str, steps: int, update_every: int) -> dict:
     return kwargs
 
 
+def method_args(setup: str, kwargs: dict) -> tuple[str, dict]:
+    """The method and its arguments of a set-up: Chase, or filter pruning to Chase's channel sparsity on its
+    channel cadence and window (``--with-prune``).
+
+    Example:
+        >>> method_args(PRUNE, {"channel_sparsity": 0.5, "channel_every": 80, "end": 0.8})
+        ('prune', {'sparsity': 0.5, 'granularity': 'filter', 'schedule': 'agp', 'end': 0.8, 'update_every': 80})
+    """
+    if setup != PRUNE:
+        return "chase", kwargs
+    return "prune", {"sparsity": kwargs["channel_sparsity"], "granularity": "filter", "schedule": "agp",
+                     "end": kwargs["end"], "update_every": kwargs["channel_every"]}
+
+
 def build(model: str) -> nn.Module:
     from sparsetrain.train.models import create_model
     torch.manual_seed(0)
@@ -99,8 +115,9 @@ def train_run(model: str, setup: str, batches: list, kwargs: dict, steps: int) -
     start = time.perf_counter()
     sp = None
     if setup != "dense":
-        sp = sparsetrain.attach(net, opt, "chase", total_steps=steps, example_input=batches[0][0][:2],
-                                shrink=setup.endswith("shrink"), **kwargs)
+        method, margs = method_args(setup, kwargs)
+        sp = sparsetrain.attach(net, opt, method, total_steps=steps, example_input=batches[0][0][:2],
+                                shrink=setup.endswith("shrink"), **margs)
     times, events = [], []
     for t in range(steps):
         x, y = batches[t % len(batches)]
@@ -161,8 +178,9 @@ def timing(args) -> list[str]:
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 100, (args.batch,), generator=g))
                    for _ in range(4)]
-        runs: dict[str, list[dict]] = {s: [] for s in SETUPS}
-        order, rng = list(SETUPS), random.Random(0)
+        setups = SETUPS + ((PRUNE,) if args.with_prune else ())
+        runs: dict[str, list[dict]] = {s: [] for s in setups}
+        order, rng = list(setups), random.Random(0)
         for _ in range(args.reps):
             rng.shuffle(order)
             for setup in order:
@@ -178,7 +196,7 @@ def timing(args) -> list[str]:
                   f"medians of {args.reps} interleaved repetitions.", ""]
         rows = [[s, f"{med[s]:.2f}", f"{med['dense'] / med[s]:.3f}x", f"{in_events[s]:.2f}",
                  f"{1e3 * late[s]:.1f}", f"{late['dense'] / late[s]:.3f}x",
-                 ", ".join(f"{r['seconds']:.2f}" for r in runs[s])] for s in SETUPS]
+                 ", ".join(f"{r['seconds']:.2f}" for r in runs[s])] for s in setups]
         lines += [common.table(["set-up", "end to end s", "vs dense", "s in event steps", "ms per step, last quarter",
                                 "vs dense", "repetitions (s)"], rows), ""]
         history = runs["chase + shrink"][-1]["history"]
@@ -288,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--tasks", default="resnet20,cnn1d", help="accuracy tasks: resnet20 (digits), "
                         "cnn1d (MNIST-1D)")
+    parser.add_argument("--with-prune", action="store_true", help=f"also time {PRUNE!r} (filter pruning to the "
+                        "channel sparsity on Chase's channel cadence, shrinking while it trains)")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", default=str(HERE / "runs" / "shrink"), help="run folders of the accuracy part")

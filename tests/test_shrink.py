@@ -233,22 +233,60 @@ class _Functional(nn.Module):
         return self.head(torch.relu(self.conv(x)).mean((2, 3))) @ self.mix
 
 
-def test_an_untraceable_model_fails_at_attach_unless_asked_to_train_unshrunk():
+def _train(net, opt, x, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+
+
+def test_a_raw_parameter_layer_is_reported_and_the_rest_still_shrinks():
     net = _Functional()
     x = torch.randn(2, 3, 6, 6)
-    kw = {**CHASE, "channel_every": 2, "exclude": ("mix",)}
-    with pytest.raises(SparsetrainError, match="shrink=True: cannot compact.*shrink_strict=False"):
-        sparsetrain.attach(net, torch.optim.SGD(net.parameters(), lr=0.1), "chase", total_steps=10,
-                           example_input=x, shrink=True, **kw)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    with pytest.warns(UserWarning, match="trains unshrunk"):
+    with pytest.warns(UserWarning, match="channels that pass through 'mix' stay"):
         sp = sparsetrain.attach(net, opt, "chase", total_steps=10, example_input=x, shrink=True,
-                                shrink_strict=False, **kw)
-    for _ in range(4):
-        opt.zero_grad()
-        net(x).sum().backward()
-        opt.step()
-    assert [h["shrunk"] for h in sp.history if "shrunk" in h] == [0] and net.conv.out_channels == 8
+                                **{**CHASE, "channel_every": 2, "exclude": ("mix",)})
+        _train(net, opt, x, 4)
+    assert any(h.get("shrunk") for h in sp.history) and net.conv.out_channels < 8
+    assert net.head.in_features == net.conv.out_channels and net.mix.shape == (2, 2)
+
+
+class _RawConv(nn.Module):
+    """``F.conv2d`` over a raw ``nn.Parameter``: 8 channels in, 4 out, outside ``nn.Conv2d``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 8, 3, 3) * 0.2)
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.weight, padding=1)
+
+
+def _raw_conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), _RawConv(), nn.ReLU(),
+                         nn.Conv2d(4, 12, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(12, 5))
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_a_functional_conv_on_a_raw_parameter_keeps_its_channels(shrink):
+    """Regression: the dependency graph took ``F.conv2d(x, self.weight)`` for an element-wise op and paired
+    conv 0's 8 channels with the 4 input columns of conv 5, so Chase's remove_channels raised an IndexError."""
+    net = _raw_conv_net()
+    x = torch.randn(4, 3, 8, 8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    with pytest.warns(UserWarning, match="channels that pass through '3.weight' stay"):
+        sp = sparsetrain.attach(net, opt, "chase", total_steps=20, example_input=x, shrink=shrink,
+                                include=["*.weight"], exclude=["1.*"], **{**CHASE, "channel_every": 2})
+        _train(net, opt, x, 10)
+    assert set(sp.ctx.state["chase"]["alive"]) == {"5"}  # conv 0's channels go through the raw conv: kept
+    assert int(sp.masks["0.weight"].flatten(1).any(1).sum()) > 0 and net[3].weight.shape == (4, 8, 3, 3)
+    assert sp.ctx.state["chase"]["alive"]["5"].numel() == (12 if not shrink else net[5].out_channels)
+    if shrink:
+        assert net[5].out_channels < 12 and net[9].in_features == net[5].out_channels
+        _check_invariants(sp, opt, net)
 
 
 def test_shrink_every_sets_the_cadence():

@@ -92,3 +92,26 @@ def test_shrink_on_a_dense_run_is_one_message(capsys, tmp_path):
     rc, _, err = cli(capsys, "train", "--method.name", "dense", "--method.shrink", "true", "--epochs", "1",
                      "--run.dir", str(tmp_path))
     assert rc != 0 and "nothing to shrink" in err and "Traceback" not in err
+
+
+#: filter pruning (fasterai's prune, the Conv1d layers) with --method.shrink: narrowed after each pruning step
+PRUNE_RUN = ["train", "--epochs", "4", "--data.num_samples", "600", "--batch_size", "50", "--model.width", "16",
+             "--threads", "1", "--method.name", "prune", "--method.granularity", "filter", "--method.sparsity", "0.5",
+             "--method.layer_type", "Conv1d", "--method.end", "0.6", "--method.update_every", "3",
+             "--method.shrink", "true"]
+
+
+def test_resume_of_a_shrunk_filter_pruning_run_is_bit_identical(capsys, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    rc, _, err = cli(capsys, *PRUNE_RUN, "--run.dir", str(full))
+    assert rc == 0, err
+    name = "prune-cnn1d-mnist1d-s0"
+    timeline = json.loads((full / name / "summary.json").read_text())["shrink"]
+    assert sum(t["shrunk"] for t in timeline) > 0 and timeline[-1]["parameters"] < timeline[0]["parameters"]
+    interrupt_after_epoch(monkeypatch, 2)
+    rc, _, err = cli(capsys, *PRUNE_RUN, "--run.dir", str(tmp_path / "cut"))
+    assert rc == 130, err
+    monkeypatch.undo()
+    rc, _, err = cli(capsys, "train", "--resume", str(tmp_path / "cut" / name))
+    assert rc == 0, err
+    assert_same_run(tmp_path / "cut" / name, full / name, epochs=4)

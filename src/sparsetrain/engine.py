@@ -467,7 +467,8 @@ def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, method: st
         loss_fn: ``loss_fn(outputs, targets)``, used with ``data``
             (default: cross-entropy, applied by the methods that need it).
         shrink: narrow the model in place while it trains, as the method
-            removes channels for good (Chase), so training gets faster;
+            removes channels for good (Chase; prune, static, rigl, set, dst
+            with ``granularity="filter"``), so training gets faster;
             outputs are unchanged. Needs ``example_input``.
             docs/guides/faster.md, "Shrink while training".
         shrink_every: shrink every this many optimizer steps (default: after

@@ -16,7 +16,11 @@ architecture. Rules (Chase, docs/algorithms.md, "Chase"):
   (the seed's code prunes internal widths of residual blocks only: the default);
 - groups touching a grouped / depthwise convolution, or a normalisation that
   mixes channels (LayerNorm, GroupNorm with fewer groups than channels), are
-  not offered: removing one channel there changes what the others compute.
+  not offered: removing one channel there changes what the others compute;
+- groups whose channels pass through a functional convolution / matmul on a raw
+  ``nn.Parameter`` (``F.conv2d(x, self.weight)`` outside ``nn.Conv2d``) are not
+  offered, with a warning naming the parameter: the dependency graph takes such an
+  op for an element-wise one and would pair the channels before it with those after.
 
 Example:
     >>> import torch
@@ -29,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +49,8 @@ CHANNELWISE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Instance
                      nn.InstanceNorm3d, nn.SyncBatchNorm)
 MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
 LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+#: autograd ops that mix channels: on a raw parameter the dependency graph sees them as element-wise
+MIXING_OPS = ("Convolution", "Mm", "Addmm", "Bmm", "Baddbmm", "Matmul", "Einsum", "Linear")
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,19 @@ def _slice(param: str, dim: int, idxs, root_idxs, size: int) -> ChannelSlice:
     return ChannelSlice(param, dim, tuple(tuple(sorted(set(ix))) for ix in per_channel))
 
 
+def _raw_weight(group, param_names: dict[int, str]) -> str | None:
+    """The raw parameter (or functional channel-mixing op) a torch-pruning group passes through, if any."""
+    found = None
+    for item in group.items:
+        module = item.dep.target.module
+        if isinstance(module, nn.Parameter) and module.dim() >= 2:
+            return repr(param_names.get(id(module), "a raw parameter"))
+        op = type(getattr(item.dep.target, "grad_fn", None)).__name__
+        if type(module).__name__ == "_ElementWiseOp" and op.startswith(MIXING_OPS):
+            found = f"a functional {op.removesuffix('Backward0')}"
+    return found
+
+
 def _reaches_output(node) -> bool:
     return not node.outputs
 
@@ -240,14 +260,23 @@ def channel_groups(model: nn.Module, example_input: Any, *, prune_skip: bool = F
     order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
     module_order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     patterns = list(ignore)
-    groups = []
+    param_names = {id(p): n for n, p in model.named_parameters()}
+    groups, raw = [], set()
     for tp_group in dg.get_all_groups(root_module_types=LAYERS):
+        through = _raw_weight(tp_group, param_names)
+        if through is not None:
+            raw.add(through)
+            continue
         group = _group(dg, tp_group, names, order, module_order)
         if group is None or (group.residual and not prune_skip):
             continue
         if any(fnmatch.fnmatchcase(m, p) for m in group.producer_modules for p in patterns):
             continue
         groups.append(group)
+    if raw:
+        warnings.warn(f"channels that pass through {', '.join(sorted(raw))} stay: the dependency graph cannot "
+                      "trace a convolution / matmul on a raw nn.Parameter (hold it in nn.Conv*/nn.Linear to let "
+                      "them go); every other channel group is found as usual.", stacklevel=2)
     return sorted(groups, key=lambda g: order[g.producers[0].param])
 
 

@@ -71,10 +71,18 @@ def _consumer_inputs(model: nn.Module, names: set[str], example_input: Any) -> d
     return seen
 
 
-def _check_traceable(model: nn.Module) -> None:
-    """Refuse layers whose weights the dependency graph cannot see (a functional conv on a raw parameter)."""
+def _check_traceable(model: nn.Module, own_modules_ok: bool = False) -> None:
+    """Refuse layers whose weights the dependency graph cannot see (a functional conv on a raw parameter).
+
+    With ``own_modules_ok`` (shrinking while training) a module of the user's own holding a raw
+    parameter passes: the channel groups that go through it are not offered (with a warning,
+    :func:`sparsetrain.core.graph.channel_groups`), so its shapes never change; torch's other modules
+    (an ``nn.Embedding``, ...) are still refused.
+    """
     for name, module in model.named_modules():
         own = [p for p in module.parameters(recurse=False) if p.dim() >= 2]
+        if own_modules_ok and not type(module).__module__.startswith("torch."):
+            continue
         if own and not isinstance(module, _KNOWN):
             raise SparsetrainError(
                 f"cannot compact {type(model).__name__}: layer {name!r} ({type(module).__name__}) holds a "

@@ -229,7 +229,8 @@ class Shrinker:
         if rule is None:
             raise SparsetrainError(
                 f"shrink=True: method {sp.method.name!r} never removes whole channels for good, so there is nothing "
-                "to shrink. Use a method that does (chase with channel_sparsity > 0), or drop shrink=True.")
+                "to shrink. Use a method that does (chase with channel_sparsity > 0; prune, static, rigl, set or dst "
+                "with granularity='filter'), or drop shrink=True.")
         if self.every is not None and (isinstance(self.every, bool) or not isinstance(self.every, int)
                                        or self.every < 1):
             raise SparsetrainError(f"shrink_every must be a positive int (optimizer steps), got {self.every!r}.")
@@ -242,7 +243,7 @@ class Shrinker:
             from sparsetrain.core.graph import channel_groups
             from sparsetrain.deploy.compact import _check_traceable
             channel_groups(sp.ctx.model, sp.ctx.example_input, prune_skip=True)
-            _check_traceable(sp.ctx.model)
+            _check_traceable(sp.ctx.model, own_modules_ok=True)
         except SparsetrainError as err:
             if self.strict:
                 raise SparsetrainError(f"shrink=True: {err} To train unshrunk instead, pass shrink_strict=False.") \

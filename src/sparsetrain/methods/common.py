@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sparsetrain.cadence import Cadence
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import NMGranularity, get_granularity
 from sparsetrain.criteria import CRITERIA, list_criteria
 from sparsetrain.errors import SparsetrainError, check_count, check_density, unknown_choice
 from sparsetrain.ops import init_random, prune_and_regrow, regrow
-from sparsetrain.ops.base import Op
+from sparsetrain.ops.base import Op, Shrink, Update, chain, when
+from sparsetrain.ops.channels import close_empty_channels, empty_channel_plan, shrink_rule
 from sparsetrain.ops.groups import drop_groups, init_random_groups, init_random_nm, nm_drop_and_grow, regrow_groups
 from sparsetrain.ops.prune import drop_below, drop_lowest
 from sparsetrain.schedules import Schedule
@@ -70,6 +72,47 @@ def initial_mask(distribution: str, density: float, granularity: str = "weight",
     return init_random_groups(distribution, density, granularity, dense_first=dense_first)
 
 
+#: granularities whose groups are whole output units: a layer's masks empty whole channels
+CHANNEL_GRANULARITIES = ("filter",)
+
+
+def channel_closing(granularity: str, init: Op, after: Cadence) -> tuple[Op, tuple[Update, ...], Shrink | None]:
+    """Let a method that empties whole output channels shrink (``attach(..., shrink=True)``).
+
+    Returns ``init`` with the channel plan, the closing update and the method's
+    :class:`~sparsetrain.ops.base.Shrink` (Chase's rule: frozen = the closed channels' slices).
+    ``after`` is when an empty channel is empty for good: after every update of a method
+    whose masks only shrink (prune, GMP), from the first step of one that never changes them
+    (static), after the last update of one that regrows (RigL, SET, DST). Another granularity
+    (single weights, N:M) empties no channel on purpose: ``init`` unchanged, no update, no Shrink.
+
+    Example:
+        >>> from sparsetrain import cadence, ops
+        >>> init, updates, rule = channel_closing("filter", ops.init_dense(), cadence.every(10))
+        >>> init.name, [u.op.name for u in updates], rule is not None
+        ('init_dense+empty_channel_plan', ['close_empty_channels'], True)
+        >>> channel_closing("weight", ops.init_dense(), cadence.every(10))[2] is None
+        True
+    """
+    if get_granularity(granularity).name not in CHANNEL_GRANULARITIES:
+        return init, (), None
+    return chain(init, empty_channel_plan()), (when(after, close_empty_channels()),), shrink_rule(after)
+
+
+def after_window(end: float) -> Cadence:
+    """Due once, at the first step at or after ``end * total``: the last update of a window ``t < end T``
+    has passed.
+
+    Example:
+        >>> due = after_window(0.75)
+        >>> [t for t in range(1, 101) if due(t, 100)]
+        [75]
+    """
+    def due(step: int, total: int) -> bool:
+        return step >= end * total and step - 1 < end * total
+    return due
+
+
 def grad_ema(momentum: float = 0.9):
     """Observer keeping a dense gradient EMA in ``state["grad_ema"]``.
 
@@ -123,5 +166,5 @@ def check_window(start: float, end: float) -> None:
                                f"end={end}.")
 
 
-__all__ = ["check_density", "check_count", "check_window", "death", "grad_ema", "initial_mask",
-           "needs_ema", "regeneration"]
+__all__ = ["CHANNEL_GRANULARITIES", "after_window", "channel_closing", "check_density", "check_count",
+           "check_window", "death", "grad_ema", "initial_mask", "needs_ema", "regeneration"]

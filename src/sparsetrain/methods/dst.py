@@ -8,6 +8,8 @@ from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
     PRUNE_MODES,
     REDISTRIBUTION_MODES,
+    after_window,
+    channel_closing,
     check_count,
     check_density,
     check_window,
@@ -31,7 +33,9 @@ def static(density: float = 0.1, distribution: str = "erk", dense_first: bool = 
     See docs/algorithms.md, "Sparse initialisation and layer densities".
     """
     check_density(density)
-    return Method(init=initial_mask(distribution, density, granularity, dense_first))
+    init, closing, shrink = channel_closing(granularity, initial_mask(distribution, density, granularity,
+                                                                      dense_first), cadence.once_at(1))
+    return Method(init=init, updates=closing, shrink=shrink)
 
 
 @register_method("set", family="dst", paper="Mocanu et al. 2018, SET")
@@ -55,10 +59,10 @@ def set_(density: float = 0.1, distribution: str = "erk", update_every: int = 10
     check_count(update_every, "update_every")
     fraction = constant(drop_fraction) if decay == "constant" else cosine_decay(drop_fraction, 0.005)
     update = regeneration(prune, "random", fraction, granularity=granularity)
-    return Method(
-        init=initial_mask(distribution, density, granularity, dense_first),
-        updates=(ops.when(cadence.every(update_every, end=end), update),),
-    )
+    init, closing, shrink = channel_closing(granularity, initial_mask(distribution, density, granularity,
+                                                                      dense_first), after_window(end))
+    return Method(init=init, updates=(ops.when(cadence.every(update_every, end=end), update), *closing),
+                  shrink=shrink)
 
 
 @register_method("rigl", family="dst", paper="Evci et al. 2020, Rigging the Lottery")
@@ -81,10 +85,10 @@ def rigl(density: float = 0.1, distribution: str = "erk", update_every: int = 10
     check_window(0.0, end)
     fraction = cosine_decay(drop_fraction, 0.0, horizon=end)
     update = regeneration("magnitude", "gradient", fraction, rounding="floor", granularity=granularity)
-    return Method(
-        init=initial_mask(distribution, density, granularity, dense_first),
-        updates=(ops.when(cadence.every(update_every, end=end), update),),
-    )
+    init, closing, shrink = channel_closing(granularity, initial_mask(distribution, density, granularity,
+                                                                      dense_first), after_window(end))
+    return Method(init=init, updates=(ops.when(cadence.every(update_every, end=end), update), *closing),
+                  shrink=shrink)
 
 
 @register_method("dst", family="dst", paper="Liu et al. 2021, ITOP (RigL-ITOP) = GraNet --method DST")
@@ -104,10 +108,12 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
     init = initial_mask(distribution, density, granularity)
     if prune not in PRUNE_MODES:  # a schedule-study criterion may compare with the initial weights
         init = ops.chain(init, remember_weights("w0"))
+    init, closing, shrink = channel_closing(granularity, init, after_window(1.0))  # it updates to the end
     return Method(
         init=init,
-        updates=(ops.when(cadence.every(update_every), update),),
+        updates=(ops.when(cadence.every(update_every), update), *closing),
         observers=observers,
+        shrink=shrink,
     )
 
 

@@ -17,11 +17,11 @@ import torch
 
 from sparsetrain import cadence, ops
 from sparsetrain.context import SparseContext
-from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity, oriented
+from sparsetrain.core.granularity import NMGranularity, filter_dependents, get_granularity, oriented, structured_topk
 from sparsetrain.core.topk import exact_count, global_topk
 from sparsetrain.criteria import get_criterion, needs_grad
 from sparsetrain.errors import SparsetrainError, unknown_choice
-from sparsetrain.methods.common import check_count, check_density
+from sparsetrain.methods.common import channel_closing, check_count, check_density
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops import Op, remember_weights
 from sparsetrain.schedules import SparsitySchedule
@@ -72,23 +72,37 @@ def _check_layer_type(layer_type: tuple[str, ...]) -> Op:
     return Op(run, name="layer_type")
 
 
+def _groups(ctx: SparseContext, gran) -> dict[str, int]:
+    """Groups per layer at the original sizes: recorded at the first pruning step, before any shrink
+    narrows a layer, so a shrunk run prunes against the full widths as its masked twin does."""
+    if "groups" not in ctx.state:
+        ctx.state["groups"] = {n: oriented(gran, ctx.out_axis(n)).num_groups(p.shape) for n, p in ctx.params.items()}
+    return ctx.state["groups"]
+
+
 def _local(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
+    groups = None if isinstance(gran, NMGranularity) else _groups(ctx, gran)
     for n in names:
         scores = crit(ctx, n).float()
         layer = oriented(gran, ctx.out_axis(n))
-        if isinstance(gran, NMGranularity):  # N:M fixes the density at N/M
+        if groups is None:  # N:M fixes the density at N/M
             ctx.masks[n] = layer.select(scores, None, ctx.masks[n], n) & ctx.masks[n]
         else:
-            ctx.masks[n] = layer.select(scores, density, ctx.masks[n], n) & ctx.masks[n]
+            layer.check(scores.shape, n)
+            kept = structured_topk(scores, exact_count(density, groups[n]), layer, ctx.masks[n])
+            ctx.masks[n] = kept & ctx.masks[n]
 
 
 def _global(ctx: SparseContext, gran, crit, density: float, names: list[str]) -> None:
     layers = {n: oriented(gran, ctx.out_axis(n)) for n in names}
     for n in names:
         layers[n].check(ctx.params[n].shape, n)
-    groups = {n: layers[n].group_scores(crit(ctx, n).float()) for n in names}
+    total = _groups(ctx, gran)
+    # a group's mean over its original size: a shrink that took input columns away keeps the ranking
+    groups = {n: layers[n].group_scores(crit(ctx, n).float()) * (ctx.params[n].numel() * total[n])
+              / (ctx.numel(n) * layers[n].num_groups(ctx.params[n].shape)) for n in names}
     alive = {n: layers[n].group_scores(ctx.masks[n].float()) > 0 for n in names}
-    keep = global_topk(groups, exact_count(density, sum(g.numel() for g in groups.values())), alive)
+    keep = global_topk(groups, exact_count(density, sum(total[n] for n in names)), alive)
     for n in names:
         ctx.masks[n] = layers[n].expand(keep[n], ctx.params[n].shape) & ctx.masks[n]
 
@@ -195,7 +209,11 @@ def prune(sparsity: float = 0.9, granularity: str = "weight", scope: str = "laye
         else:
             updates.append(ops.when(lambda t, T: t == max(1, int(rewind * T)), remember_weights("rewind")))
     step = schedule_step(sched, granularity, scope, criterion, lth, kinds)
-    updates.append(ops.when(cadence.every(update_every, include_end=True), step))
+    due = cadence.every(update_every, include_end=True)
+    updates.append(ops.when(due, step))
+    # pruned stays pruned: a filter emptied by a step is empty for good, its channel is closed right after
+    init_op, closing, shrink = channel_closing(granularity, ops.chain(*init), due)
+    updates.extend(closing)
     if reset_end and lth:
         updates.append(ops.when(lambda t, T: t == T, Op(lambda ctx: {"rewound": _rewind(ctx)}, name="reset")))
-    return Method(init=ops.chain(*init), updates=tuple(updates))
+    return Method(init=init_op, updates=tuple(updates), shrink=shrink)

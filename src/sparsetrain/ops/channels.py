@@ -13,6 +13,7 @@ original sizes, so a shrunk run removes and grows exactly what a masked run does
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -76,14 +77,15 @@ def min_width(size: int, target: float, beta: float) -> int:
 
 
 # --------------------------------------------------------------------------- the plan (5.1)
-def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: Iterable[str] = ()) -> Op:
+def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: Iterable[str] = (),
+                 couple: bool = True) -> Op:
     """Store the model's removable channel groups: the hidden units of its transformer MLPs when it has
     some (found by structure, :func:`sparsetrain.deploy.transformer.transformer_groups`), else the
     groups of the traced dependency graph (``ctx.example_input``).
 
     Only groups whose producer and consumer weights are all sparsified are kept (a
-    channel can only be removed through masks). Producer biases become coupled
-    parameters of the engine: held at exactly 0 while their channel has no active weight.
+    channel can only be removed through masks). With ``couple``, producer biases become
+    coupled parameters of the engine: held at exactly 0 while their channel has no active weight.
     """
     from sparsetrain.core.graph import channel_groups
     from sparsetrain.core.transformer import transformer_groups
@@ -106,7 +108,7 @@ def channel_plan(target: float, beta: float, prune_skip: bool = False, ignore: I
                                    for k in (False, True)]
             plan["producers"][g.name] = [[s.param, s.dim, s.positions()] for s in weights]
             plan["consumers"][g.name] = [[s.param, s.dim, s.positions()] for s in g.consumers]
-            for s in g.producers:
+            for s in g.producers if couple else ():
                 if s.param.endswith("bias") and s.dim == 0 and weights[0].dim == ctx.out_axis(weights[0].param):
                     ctx.coupled[s.param] = (params[s.param], s.param[: -len("bias")] + "weight")
         plan["total"] = sum(int(a.numel()) for a in plan["alive"].values())
@@ -326,6 +328,47 @@ def shrink_rule(due) -> Shrink:
     return Shrink(frozen=frozen, due=due, narrow=narrow_plan)
 
 
+def empty_channel_plan() -> Op:
+    """The channel plan of a method whose masks empty whole output channels (filter granularity), when the
+    model can be traced (``example_input``); without one, :func:`close_empty_channels` has nothing to close."""
+    plan = channel_plan(0.0, 1.0, prune_skip=True, couple=False)
+
+    def run(ctx: SparseContext) -> dict:
+        if ctx.example_input is None:
+            return {}
+        try:
+            return plan(ctx)
+        except SparsetrainError as err:  # the masks need no plan; only closing (and shrinking) does
+            warnings.warn(f"empty filters keep their readers (no channel plan): {err}", stacklevel=2)
+            return {}
+    return Op(run, name="empty_channel_plan")
+
+
+def close_empty_channels() -> Op:
+    """Remove, as Chase removes a channel, every planned channel whose producer rows are all inactive: its
+    readers' input columns are masked too, so it is frozen for good and a shrink may take it away.
+
+    Run it only where the method's masks no longer regrow into such a channel (after each update of
+    a method whose masks only shrink, after the last update of one that regrows). The readers read
+    the channel through weights that are masked from then on, so what it still outputs (a bias,
+    a BatchNorm shift) no longer reaches them.
+    """
+    def run(ctx: SparseContext) -> dict:
+        plan = ctx.state.get(KEY)
+        if not plan:
+            return {}
+        chosen = {}
+        for name, alive in plan["alive"].items():
+            empty = alive.cpu().clone()
+            for param, dim, pos in plan["producers"][name]:
+                rows = ctx.masks[param].movedim(dim, 0)
+                active = rows.reshape(rows.shape[0], -1).any(1).cpu()
+                empty &= ~active[pos.cpu()].any(1)
+            chosen[name] = empty
+        return {"channels_closed": remove_channels(ctx, chosen)}
+    return Op(run, name="close_empty_channels")
+
+
 def prune_channels(sparsity: Schedule, score: str = "umm", norm: str = "none") -> Op:
     """One channel-removal event: bring the removed share of the plan's channels up to S(t).
 
@@ -385,5 +428,6 @@ def drop_global(fraction: Schedule, criterion: str | Criterion = "magnitude") ->
 
 
 __all__ = ["CURVES", "SCORES", "SCORE_NORMS", "channel_cadence", "channel_plan", "channel_scores",
-           "channel_sparsity", "drop_global", "frozen", "grow_global_to", "min_width", "narrow_plan",
-           "normalize_scores", "prune_channels", "remove_channels", "select_channels", "shrink_rule", "surviving"]
+           "channel_sparsity", "close_empty_channels", "drop_global", "empty_channel_plan", "frozen",
+           "grow_global_to", "min_width", "narrow_plan", "normalize_scores", "prune_channels", "remove_channels",
+           "select_channels", "shrink_rule", "surviving"]
