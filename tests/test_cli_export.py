@@ -101,6 +101,7 @@ def test_bench_a_bundled_model_with_one_shot_chase_masks(capsys, tmp_path):
     (["bench", "lenet5", "--batch-sizes", "1,x"], "--batch-sizes"),
     (["export", "RUN"], "--onnx"),
     (["compact", "no/such/run"], "no checkpoint"),
+    (["bench", "gpt"], "token ids"),  # regression: it built the GPT with in_channels
 ])
 def test_bad_input_is_one_clear_message(capsys, tmp_path, argv, message):
     rc, _, err = cli(capsys, *argv)
@@ -188,3 +189,5 @@ def test_compact_and_export_a_gpt_run(capsys, tmp_path):
                        str(tmp_path / "gpt.onnx"), "--legacy-onnx")
     assert rc == 0, err
     assert (tmp_path / "gpt.safetensors").is_file() and (tmp_path / "gpt.onnx").is_file()
+    rc, out, err = cli(capsys, "bench", str(run))  # random float inputs would crash inside the embedding
+    assert rc == 2 and "token ids" in err
