@@ -14,7 +14,11 @@ the same hidden states) and the whole forward pass, dense (masked) and
 compact, alternately over ``--rounds`` rounds; the table gives medians and
 the speed-up dense / compact. The compact model's logits are checked against
 the masked dense model's (max |difference| printed). Goal: >= 1.5x for the
-MLP blocks at 50 % unit sparsity.
+MLP blocks at 50 % unit sparsity. A second table adds attention heads: also
+``--head-sparsity`` of every attention's heads emptied (the heads with the
+lowest L1 norm of their output-projection columns; those columns zeroed),
+both removed by :func:`sparsetrain.deploy.transformer.compact_transformer`,
+and the whole forward pass timed (0 skips the table).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparsetrain.core.transformer import attention_blocks, in_axis
 from sparsetrain.deploy.inference import median_seconds
-from sparsetrain.deploy.transformer import compact_mlp, mlp_blocks
+from sparsetrain.deploy.transformer import compact_mlp, compact_transformer, mlp_blocks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Tee, demote, machine_info, table, write_section  # noqa: E402
@@ -74,6 +79,47 @@ def empty_units(model: nn.Module, fraction: float) -> int:
     return emptied
 
 
+@torch.no_grad()
+def empty_heads(model: nn.Module, fraction: float) -> int:
+    """Zero the output-projection columns of the ``fraction`` of each attention's heads with the lowest L1 norm."""
+    emptied = 0
+    for block in attention_blocks(model):
+        out = model.get_submodule(block.out)
+        columns = out.weight.movedim(in_axis(out), 0)  # [heads * head_dim, ...]
+        norms = columns.abs().reshape(block.heads, -1).sum(1)
+        for h in torch.argsort(norms, stable=True)[: int(fraction * block.heads)].tolist():
+            columns[h * block.head_dim:(h + 1) * block.head_dim] = 0
+            emptied += 1
+    return emptied
+
+
+def alternate(fns: dict[str, object], cfg: dict) -> dict[str, float]:
+    """Median seconds of each function, timed in turn over ``cfg["rounds"]`` rounds so drift hits all."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(cfg["rounds"]):
+        for name, fn in fns.items():
+            times[name].append(median_seconds(fn, reps=cfg["reps"], warmup=1))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def measure_heads(style: str, cfg: dict, fraction: float, head_fraction: float) -> list[str]:
+    """Whole forward pass, dense (masked) vs with the emptied MLP units and heads removed."""
+    dense = build(style, cfg)
+    empty_units(dense, fraction)
+    emptied = empty_heads(dense, head_fraction)
+    x = torch.randint(0, VOCAB, (cfg["batch"], cfg["context"]), generator=torch.Generator().manual_seed(1))
+    small, spec = compact_transformer(dense, x)
+    small.eval()
+    with torch.no_grad():
+        error = float((logits(dense, x) - logits(small, x)).abs().max())
+    heads = [(b.heads, a.heads) for b, a in zip(attention_blocks(dense), attention_blocks(small), strict=True)]
+    med = alternate({"dense": lambda: logits(dense, x), "compact": lambda: logits(small, x)}, cfg)
+    params = [sum(p.numel() for p in m.parameters()) for m in (dense, small)]
+    return [style, f"{sum(h[0] for h in heads)} -> {sum(h[1] for h in heads)} ({emptied} emptied)",
+            f"{params[0]:,} -> {params[1]:,}", f"{med['dense'] * 1e3:.3f}", f"{med['compact'] * 1e3:.3f}",
+            f"{med['dense'] / med['compact']:.2f}x", f"{error:.1e}"]
+
+
 def mlp_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The hidden states entering each MLP, recorded by one forward pass."""
     seen: dict[str, torch.Tensor] = {}
@@ -101,13 +147,8 @@ def measure(style: str, cfg: dict, fraction: float) -> list[str]:
         for name, pair in blocks.items():
             pair[which](inputs[name])
 
-    times: dict[str, list[float]] = {"mlp_dense": [], "mlp_compact": [], "fwd_dense": [], "fwd_compact": []}
-    for _ in range(cfg["rounds"]):  # alternate dense and compact so drift hits both
-        times["mlp_dense"].append(median_seconds(lambda: run_mlps(0), reps=cfg["reps"], warmup=1))
-        times["mlp_compact"].append(median_seconds(lambda: run_mlps(1), reps=cfg["reps"], warmup=1))
-        times["fwd_dense"].append(median_seconds(lambda: logits(dense, x), reps=cfg["reps"], warmup=1))
-        times["fwd_compact"].append(median_seconds(lambda: logits(small, x), reps=cfg["reps"], warmup=1))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = alternate({"mlp_dense": lambda: run_mlps(0), "mlp_compact": lambda: run_mlps(1),
+                     "fwd_dense": lambda: logits(dense, x), "fwd_compact": lambda: logits(small, x)}, cfg)
     before = sum(w[0] for w in widths.values())
     after = sum(w[1] for w in widths.values())
     return [style, f"{before} -> {after} ({emptied} emptied)", f"{med['mlp_dense'] * 1e3:.3f}",
@@ -122,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (a smoke run)")
     parser.add_argument("--styles", default=",".join(STYLES), help=f"comma-separated MLP styles of {STYLES}")
     parser.add_argument("--unit-sparsity", type=float, default=0.5, help="fraction of MLP units emptied")
+    parser.add_argument("--head-sparsity", type=float, default=0.5,
+                        help="fraction of attention heads emptied for the second table (0: no such table)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--results", default=None, help="Markdown file for the report (default: "
                         "benchmarks/RESULTS.md, section 'transformer-compact'; --quick: none)")
@@ -142,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = [measure(style, cfg, args.unit_sparsity) for style in styles]
         print(table(["MLP", "hidden units", "MLPs dense", "MLPs compact", "MLP speed-up", "forward dense",
                      "forward compact", "forward speed-up", "max logit diff"], rows))
+        if args.head_sparsity > 0:
+            print(f"\nAlso {args.head_sparsity:.0%} of the attention heads emptied; MLP units and heads removed:\n")
+            rows = [measure_heads(style, cfg, args.unit_sparsity, args.head_sparsity) for style in styles]
+            print(table(["model", "heads", "params", "forward dense", "forward compact", "forward speed-up",
+                         "max logit diff"], rows))
     if results:
         command = "python benchmarks/transformer.py" + "".join(f" {a}" for a in argv)
         write_section("transformer-compact", "## Compact transformer MLPs: CPU latency vs dense (issue 13)\n\n"

@@ -252,10 +252,11 @@ def test_transformer_quick_compacts_every_mlp_style_exactly(capsys):
     assert transformer.main(["--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("| gelu", "| swiglu", "| hf-gpt2"))]
-    assert len(rows) == 3
-    for row in rows:
+    assert len(rows) == 6  # MLP units only, then MLP units and heads
+    for i, row in enumerate(rows):
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1].startswith("128 -> 64") and float(cells[-1]) == 0.0  # half the units gone, same logits
+        gone = "128 -> 64" if i < 3 else "2 -> 1"  # half the units (then also half the heads) gone, same logits
+        assert cells[1].startswith(gone) and float(cells[-1]) == 0.0
 
 
 def test_gpt_lm_quick_reports_loss_and_training_flops(tmp_path, capsys):

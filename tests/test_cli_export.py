@@ -101,6 +101,7 @@ def test_bench_a_bundled_model_with_one_shot_chase_masks(capsys, tmp_path):
     (["bench", "lenet5", "--batch-sizes", "1,x"], "--batch-sizes"),
     (["export", "RUN"], "--onnx"),
     (["compact", "no/such/run"], "no checkpoint"),
+    (["bench", "gpt"], "token ids"),  # regression: it built the GPT with in_channels
 ])
 def test_bad_input_is_one_clear_message(capsys, tmp_path, argv, message):
     rc, _, err = cli(capsys, *argv)
@@ -158,3 +159,35 @@ def test_bench_cli_passes_score_norm_and_prune_skip(capsys, tmp_path):
         params[" ".join(extra)] = json.loads((tmp_path / "b.json").read_text())["rows"][1]["params"]
     assert len(set(params.values())) == 4, params  # each option changes the masks
     assert params["--prune-skip"] < params[""]
+
+
+#: the GPT language model of the reference trainer at its tiniest (benchmarks/gpt_lm.py, TINY)
+GPT_RUN = ["train", "--config", "rigl_gpt_pystdlib", "--epochs", "1", "--data.train_chars", "4000",
+           "--data.val_chars", "1000", "--data.test_chars", "1000", "--data.context", "16", "--model.n_layer", "1",
+           "--model.n_head", "2", "--model.n_embd", "32", "--batch_size", "16", "--threads", "1",
+           "--run.plots", "false", "--run.progress", "false", "--run.name", "gpt"]
+
+
+def test_compact_and_export_a_gpt_run(capsys, tmp_path):
+    """Regression: both failed on a GPT run (the channel trace refused its embedding and misread attention)."""
+    with torch_state():
+        assert main([*GPT_RUN, "--run.dir", str(tmp_path)]) == 0
+    run = tmp_path / "gpt"
+    rc, out, err = cli(capsys, "compact", str(run), "--out", str(tmp_path / "small"))
+    assert rc == 0, err
+    loaded = load_run(run)
+    small, _ = load_compact(tmp_path / "small" / "compact.safetensors", loaded.factory)
+    x = example_batch(loaded)  # token ids of the test split
+    assert x.dtype == torch.long
+    masked = loaded.model
+    with torch.no_grad():
+        for n, p in masked.named_parameters():
+            if n in loaded.masks:
+                p.mul_(loaded.masks[n])
+        torch.testing.assert_close(small.eval()(x), masked(x), rtol=0, atol=1e-5)
+    rc, out, err = cli(capsys, "export", str(run), "--sparse", str(tmp_path / "gpt.safetensors"), "--onnx",
+                       str(tmp_path / "gpt.onnx"), "--legacy-onnx")
+    assert rc == 0, err
+    assert (tmp_path / "gpt.safetensors").is_file() and (tmp_path / "gpt.onnx").is_file()
+    rc, out, err = cli(capsys, "bench", str(run))  # random float inputs would crash inside the embedding
+    assert rc == 2 and "token ids" in err

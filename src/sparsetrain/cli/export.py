@@ -154,17 +154,26 @@ def configure_bench(p) -> None:
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
 
 
+_TOKENS = ("sparsetrain bench times models on random float inputs; a language model reads token ids, which it "
+           "does not make yet. Time a compact GPT with python benchmarks/transformer.py, or compact / export the "
+           "run (sparsetrain compact RUN).")
+
+
 def _bench_target(args) -> tuple[nn.Module, Tensor, dict[str, Tensor]]:
     from sparsetrain.deploy.bench import channel_sparse_masks
-    from sparsetrain.train.models import create_model, list_models
+    from sparsetrain.train.models import create_model, input_kwargs, list_models
     if Path(args.target).exists():
         loaded = load_run(args.target)
+        if not example_batch(loaded, 1).is_floating_point():  # token ids (a language model)
+            raise SparsetrainError(_TOKENS)
         return loaded.model, torch.randn(2, *loaded.input_shape), loaded.masks
     if args.target not in list_models():
         from sparsetrain.errors import unknown_choice
         raise unknown_choice("model (or run folder)", args.target, list_models())
+    if args.target == "gpt":
+        raise SparsetrainError(_TOKENS)
     shape = tuple(args.input_shape)
-    model = create_model(args.target, num_classes=args.num_classes, in_channels=shape[0]).eval()
+    model = create_model(args.target, num_classes=args.num_classes, **input_kwargs(args.target, shape)).eval()
     x = torch.randn(2, *shape)
     masks = channel_sparse_masks(model, x, args.channel_sparsity, min_ratio=args.min_ratio, density=args.density,
                                  score_norm=args.score_norm, prune_skip=args.prune_skip)

@@ -21,6 +21,11 @@ architecture. Rules (Chase, docs/algorithms.md, "Chase"):
   ``nn.Parameter`` (``F.conv2d(x, self.weight)`` outside ``nn.Conv2d``) are not
   offered, with a warning naming the parameter: the dependency graph takes such an
   op for an element-wise one and would pair the channels before it with those after.
+- groups touching a layer inside an attention (:func:`attention_modules`) are
+  not offered: the trace does not see the split into heads (it takes all of a
+  fused q/k/v projection's outputs for inputs of the output projection).
+  Transformer MLP units and heads are found by structure instead
+  (:mod:`sparsetrain.core.transformer`).
 
 Example:
     >>> import torch
@@ -169,6 +174,34 @@ def _build(model: nn.Module, example_input: Any):
             m.train(mode)
 
 
+#: children that make a module an attention, whatever its class is called (fused q/k/v, q/k projections)
+_ATTENTION_CHILDREN = (("c_attn",), ("q_proj", "k_proj"), ("query", "key"), ("to_q", "to_k"))
+
+
+def attention_modules(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that compute attention (the model itself is never one).
+
+    ``nn.MultiheadAttention``, a module whose class name says so (``...Attention``, ``...Attn``), or one
+    with query / key projections as children (:data:`_ATTENTION_CHILDREN`).
+
+    Example:
+        >>> attention_modules(nn.TransformerEncoderLayer(8, 2))
+        ['self_attn']
+    """
+    names = []
+    for name, module in unwrap(model).named_modules():
+        kind = type(module).__name__.lower()
+        if name and (isinstance(module, nn.MultiheadAttention) or "attention" in kind or "attn" in kind or any(
+                all(isinstance(getattr(module, c, None), nn.Module) for c in children)
+                for children in _ATTENTION_CHILDREN)):
+            names.append(name)
+    return names
+
+
+def _inside(module: str, parents: list[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in parents)
+
+
 def _slice(param: str, dim: int, idxs, root_idxs, size: int) -> ChannelSlice:
     per_channel: list[list[int]] = [[] for _ in range(size)]
     for i, r in zip(idxs, root_idxs, strict=True):
@@ -259,7 +292,7 @@ def channel_groups(model: nn.Module, example_input: Any, *, prune_skip: bool = F
     names = {m: n for n, m in model.named_modules()}
     order = {n: i for i, (n, _) in enumerate(model.named_parameters())}
     module_order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    patterns = list(ignore)
+    patterns, attention = list(ignore), attention_modules(model)
     param_names = {id(p): n for n, p in model.named_parameters()}
     groups, raw = [], set()
     for tp_group in dg.get_all_groups(root_module_types=LAYERS):
@@ -269,6 +302,8 @@ def channel_groups(model: nn.Module, example_input: Any, *, prune_skip: bool = F
             continue
         group = _group(dg, tp_group, names, order, module_order)
         if group is None or (group.residual and not prune_skip):
+            continue
+        if any(_inside(s.param.rsplit(".", 1)[0], attention) for s in (*group.producers, *group.consumers)):
             continue
         if any(fnmatch.fnmatchcase(m, p) for m in group.producer_modules for p in patterns):
             continue
@@ -280,4 +315,4 @@ def channel_groups(model: nn.Module, example_input: Any, *, prune_skip: bool = F
     return sorted(groups, key=lambda g: order[g.producers[0].param])
 
 
-__all__ = ["ChannelGroup", "ChannelSlice", "channel_groups"]
+__all__ = ["ChannelGroup", "ChannelSlice", "attention_modules", "channel_groups"]

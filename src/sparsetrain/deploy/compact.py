@@ -248,6 +248,11 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
             ``benchmarks/RESULTS.md`` ("widths") measures it. 1 keeps the
             exact widths.
 
+    A transformer (MLP blocks or attentions found by structure,
+    :mod:`sparsetrain.core.transformer`) is compacted by
+    :func:`sparsetrain.deploy.transformer.compact_transformer` instead: its
+    unused MLP units and attention heads go, nothing else.
+
     Returns:
         The compact ``nn.Module`` (same class, fewer channels, training mode as
         given) and a JSON-able width spec (``removed`` root channels per group,
@@ -259,10 +264,15 @@ def compact(model: nn.Module, example_input: Any, *, masks: dict[str, Tensor] | 
             or outputs that changed (a graph the tracer misread).
     """
     from sparsetrain.core.graph import channel_groups
+    from sparsetrain.deploy.transformer import compact_transformer, is_transformer
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise SparsetrainError(f"round_to (--round-to) must be a positive int (1 keeps exact widths, 8 or 16 suit "
                                f"most hardware), got {round_to!r}.")
     source = unwrap(model)
+    if is_transformer(source):  # the trace misreads attention: MLP units and heads are found by structure
+        if calibration is not None:
+            warnings.warn("transformer compaction is exact: the calibration batches are not used.", stacklevel=2)
+        return compact_transformer(model, example_input, masks=masks, round_to=round_to)
     masked = copy.deepcopy(source).eval()
     params = dict(masked.named_parameters())
     with torch.no_grad():

@@ -28,10 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sparsetrain.core.layout import hf_conv1d
 from sparsetrain.errors import SparsetrainError
 
 _ATTRS = ("in_channels", "out_channels", "in_features", "out_features", "num_features", "num_channels",
-          "num_groups")
+          "num_groups", "nf", "n_head", "num_heads", "num_key_value_heads", "num_key_value_groups", "split_size")
+#: ``nf``: a Hugging Face Conv1D's outputs; the others: an attention's heads (:mod:`sparsetrain.deploy.heads`)
 
 
 def _index(t: Tensor | None, dim: int, idx: Tensor) -> Tensor | None:
@@ -57,14 +59,21 @@ def _set(module: nn.Module, name: str, value: Tensor | None, in_place: bool = Fa
 def resize_module(module: nn.Module, keep: dict[int, Tensor], *, in_place: bool = False) -> None:
     """Keep only the indices ``keep[dim]`` along weight dimension ``dim`` (norms: dim 0 = features).
 
-    Conv / Linear: dim 0 and 1 of the weight (the bias follows the output
-    dimension); BatchNorm / InstanceNorm / channel-wise GroupNorm: the features.
+    Conv / Linear / Hugging Face Conv1D: dim 0 and 1 of the weight (the bias
+    follows the output dimension, 1 for a Conv1D); BatchNorm / InstanceNorm / channel-wise GroupNorm: the features.
     Width attributes (``out_channels``, ``in_features``, ...) are updated.
     ``in_place=True`` narrows the existing ``nn.Parameter`` objects (their
     ``.data``; gradients are dropped) instead of creating new ones, so an
     optimizer that holds them keeps working (:mod:`sparsetrain.deploy.shrink`).
     """
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+    conv1d = hf_conv1d()
+    if conv1d is not None and isinstance(module, conv1d):  # Hugging Face's transposed linear: [in, out]
+        for dim, idx in keep.items():
+            _set(module, "weight", _index(module.weight, dim, idx), in_place)
+            if dim == 1:
+                _set(module, "bias", _index(module.bias, 0, idx), in_place)
+        module.nf = module.weight.shape[1]
+    elif isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
         out_dim = 1 if getattr(module, "transposed", False) else 0
         for dim, idx in keep.items():
             _set(module, "weight", _index(module.weight, dim, idx), in_place)
@@ -98,7 +107,7 @@ def module_widths(small: nn.Module, source: nn.Module) -> dict[str, dict[str, An
         tensors = {**module._parameters, **module._buffers}
         shapes = {k: None if v is None else list(v.shape) for k, v in tensors.items()}
         old_shapes = {k: None if v is None else list(v.shape) for k, v in {**old._parameters, **old._buffers}.items()}
-        if shapes != old_shapes:
+        if shapes != old_shapes or _attrs(module) != _attrs(old):  # an attention with fewer heads: attributes only
             widths[name] = width_entry(module)
     return widths
 
@@ -111,8 +120,12 @@ def width_entry(module: nn.Module) -> dict[str, Any]:
         {'in_features': 4, 'out_features': 3}
     """
     tensors = {**module._parameters, **module._buffers}
-    return {"type": type(module).__name__, "attrs": {a: getattr(module, a) for a in _ATTRS if hasattr(module, a)},
+    return {"type": type(module).__name__, "attrs": _attrs(module),
             "tensors": {k: None if v is None else list(v.shape) for k, v in tensors.items()}}
+
+
+def _attrs(module: nn.Module) -> dict[str, int]:
+    return {a: getattr(module, a) for a in _ATTRS if isinstance(getattr(module, a, None), int)}
 
 
 def _check_spec(spec: Any) -> dict[str, Any]:

@@ -31,7 +31,11 @@ MLPS = ("gelu", "swiglu")
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with one fused q/k/v projection (``c_attn``)."""
+    """Multi-head causal self-attention with one fused q/k/v projection (``c_attn``).
+
+    The heads' total width is read from the weights, not from the model width, so a compact copy with
+    fewer heads (``n_head`` lowered, :mod:`sparsetrain.deploy.heads`) runs as is.
+    """
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0):
         super().__init__()
@@ -40,11 +44,11 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(n_embd, n_embd)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, t, c = x.shape
-        q, k, v = self.c_attn(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        b, t, _ = x.shape
+        q, k, v = self.c_attn(x).chunk(3, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, -1).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
 class MLP(nn.Module):
