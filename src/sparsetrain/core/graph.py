@@ -54,8 +54,6 @@ CHANNELWISE_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Instance
                      nn.InstanceNorm3d, nn.SyncBatchNorm)
 MIXING_NORMS = (nn.LayerNorm, nn.GroupNorm)
 LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
-#: autograd ops that mix channels: on a raw parameter the dependency graph sees them as element-wise
-MIXING_OPS = ("Convolution", "Mm", "Addmm", "Bmm", "Baddbmm", "Matmul", "Einsum", "Linear")
 
 
 @dataclass(frozen=True)
@@ -210,16 +208,16 @@ def _slice(param: str, dim: int, idxs, root_idxs, size: int) -> ChannelSlice:
 
 
 def _raw_weight(group, param_names: dict[int, str]) -> str | None:
-    """The raw parameter (or functional channel-mixing op) a torch-pruning group passes through, if any."""
-    found = None
+    """The raw parameter a torch-pruning group passes through, if any.
+
+    Only the parameter node tells: a functional op's grad_fn is no guide, since an
+    ``nn.Linear`` on a 3-D input also leaves an ``Addmm`` the graph files as element-wise.
+    """
     for item in group.items:
         module = item.dep.target.module
         if isinstance(module, nn.Parameter) and module.dim() >= 2:
             return repr(param_names.get(id(module), "a raw parameter"))
-        op = type(getattr(item.dep.target, "grad_fn", None)).__name__
-        if type(module).__name__ == "_ElementWiseOp" and op.startswith(MIXING_OPS):
-            found = f"a functional {op.removesuffix('Backward0')}"
-    return found
+    return None
 
 
 def _reaches_output(node) -> bool:
