@@ -167,7 +167,8 @@ def test_every_method_with_a_filter_granularity_declares_a_shrink_and_none_does_
             assert sparsetrain.create_method(name, granularity="filter").shrink is not None, name
         # Chase removes channels by its own channel pruning, whatever granularity its weight-level DST uses
         channel_pruning = name == "chase"
-        assert (sparsetrain.create_method(name, granularity="weight", **extra).shrink is not None) == channel_pruning, name
+        weight_level = sparsetrain.create_method(name, granularity="weight", **extra)
+        assert (weight_level.shrink is not None) == channel_pruning, name
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
