@@ -9,12 +9,16 @@ DistributedDataParallel. FSDP2 builds on this in :mod:`sparsetrain.sharding`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.errors import PeerStopped, SparsetrainError
+
+T = TypeVar("T")
 
 
 def world_size() -> int:
@@ -119,6 +123,34 @@ def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     if dist.is_initialized():
         dist.barrier()
+
+
+def decided_by_rank_zero(check: Callable[[], T]) -> T | None:
+    """Run ``check`` on rank 0 only and let every rank stop together if it refuses the input.
+
+    Without this, rank 0 exits with its message while the others wait in a collective until torchrun
+    kills them, and whether they print anything depends on who is faster. Ranks 1.. get ``None`` back,
+    or raise :class:`PeerStopped` when rank 0 raised a :class:`SparsetrainError`.
+
+    Example:
+        >>> decided_by_rank_zero(lambda: 3)  # one process: just the call
+        3
+    """
+    result, reason, error = None, None, None
+    if rank() == 0:
+        try:
+            result = check()
+        except SparsetrainError as exc:
+            reason, error = str(exc), exc
+    if world_size() > 1:
+        box = [reason]
+        dist.broadcast_object_list(box, src=0)
+        reason = box[0]
+    if reason is not None:
+        if rank() == 0:
+            raise error  # type: ignore[misc]  (set together with reason)
+        raise PeerStopped(reason)
+    return result
 
 
 def teardown() -> None:

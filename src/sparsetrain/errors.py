@@ -10,6 +10,10 @@ class SparsetrainError(ValueError):
     """Bad input given to sparsetrain (the message says what to do)."""
 
 
+class PeerStopped(SparsetrainError):
+    """Raised on ranks 1.. when rank 0 refused the input: rank 0 prints the reason, the others say why they stop."""
+
+
 def unknown_choice(kind: str, name: str, choices: Iterable[str]) -> SparsetrainError:
     """Build the error for an unknown registered name, listing the close ones.
 

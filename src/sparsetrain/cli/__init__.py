@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 
-from sparsetrain.errors import SparsetrainError
+from sparsetrain.errors import PeerStopped, SparsetrainError
 
 EPILOG = """examples:
   sparsetrain train                                   # MNIST-1D, 1D CNN, GraNet at 90 % sparsity
@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args, extra) or 0)
+    except PeerStopped:
+        print(_PEER_STOPPED.format(command=args.command, rank=os.environ.get("RANK", "?")), file=sys.stderr)
+        return 2
     except SparsetrainError as exc:
         print(f"sparsetrain {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -102,10 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         if not _lost_a_peer(exc):
             raise
-        rank = os.environ.get("RANK", "?")
-        print(f"sparsetrain {args.command} (rank {rank}): stopped because another process of this torchrun job "
-              "stopped; the reason is in its message above.", file=sys.stderr)
+        print(_PEER_STOPPED.format(command=args.command, rank=os.environ.get("RANK", "?")), file=sys.stderr)
         return 1
+
+
+_PEER_STOPPED = ("sparsetrain {command} (rank {rank}): stopped because another process of this torchrun job "
+                 "stopped; the reason is in its message above.")
 
 
 def _lost_a_peer(exc: RuntimeError) -> bool:

@@ -63,13 +63,12 @@ def cmd_train(args, extra: list[str]) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from sparsetrain.distributed import setup
+    from sparsetrain.distributed import decided_by_rank_zero, setup
     from sparsetrain.train.loop import train
     _, rank, _ = setup(cfg["device"])
-    run_dir, resume = prepare_run_dir(cfg, args.resume, args.overwrite) if rank == 0 else (
-        Path(args.resume or Path(cfg["run"]["dir"]) / default_run_name(cfg)), bool(args.resume))
-    from sparsetrain import distributed
-    distributed.barrier()
+    decided = decided_by_rank_zero(lambda: prepare_run_dir(cfg, args.resume, args.overwrite))
+    run_dir, resume = decided or (Path(args.resume or Path(cfg["run"]["dir"]) / default_run_name(cfg)),
+                                  bool(args.resume))
     try:
         summary = train(cfg, run_dir, resume=resume)
     except KeyboardInterrupt:
