@@ -98,3 +98,34 @@ def test_a_second_criterion_under_a_taken_name_is_refused():
     from sparsetrain.criteria import criterion
     with pytest.raises(SparsetrainError, match="a criterion named 'large_final' is already registered"):
         criterion("large_final")(lambda ctx, name: ctx.params[name])
+
+
+def test_a_criterion_is_a_frozen_record_that_says_what_it_reads():
+    import dataclasses
+
+    from sparsetrain.criteria import Criterion
+    crit = get_criterion("movement")
+    assert isinstance(crit, Criterion) and crit.remembers == ("w0",) and not crit.needs_grad
+    assert get_criterion("updating_movement").remembers == ("w0", "w_prev")
+    assert get_criterion("taylor").needs_grad and get_criterion("magnitude").remembers == ()
+    assert crit.__doc__.startswith("|w - w0|") and crit.__name__ == "movement"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        crit.needs_grad = True
+
+
+def test_a_users_function_becomes_a_criterion_keeping_its_needs_grad_attribute():
+    def mine(ctx, name):
+        return ctx.grad(name).abs()
+    mine.needs_grad = True
+    crit = get_criterion(mine)
+    assert crit.name == "mine" and crit.needs_grad and needs_grad(mine)
+    assert torch.equal(crit(_ctx(), "w"), torch.tensor(G))
+
+
+@pytest.mark.parametrize("prune, remembered", [("movement", True), ("magnitude", False), ("threshold", False)])
+def test_dst_stores_the_initial_weights_only_for_a_rule_that_reads_them(prune, remembered):
+    import sparsetrain
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sp = sparsetrain.attach(model, opt, "dst", density=0.5, prune=prune, update_every=2, total_steps=4)
+    assert ("w0" in sp.ctx.state) is remembered

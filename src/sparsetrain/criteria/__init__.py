@@ -29,7 +29,16 @@ from __future__ import annotations
 from sparsetrain.criteria import history, optimizer, weights  # noqa: F401  (they register on import)
 
 # the registry lives in criteria.base, not here: a package __init__ may be imported twice (pytest's importlib mode)
-from sparsetrain.criteria.base import CRITERIA, Criterion, criterion, get_criterion, list_criteria, needs_grad
+from sparsetrain.criteria.base import (
+    CRITERIA,
+    Criterion,
+    ScoreFn,
+    criterion,
+    get_criterion,
+    list_criteria,
+    needs_grad,
+)
 from sparsetrain.criteria.weights import mest_score
 
-__all__ = ["CRITERIA", "Criterion", "criterion", "get_criterion", "list_criteria", "mest_score", "needs_grad"]
+__all__ = ["CRITERIA", "Criterion", "ScoreFn", "criterion", "get_criterion", "list_criteria", "mest_score",
+           "needs_grad"]

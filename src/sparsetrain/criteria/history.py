@@ -74,55 +74,55 @@ def _w_prev(ctx: SparseContext, name: str) -> Tensor:
     return prev[name] if name in prev else _w0(ctx, name)
 
 
-@criterion("large_init")
+@criterion("large_init", remembers=("w0",))
 def large_init(ctx: SparseContext, name: str) -> Tensor:
     """|w0|: keep the weights that were large at init (w0 = [1, -2] -> [1, 2])."""
     return _w0(ctx, name).abs()
 
 
-@criterion("small_init")
+@criterion("small_init", remembers=("w0",))
 def small_init(ctx: SparseContext, name: str) -> Tensor:
     """-|w0| (w0 = [1, -2] -> [-1, -2])."""
     return -_w0(ctx, name).abs()
 
 
-@criterion("large_init_large_final")
+@criterion("large_init_large_final", remembers=("w0",))
 def large_init_large_final(ctx: SparseContext, name: str) -> Tensor:
     """min(|w0|, |w|): large at init and now (w0 = [1, -2], w = [2, -1] -> [1, 1])."""
     return torch.minimum(_w0(ctx, name).abs(), _w(ctx, name).abs())
 
 
-@criterion("small_init_small_final")
+@criterion("small_init_small_final", remembers=("w0",))
 def small_init_small_final(ctx: SparseContext, name: str) -> Tensor:
     """-max(|w0|, |w|): small at init and now (w0 = [1, -2], w = [2, -1] -> [-2, -2])."""
     return -torch.maximum(_w0(ctx, name).abs(), _w(ctx, name).abs())
 
 
-@criterion("magnitude_increase")
+@criterion("magnitude_increase", remembers=("w0",))
 def magnitude_increase(ctx: SparseContext, name: str) -> Tensor:
     """|w| - |w0|: keep the weights that grew (w0 = [1, -2], w = [2, -1] -> [1, -1])."""
     return _w(ctx, name).abs() - _w0(ctx, name).abs()
 
 
-@criterion("movement")
+@criterion("movement", remembers=("w0",))
 def movement(ctx: SparseContext, name: str) -> Tensor:
     """|w - w0|: keep the weights that moved most (w0 = [1, -2], w = [2, -1] -> [1, 1])."""
     return (_w(ctx, name) - _w0(ctx, name)).abs()
 
 
-@criterion("updating_movement")
+@criterion("updating_movement", remembers=("w0", "w_prev"))
 def updating_movement(ctx: SparseContext, name: str) -> Tensor:
     """|w - w_prev|, movement since the previous mask computation (w_prev = [2, 0], w = [2, -1] -> [0, 1])."""
     return (_w(ctx, name) - _w_prev(ctx, name)).abs()
 
 
-@criterion("updating_magnitude_increase")
+@criterion("updating_magnitude_increase", remembers=("w0", "w_prev"))
 def updating_magnitude_increase(ctx: SparseContext, name: str) -> Tensor:
     """|w| - |w_prev| (w_prev = [2, 0], w = [2, -1] -> [0, 1])."""
     return _w(ctx, name).abs() - _w_prev(ctx, name).abs()
 
 
-@criterion("movmag")
+@criterion("movmag", remembers=("w0",))
 def movmag(ctx: SparseContext, name: str) -> Tensor:
     """|w * (w - w0)| (fasterai HEAD; w0 = [1, -2], w = [2, -1] -> [2, 1])."""
     w = _w(ctx, name)

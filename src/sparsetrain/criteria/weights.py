@@ -80,6 +80,6 @@ def set_sign_rank(ctx: SparseContext, name: str) -> Tensor:
 def mest_score(lam: float) -> Criterion:
     """MEST drop score |w| + lambda * |g| (docs/algorithms.md, "MEST")."""
     def score(ctx: SparseContext, name: str) -> Tensor:
+        """|w| + lambda |g|."""
         return ctx.params[name].detach().abs() + lam * ctx.grad(name).abs()
-    score.needs_grad = lam != 0  # type: ignore[attr-defined]
-    return score
+    return Criterion(score, "mest", needs_grad=lam != 0)

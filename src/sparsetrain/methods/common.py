@@ -17,7 +17,8 @@ from sparsetrain.ops.groups import drop_groups, init_random_groups, init_random_
 from sparsetrain.ops.prune import drop_below, drop_lowest
 from sparsetrain.schedules import Schedule
 
-PRUNE_MODES = ("magnitude", "set", "threshold", "taylor")
+#: death rules that are not a criterion (every registered criterion is one too, dropping its lowest scores)
+DEATH_RULES = ("threshold",)
 REDISTRIBUTION_MODES = ("none", "magnitude", "nonzeros", "momentum")
 
 
@@ -30,8 +31,8 @@ def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: flo
     criterion (e.g. the schedule study's ``movement``, ``large_init``) drops
     its lowest scores.
     """
-    if prune not in PRUNE_MODES and prune not in CRITERIA:
-        raise unknown_choice("prune mode", prune, [*PRUNE_MODES, *list_criteria()])
+    if prune not in DEATH_RULES and prune not in CRITERIA:
+        raise unknown_choice("prune mode", prune, [*DEATH_RULES, *list_criteria()])
     if prune == "threshold":
         return drop_below(threshold)
     return drop_lowest(fraction, prune, rounding=rounding, scope=scope)

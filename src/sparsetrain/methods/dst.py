@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sparsetrain import cadence, ops
 from sparsetrain.core.granularity import NMGranularity, get_granularity
+from sparsetrain.criteria import CRITERIA, get_criterion
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.methods.common import (
-    PRUNE_MODES,
     REDISTRIBUTION_MODES,
     after_window,
     channel_closing,
@@ -106,7 +106,7 @@ def dst(density: float = 0.1, distribution: str = "erk", update_every: int = 100
     update = regeneration(prune, growth, cosine_decay(drop_fraction, 0.005), redistribution,
                           granularity=granularity)
     init = initial_mask(distribution, density, granularity)
-    if prune not in PRUNE_MODES:  # a schedule-study criterion may compare with the initial weights
+    if prune in CRITERIA and get_criterion(prune).remembers:  # a schedule-study rule reads the initial weights
         init = ops.chain(init, remember_weights("w0"))
     init, closing, shrink = channel_closing(granularity, init, after_window(1.0))  # it updates to the end
     return Method(
