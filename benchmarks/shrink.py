@@ -61,6 +61,8 @@ import common  # noqa: E402
 SETUPS = ("dense", "chase", "chase + shrink")
 #: ``--with-prune``: fasterai-style filter pruning (AGP to the channel sparsity, on Chase's channel cadence) + shrink
 PRUNE = "prune filter + shrink"
+#: ``--with-layer-scores``: Chase with our layer-relative channel scores (``score_norm="layer"``) + shrink
+LAYER_SCORES = "chase layer scores + shrink"
 RECIPES = {"vgg19": "chase_cifar100_vgg19", "resnet50": "chase_cifar100_resnet50"}
 #: steps of the seed's CIFAR-100 runs (160 epochs x 450 batches of 100), to which the recipes' intervals belong
 SEED_STEPS = 72_000
@@ -87,13 +89,16 @@ def chase_kwargs(model: str, steps: int, update_every: int) -> dict:
 
 
 def method_args(setup: str, kwargs: dict) -> tuple[str, dict]:
-    """The method and its arguments of a set-up: Chase, or filter pruning to Chase's channel sparsity on its
-    channel cadence and window (``--with-prune``).
+    """The method and its arguments of a set-up: Chase, Chase with layer-relative channel scores
+    (``--with-layer-scores``), or filter pruning to Chase's channel sparsity on its channel cadence and
+    window (``--with-prune``).
 
     Example:
         >>> method_args(PRUNE, {"channel_sparsity": 0.5, "channel_every": 80, "end": 0.8})
         ('prune', {'sparsity': 0.5, 'granularity': 'filter', 'schedule': 'agp', 'end': 0.8, 'update_every': 80})
     """
+    if setup == LAYER_SCORES:
+        return "chase", {**kwargs, "score_norm": "layer"}
     if setup != PRUNE:
         return "chase", kwargs
     return "prune", {"sparsity": kwargs["channel_sparsity"], "granularity": "filter", "schedule": "agp",
@@ -178,7 +183,8 @@ def timing(args) -> list[str]:
         g = torch.Generator().manual_seed(0)
         batches = [(torch.randn(args.batch, 3, 32, 32, generator=g), torch.randint(0, 100, (args.batch,), generator=g))
                    for _ in range(4)]
-        setups = SETUPS + ((PRUNE,) if args.with_prune else ())
+        setups = SETUPS + ((PRUNE,) if args.with_prune else ()) + (
+            (LAYER_SCORES,) if args.with_layer_scores else ())
         runs: dict[str, list[dict]] = {s: [] for s in setups}
         order, rng = list(setups), random.Random(0)
         for _ in range(args.reps):
@@ -308,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                         "cnn1d (MNIST-1D)")
     parser.add_argument("--with-prune", action="store_true", help=f"also time {PRUNE!r} (filter pruning to the "
                         "channel sparsity on Chase's channel cadence, shrinking while it trains)")
+    parser.add_argument("--with-layer-scores", action="store_true", help=f"also time {LAYER_SCORES!r} (our "
+                        "score_norm='layer' extension: layers compete on relative weakness, so the wide late "
+                        "layers lose fewer channels and the earlier, costlier ones more)")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--out", default=str(HERE / "runs" / "shrink"), help="run folders of the accuracy part")
