@@ -361,3 +361,22 @@ def test_every_optimizer_we_accept_gets_its_state_narrowed(opt_cls):
     assert any(h.get("shrunk") for h in sp.history)
     _check_invariants(sp, opt, net)
     assert all(any(torch.is_tensor(v) and v.dim() for v in opt.state[p].values()) for p in net.parameters())
+
+
+@pytest.mark.parametrize("granularity", ["weight", "kernel"])
+def test_counts_of_a_shrunk_run_are_over_the_original_sizes_at_every_granularity(granularity):
+    """Regression: the group ops counted a narrowed layer's groups at its new size, so a shrunk Chase
+    on kernels grew back to its density of the *smaller* network and fell behind its masked twin."""
+    def conv_net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 24, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(24, 5, 6), nn.Flatten()).double()
+    masked, small = conv_net(), conv_net()
+    kw = {"granularity": granularity, "bound": 0.2, "soft_end": 0.5}
+    sp_m, opt_m = _run(masked, False, 0, **kw)
+    sp_s, opt_s = _run(small, True, 0, **kw)
+    for t in range(12):
+        _step(masked, opt_m, t)
+        _step(small, opt_s, t)
+        assert {n: sp_s.ctx.active(n) for n in sp_s.masks} == {n: sp_m.ctx.active(n) for n in sp_m.masks}, t
+    assert small[2].out_channels < 24  # it did shrink

@@ -17,12 +17,11 @@ from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import Granularity, NMGranularity, group_granularity, oriented
 from sparsetrain.core.kernels import count_true
 from sparsetrain.core.layout import from_out_first, out_first
-from sparsetrain.core.topk import exact_count, global_topk, topk_mask
+from sparsetrain.core.topk import ROUNDING, exact_count, global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.distributions import layer_densities
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Dropper, Grower, Op
-from sparsetrain.ops.prune import ROUNDING
 from sparsetrain.schedules import Schedule
 
 
@@ -32,6 +31,21 @@ def _alive(gran: Granularity, mask: torch.Tensor) -> torch.Tensor:
 
 def _group_size(gran: Granularity, shape: torch.Size) -> int:
     return shape.numel() // gran.num_groups(shape)
+
+
+def original_groups(ctx: SparseContext, gran: Granularity, name: str) -> int:
+    """Number of groups of layer ``name`` at its original size: a layer narrowed by a shrink still counts
+    the groups of its removed channels, as :meth:`SparseContext.numel` counts their weights.
+
+    Example:
+        >>> from torch import nn
+        >>> from sparsetrain.core.granularity import get_granularity
+        >>> ctx = SparseContext({"w": nn.Parameter(torch.zeros(4, 2, 3, 3))}, {}, None, 1, torch.Generator())
+        >>> ctx.removed["w"] = 2 * 2 * 9  # two output channels narrowed away
+        >>> original_groups(ctx, get_granularity("kernel"), "w")
+        12
+    """
+    return ctx.numel(name) // _group_size(gran, ctx.params[name].shape)
 
 
 def init_random_groups(distribution: str, density: float, granularity: str, **dist_kwargs) -> Op:
@@ -97,7 +111,9 @@ def drop_groups(fraction: Schedule, criterion: str | Criterion, granularity: str
 def grow_groups_to(density: Schedule, criterion: str | Criterion, granularity: str,
                    allowed: Callable[[SparseContext], dict[str, torch.Tensor]] | None = None) -> Op:
     """Grow to exact_count(d(t), G) active groups of all layers' G groups (of the original size), by a
-    global top-k of mean ``criterion`` over inactive groups (Chase's global growth on groups).
+    global top-k of mean ``criterion`` over inactive groups (Chase's global growth; with granularity
+    ``"weight"`` every weight is its own group: the seed's ``global_gradients``, fixed on purpose to
+    exactly k where the seed keeps every |g| above a threshold).
 
     ``allowed(ctx) -> {name: element mask}`` limits growth to groups whose every
     weight is allowed (Chase: inside surviving channels); a layer it omits is open.
@@ -111,7 +127,7 @@ def grow_groups_to(density: Schedule, criterion: str | Criterion, granularity: s
     def run(ctx: SparseContext) -> dict:
         layers = {n: oriented(gran, ctx.out_axis(n)) for n in ctx.params}
         alive = {n: _alive(layers[n], ctx.masks[n]) for n in ctx.params}
-        total = sum(a.numel() for a in alive.values())
+        total = sum(original_groups(ctx, layers[n], n) for n in ctx.params)
         k = exact_count(density(ctx.step, ctx.total_steps), total) - sum(count_true(a) for a in alive.values())
         if k <= 0:
             return {"grown": 0}

@@ -8,16 +8,12 @@ import torch
 
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import group_granularity, oriented
-from sparsetrain.core.topk import ceil_count, exact_count, floor_count, global_topk, topk_mask, topk_masks
+from sparsetrain.core.topk import ROUNDING, exact_count, global_topk, topk_mask, topk_masks
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.errors import unknown_choice
 from sparsetrain.ops.base import Dropper, Op
+from sparsetrain.ops.groups import drop_groups, original_groups
 from sparsetrain.schedules import Schedule
-
-ROUNDING = {
-    "ceil": ceil_count,    # GraNet / ITOP magnitude death (docs/algorithms.md, "Death and growth")
-    "floor": floor_count,  # RigL n_prune (section 4, 7)
-}
 
 
 def _scores(ctx: SparseContext, crit: Criterion, name: str) -> torch.Tensor:
@@ -25,11 +21,14 @@ def _scores(ctx: SparseContext, crit: Criterion, name: str) -> torch.Tensor:
 
 
 def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", rounding: str = "ceil",
-                scope: str = "layer") -> Dropper:
+                scope: str = "layer", granularity: str = "weight") -> Dropper:
     """Remove ``fraction(step)`` of the active weights with the lowest scores.
 
     Per layer (``scope="layer"``): k_l = rounding(r * n_l) of the layer's n_l
     active weights. Globally: k = rounding(r * sum n_l), ranked across layers.
+    With a ``granularity`` of whole groups (``kernel``, ``filter``, ``block4x4``
+    ...) the same counts are of active groups, scored by their mean
+    (:func:`sparsetrain.ops.groups.drop_groups`).
 
     Example: an 8-element layer with 6 active weights and r = 0.5 drops the 3
     smallest |w| among the 6 (tests/test_ops.py works it by hand).
@@ -37,6 +36,10 @@ def drop_lowest(fraction: Schedule, criterion: str | Criterion = "magnitude", ro
     crit = get_criterion(criterion)
     if rounding not in ROUNDING:
         raise unknown_choice("rounding", rounding, ROUNDING)
+    if scope not in ("layer", "global"):
+        raise unknown_choice("scope", scope, ["layer", "global"])
+    if group_granularity(granularity).name != "weight":
+        return drop_groups(fraction, crit, granularity, rounding, scope)
     round_fn = ROUNDING[rounding]
 
     def drop(ctx: SparseContext) -> dict[str, int]:
@@ -122,11 +125,12 @@ def _prune_groups_to(density: Schedule, crit: Criterion, scope: str, layer_densi
             layers[n].check(p.shape, n)
         groups = {n: layers[n].group_scores(_scores(ctx, crit, n)) for n in ctx.params}
         alive = {n: layers[n].group_scores(ctx.masks[n].float()) > 0 for n in ctx.params}
+        total = {n: original_groups(ctx, layers[n], n) for n in ctx.params}  # a shrunk layer keeps its count
         if scope == "global":
-            keep = global_topk(groups, exact_count(d, sum(g.numel() for g in groups.values())), alive)
+            keep = global_topk(groups, exact_count(d, sum(total.values())), alive)
         else:
             targets = layer_densities(ctx, d) if layer_densities else {n: d for n in ctx.params}
-            keep = {n: topk_mask(g, exact_count(targets[n], g.numel()), alive[n]) for n, g in groups.items()}
+            keep = {n: topk_mask(g, exact_count(targets[n], total[n]), alive[n]) for n, g in groups.items()}
         for n, p in ctx.params.items():
             ctx.masks[n] = layers[n].expand(keep[n], p.shape).to(p.device) & ctx.masks[n]
         return {"density_target": d}
