@@ -139,6 +139,28 @@ def test_prune_to_groups_by_hand():
         ops.prune_to(lambda t, T: 0.5, granularity="2:4")
 
 
+def test_drop_and_regrow_ops_take_a_granularity_by_hand():
+    """The weight-level drop / regrow / init ops take ``granularity=`` (weight is the trivial case)."""
+    from sparsetrain import ops
+    from sparsetrain.context import SparseContext
+    w = nn.Parameter(torch.tensor([[[[1.0, 1.0]]], [[[0.1, 5.0]]], [[[0.5, 0.5]]]]))  # 3 filters of 2 weights
+    ctx = SparseContext({"w": w}, {"w": torch.ones(3, 1, 1, 2, dtype=torch.bool)}, None, 10, torch.Generator())
+    ctx.grads["w"] = torch.tensor([[[[0.0, 0.0]]], [[[0.0, 0.0]]], [[[3.0, 1.0]]]])
+    dropper = ops.drop_lowest(lambda t, T: 0.5, "magnitude", rounding="floor", granularity="filter")
+    assert dropper.name == "drop_groups[filter]" and dropper(ctx) == {"w": 2}  # floor(0.5 * 3) = 1 filter
+    assert ctx.masks["w"].flatten().tolist() == [True, True, True, True, False, False]  # mean |w| 0.5 goes
+    ctx.masks["w"][0] = False  # and filter 0 too: regrowth of 1 filter picks the best inactive by mean |g|
+    ops.regrow("gradient", granularity="filter")(ctx, {"w": 2}, None)
+    assert ctx.masks["w"].flatten().tolist() == [False, False, True, True, True, True]
+    assert ops.drop_lowest(lambda t, T: 0.5).name == "drop_lowest[layer]"
+    with pytest.raises(SparsetrainError, match="use redistribution 'none'"):
+        ops.regrow("gradient", "momentum", granularity="kernel")
+    with pytest.raises(SparsetrainError, match="not made of whole groups"):
+        ops.drop_lowest(lambda t, T: 0.5, granularity="2:4")
+    with pytest.raises(SparsetrainError, match="prune 'threshold' drops single weights"):
+        sparsetrain.create_method("dst", granularity="filter", prune="threshold")
+
+
 @pytest.mark.parametrize("mode", ["em", "em_s"])
 def test_mest_on_whole_kernels(mode):
     model = conv_net()

@@ -354,3 +354,10 @@ def floor_count(x: float) -> int:
         (28.999999999999996, 29, 2)
     """
     return math.floor(x + 1e-9)
+
+
+#: how a fraction of a count becomes a whole number, by name (the ``rounding=`` of the drop ops)
+ROUNDING = {
+    "ceil": ceil_count,    # GraNet / ITOP magnitude death (docs/algorithms.md, "Death and growth")
+    "floor": floor_count,  # RigL n_prune (section 4, 7)
+}

@@ -13,14 +13,13 @@ from sparsetrain.ops.channels import (
     SCORES,
     channel_cadence,
     channel_plan,
-    drop_global,
-    grow_global_to,
     prune_channels,
     shrink_rule,
     surviving,
 )
 from sparsetrain.ops.channels import channel_sparsity as sparsity_curve
-from sparsetrain.ops.groups import drop_groups, grow_groups_to
+from sparsetrain.ops.groups import grow_groups_to
+from sparsetrain.ops.prune import drop_lowest
 from sparsetrain.schedules import constant, cosine_decay
 
 #: granularities whose groups lie inside one conv kernel (one output and one input channel), so removing a channel
@@ -92,13 +91,12 @@ def chase(density: float = 0.1, channel_sparsity: float = 0.5, channel_every: in
                                f"{', '.join(WITHIN_A_KERNEL)} (groups inside one kernel).")
     offset = update_every // 2 if channel_offset is None else int(channel_offset)
     delta = cosine_decay(bound, 0.0, horizon=soft_end)
-    if gran == "weight":
-        drop, grow_to = drop_global(cosine_decay(drop_fraction, 0.005)), grow_global_to
-    else:  # the same steps on whole groups, counted in groups
-        drop = drop_groups(cosine_decay(drop_fraction, 0.005), "magnitude", gran, scope="global").as_op()
+    # global magnitude death and global gradient growth inside the surviving channels (the seed's
+    # global_magnitude / global_gradients), on single weights or whole groups counted in groups
+    drop = drop_lowest(cosine_decay(drop_fraction, 0.005), "magnitude", scope="global", granularity=gran).as_op()
 
-        def grow_to(target):
-            return grow_groups_to(target, "gradient", gran, allowed=surviving)
+    def grow_to(target):
+        return grow_groups_to(target, "gradient", gran, allowed=surviving)
     # Chase's truncate_weights applies the masks between its halves: a dropped weight regrown at once restarts at 0
     dst = ops.chain(drop, ops.apply_masks(), grow_to(constant(density)), name="dst")
     soft = ops.chain(ops.prune_to(constant(density), "magnitude", scope="global", granularity=gran), ops.apply_masks(),

@@ -13,7 +13,7 @@ from sparsetrain.errors import SparsetrainError, check_count, check_density, unk
 from sparsetrain.ops import init_random, prune_and_regrow, regrow
 from sparsetrain.ops.base import Op, Shrink, Update, chain, when
 from sparsetrain.ops.channels import close_empty_channels, empty_channel_plan, shrink_rule
-from sparsetrain.ops.groups import drop_groups, init_random_groups, init_random_nm, nm_drop_and_grow, regrow_groups
+from sparsetrain.ops.groups import nm_drop_and_grow
 from sparsetrain.ops.prune import drop_below, drop_lowest
 from sparsetrain.schedules import Schedule
 
@@ -22,7 +22,8 @@ DEATH_RULES = ("threshold",)
 REDISTRIBUTION_MODES = ("none", "magnitude", "nonzeros", "momentum")
 
 
-def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: float = 1e-3, scope: str = "layer"):
+def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: float = 1e-3, scope: str = "layer",
+          granularity: str = "weight"):
     """The ``--prune`` / ``--death`` option as a dropper (docs/algorithms.md, "Death and growth").
 
     ``magnitude``: smallest |w|; ``set``: SET's intended sign-split rule
@@ -34,8 +35,11 @@ def death(prune: str, fraction: Schedule, rounding: str = "ceil", threshold: flo
     if prune not in DEATH_RULES and prune not in CRITERIA:
         raise unknown_choice("prune mode", prune, [*DEATH_RULES, *list_criteria()])
     if prune == "threshold":
+        if get_granularity(granularity).name != "weight":
+            raise SparsetrainError(f"prune 'threshold' drops single weights; with granularity {granularity!r} "
+                                   "use a criterion (magnitude, set, taylor, ...).")
         return drop_below(threshold)
-    return drop_lowest(fraction, prune, rounding=rounding, scope=scope)
+    return drop_lowest(fraction, prune, rounding=rounding, scope=scope, granularity=granularity)
 
 
 def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: str = "none",
@@ -51,26 +55,19 @@ def regeneration(prune: str, growth: str, fraction: Schedule, redistribution: st
         raise unknown_choice("growth mode (a criterion)", growth, list_criteria())
     if redistribution not in REDISTRIBUTION_MODES:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTION_MODES)
-    if granularity != "weight":
+    gran = get_granularity(granularity)
+    if isinstance(gran, NMGranularity):  # N:M drops and grows inside each block of M together
         if prune == "threshold" or redistribution != "none":
-            raise SparsetrainError(f"granularity {granularity!r} works with prune magnitude/set/taylor and "
-                                   f"redistribution 'none' (got prune={prune!r}, redistribution={redistribution!r}).")
-        gran = get_granularity(granularity)
-        if isinstance(gran, NMGranularity):
-            return nm_drop_and_grow(fraction, gran.n, gran.m, prune, growth, rounding)
-        return prune_and_regrow(drop_groups(fraction, prune, granularity, rounding),
-                                regrow_groups(growth, granularity))
-    return prune_and_regrow(death(prune, fraction, rounding, threshold), regrow(growth, redistribution))
+            raise SparsetrainError(f"granularity {granularity!r} works with a prune criterion and redistribution "
+                                   f"'none' (got prune={prune!r}, redistribution={redistribution!r}).")
+        return nm_drop_and_grow(fraction, gran.n, gran.m, prune, growth, rounding)
+    return prune_and_regrow(death(prune, fraction, rounding, threshold, granularity=granularity),
+                            regrow(growth, redistribution, granularity=granularity))
 
 
 def initial_mask(distribution: str, density: float, granularity: str = "weight", dense_first: bool = False) -> Op:
     """Exact-count random initial masks of single weights, of whole groups, or N:M (density N/M)."""
-    if granularity == "weight":
-        return init_random(distribution, density, dense_first=dense_first)
-    gran = get_granularity(granularity)
-    if isinstance(gran, NMGranularity):
-        return init_random_nm(gran.n, gran.m)
-    return init_random_groups(distribution, density, granularity, dense_first=dense_first)
+    return init_random(distribution, density, granularity=granularity, dense_first=dense_first)
 
 
 #: granularities whose groups are whole output units: a layer's masks empty whole channels

@@ -19,7 +19,7 @@ from sparsetrain.methods.common import (
 )
 from sparsetrain.methods.registry import Method, register_method
 from sparsetrain.ops import remember_weights
-from sparsetrain.ops.groups import nm_drop_and_grow, regrow_groups
+from sparsetrain.ops.groups import nm_drop_and_grow
 from sparsetrain.ops.regrow import adjusted_death
 from sparsetrain.schedules import constant, cosine_decay
 
@@ -162,9 +162,8 @@ def snfs(density: float = 0.05, distribution: str = "uniform", drop_fraction: fl
     if isinstance(gran, NMGranularity):
         update = nm_drop_and_grow(rate, gran.n, gran.m, "magnitude", "momentum", rounding="ceil")
     else:
-        grower = ops.regrow("momentum", redistribution) if gran.name == "weight" else \
-            regrow_groups("momentum", gran.name)
-        update = ops.prune_and_regrow(adjusted_death(rate, redistribution, gran.name), grower)
+        update = ops.prune_and_regrow(adjusted_death(rate, redistribution, gran.name),
+                                      ops.regrow("momentum", redistribution, granularity=gran.name))
     return Method(
         init=initial_mask(distribution, density, gran.name),
         updates=(ops.when(due, update),),

@@ -9,7 +9,6 @@ from sparsetrain.distributions import layer_densities
 from sparsetrain.errors import unknown_choice
 from sparsetrain.methods.common import check_count, check_density, check_window, initial_mask
 from sparsetrain.methods.registry import Method, register_method
-from sparsetrain.ops.groups import drop_groups, regrow_groups
 from sparsetrain.ops.prune import drop_lowest
 from sparsetrain.ops.regrow import regrow
 from sparsetrain.schedules import cosine_decay
@@ -56,11 +55,8 @@ def mest(density: float = 0.1, distribution: str = "erk", mode: str = "em_s", up
     base = _targets(distribution, density)
     # the masks are applied between pruning and growth (MEST and Chase's truncate_weights): regrown weights restart at 0
     rate = cosine_decay(drop_fraction, 0.005)
-    if granularity == "weight":
-        dropper, grower = drop_lowest(rate, score), regrow("gradient")
-    else:
-        dropper, grower = drop_groups(rate, score, granularity), regrow_groups("gradient", granularity)
-    em = ops.prune_and_regrow(dropper, grower, apply_masks=True)
+    em = ops.prune_and_regrow(drop_lowest(rate, score, granularity=granularity),
+                              regrow("gradient", granularity=granularity), apply_masks=True)
     init = initial_mask(distribution, density, granularity)
     if mode == "em":
         return Method(init=init, updates=(ops.when(cadence.every(update_every), em),))

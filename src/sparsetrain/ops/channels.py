@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 
 from sparsetrain.context import SparseContext
-from sparsetrain.core.topk import exact_count, floor_count, global_topk
-from sparsetrain.criteria import Criterion, get_criterion, needs_grad
+from sparsetrain.core.topk import floor_count
 from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.ops.base import Op, Shrink
 from sparsetrain.schedules import Schedule
@@ -396,38 +395,7 @@ def prune_channels(sparsity: Schedule, score: str = "umm", norm: str = "none") -
     return Op(run, name="prune_channels")
 
 
-# --------------------------------------------------------------------------- global DST in surviving channels (5.4)
-def grow_global_to(density: Schedule, criterion: str | Criterion = "gradient") -> Op:
-    """Grow to exact_count(d(t), N_total) active weights (of the ORIGINAL size) by a global
-    top-k of ``criterion`` over inactive positions of surviving channels (Chase's
-    ``global_gradients``, fixed on purpose to exactly k: the seed keeps |g| > threshold)."""
-    crit = get_criterion(criterion)
-
-    def run(ctx: SparseContext) -> dict:
-        k = exact_count(density(ctx.step, ctx.total_steps), ctx.total_numel()) - ctx.total_active()
-        if k <= 0:
-            return {"grown": 0}
-        allowed = surviving(ctx)
-        taken = {n: ctx.masks[n] | ~allowed[n] if n in allowed else ctx.masks[n] for n in ctx.params}
-        new = global_topk({n: crit(ctx, n).float() for n in ctx.params}, k, exclude=taken)
-        for n in ctx.params:
-            ctx.masks[n] = ctx.masks[n] | new[n]
-        return {"grown": int(torch.count_nonzero(torch.cat([m.flatten() for m in new.values()])))}
-    return Op(run, needs_grad=needs_grad(crit), name="grow_global_to")
-
-
-def drop_global(fraction: Schedule, criterion: str | Criterion = "magnitude") -> Op:
-    """Remove ceil(r(t) * active) weights with the lowest scores across all layers (global magnitude)."""
-    from sparsetrain.ops.prune import drop_lowest
-
-    dropper = drop_lowest(fraction, criterion, scope="global")
-
-    def run(ctx: SparseContext) -> dict:
-        return {"dropped": sum(dropper(ctx).values())}
-    return Op(run, needs_grad=dropper.needs_grad, name="drop_global")
-
-
 __all__ = ["CURVES", "SCORES", "SCORE_NORMS", "channel_cadence", "channel_plan", "channel_scores",
-           "channel_sparsity", "close_empty_channels", "drop_global", "empty_channel_plan", "frozen",
-           "grow_global_to", "min_width", "narrow_plan", "normalize_scores", "prune_channels", "remove_channels",
+           "channel_sparsity", "close_empty_channels", "empty_channel_plan", "frozen",
+           "min_width", "narrow_plan", "normalize_scores", "prune_channels", "remove_channels",
            "select_channels", "shrink_rule", "surviving"]

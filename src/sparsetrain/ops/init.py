@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.context import SparseContext
+from sparsetrain.core.granularity import NMGranularity, get_granularity
 from sparsetrain.core.layout import fan_in, from_out_first, out_first, out_first_shape
 from sparsetrain.core.topk import (
     bottomk_mask,
@@ -21,15 +22,28 @@ from sparsetrain.core.topk import (
 )
 from sparsetrain.distributions import layer_densities
 from sparsetrain.ops.base import Op
+from sparsetrain.ops.groups import init_random_groups, init_random_nm
 
 
-def init_random(distribution: str = "erk", density: float = 0.1, **dist_kwargs) -> Op:
+def init_random(distribution: str = "erk", density: float = 0.1, granularity: str = "weight", **dist_kwargs) -> Op:
     """Exact-count random masks with per-layer densities from ``distribution``.
 
     Fixed on purpose (docs/algorithms.md, "Sparse initialisation and layer densities"): the PyTorch ports draw Bernoulli
     masks; we take exactly round(d_l * N_l) positions per layer, like rigl-TF.
     ``global`` draws one exact-count random set over all layers together.
+    With a ``granularity`` of whole groups, N_l counts the layer's groups
+    (:func:`sparsetrain.ops.groups.init_random_groups`); with ``N:M`` the mask
+    is a random exact N:M one (its density is N/M, ``density`` is not used).
+
+    Example:
+        >>> init_random("erk", 0.1, granularity="kernel").name, init_random(granularity="2:4").name
+        ('init_random_groups[kernel]', 'init_random_nm[2:4]')
     """
+    gran = get_granularity(granularity)
+    if isinstance(gran, NMGranularity):
+        return init_random_nm(gran.n, gran.m)
+    if gran.name != "weight":
+        return init_random_groups(distribution, density, granularity, **dist_kwargs)
     def run(ctx: SparseContext) -> dict:
         if distribution == "global":
             k = exact_count(density, ctx.total_numel())

@@ -9,12 +9,12 @@ import torch
 from sparsetrain.context import SparseContext
 from sparsetrain.core.granularity import group_granularity, oriented
 from sparsetrain.core.kernels import count_true
-from sparsetrain.core.topk import exact_count, global_topk, topk_mask
+from sparsetrain.core.topk import ROUNDING, exact_count, global_topk, topk_mask
 from sparsetrain.criteria import Criterion, get_criterion, needs_grad
 from sparsetrain.criteria.optimizer import optimizer_momentum
-from sparsetrain.errors import unknown_choice
+from sparsetrain.errors import SparsetrainError, unknown_choice
 from sparsetrain.ops.base import Dropper, Grower, Op
-from sparsetrain.ops.prune import ROUNDING
+from sparsetrain.ops.groups import regrow_groups
 from sparsetrain.schedules import Schedule
 
 REDISTRIBUTIONS = ("none", "magnitude", "nonzeros", "momentum", "global")
@@ -142,8 +142,13 @@ def adjusted_death(fraction: Schedule, redistribution: str = "momentum", granula
     return Dropper(drop, needs_grad=False, name=name)
 
 
-def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none") -> Grower:
+def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none",
+           granularity: str = "weight") -> Grower:
     """Build ``grow(ctx, removed) -> grown`` activating the best inactive positions.
+
+    With a ``granularity`` of whole groups each layer regrows as many whole
+    groups as it lost, by their mean score
+    (:func:`sparsetrain.ops.groups.regrow_groups`; redistribution ``none`` only).
 
     ``redistribution="none"`` regrows exactly what each layer lost (density
     per layer preserved, the ITOP/GraNet/Chase meaning, docs/algorithms.md, "Redistribution").
@@ -168,6 +173,11 @@ def regrow(criterion: str | Criterion = "gradient", redistribution: str = "none"
     crit = get_criterion(criterion)
     if redistribution not in REDISTRIBUTIONS:
         raise unknown_choice("redistribution", redistribution, REDISTRIBUTIONS)
+    if group_granularity(granularity).name != "weight":
+        if redistribution != "none":
+            raise SparsetrainError(f"granularity {granularity!r} regrows what each layer lost: use redistribution "
+                                   f"'none' (got {redistribution!r}), or granularity 'weight'.")
+        return regrow_groups(crit, granularity)
 
     def grow(ctx: SparseContext, removed: dict[str, int], before: dict[str, torch.Tensor]) -> dict[str, int]:
         total = sum(removed.values())
