@@ -352,7 +352,8 @@ def test_original_sample_config_maps_onto_ours():
     ({"gems": {"target_sparsity": 0.05}}, "percent of weights REMAINING"),
     ({"gems": {"target_sparsity": 5, "lmbd": 1}}, r"unknown gems key 'lmbd'. Did you mean: lmbda\? Choices: algo, "),
     ({"epochs": 5, "gems": {"target_sparsity": 5, "iter_period": 5}}, "cannot be reached"),
-    ({"target_sparsity": 5, "optim": {"lr": 0.1}}, "mixes flat Rare Gems keys with the section optim"),
+    ({"target_sparsity": 5, "optim": {"lr": 0.1}}, r"flat Rare Gems keys found: target_sparsity \(write gems."),
+    ({"gems": {"target_sparsity": 5}, "epoch": 3}, "unknown config key epoch. Top-level keys: seed, epochs"),
     ({"gems": {"target_sparsity": 5}, "label_smoothing": 0.1}, "Gem-Miner does not read label_smoothing"),
     ({"gems": {"target_sparsity": 5}, "optim": {"name": "adamw"}}, "unknown optim.name 'adamw'"),
 ])
@@ -418,6 +419,8 @@ def test_overrides_act_on_a_flat_file_and_flat_spellings_are_told_the_nested_one
     assert (cfg["gems"]["density"], cfg["gems"]["target_sparsity"], cfg["epochs"]) == (0.2, 20.0, 12)
     assert cfg["optim"]["weight_decay"] == 1e-4 and cfg["gems"]["finetune_epochs"] == 40  # the file's own
     assert load_gems_config(cfg, {"gems": {"target_sparsity": 50}})["gems"]["density"] == 0.5
+    moved = load_gems_config(flat, ["--model.name", "cnn1d", "--data.name", "digits", "--run.name", "x"])
+    assert (moved["model"], moved["data"]["name"], moved["run"]["name"]) == ({"name": "cnn1d"}, "digits", "x")
     for flag, nested in (("--iter_period", "--gems.iter_period"), ("--wd", "--optim.weight_decay"),
                          ("--dataset", "--data.name")):
         with pytest.raises(SparsetrainError, match=f"an override is written as in the nested config: {nested}"):

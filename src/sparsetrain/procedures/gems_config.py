@@ -123,8 +123,9 @@ def is_rare_gems(raw: dict) -> bool:
         >>> is_rare_gems({"arch": "resnet20", "target_sparsity": 5}), is_rare_gems({"gems": {"density": 0.05}})
         (True, False)
     """
-    return any((k not in DEFAULTS and k != "gems") or (k in _SECTIONS and not isinstance(v, dict))
-               for k, v in raw.items())
+    if any(k in _SECTIONS and isinstance(v, dict) for k, v in raw.items()):
+        return False  # a section makes it nested; a flat key beside it is answered with its nested place
+    return any(k not in DEFAULTS or k in _SECTIONS for k in raw)
 
 
 def _our_flat_key(key: str, value: Any) -> tuple[str, Any] | None:
@@ -142,9 +143,6 @@ def _our_flat_key(key: str, value: Any) -> tuple[str, Any] | None:
         if value not in ("NonAffineBatchNorm", "AffineBatchNorm", "BatchNorm"):
             raise unknown_choice("bn_type", str(value), ["NonAffineBatchNorm", "AffineBatchNorm"])
         return "nonaffine_bn", value == "NonAffineBatchNorm"
-    if key in _SECTIONS and isinstance(value, dict):
-        raise SparsetrainError(f"this Gem-Miner config mixes flat Rare Gems keys with the section {key}:; write "
-                               "one dialect (the nested one puts the Gem-Miner keys under gems:).")
     key = RARE_GEMS_KEYS.get(key, key)
     if key not in _FLAT_KEYS:
         raise unknown_choice("Gem-Miner config key", key, [*_FLAT_KEYS, *RARE_GEMS_KEYS, *FIXED_KEYS,
@@ -264,14 +262,18 @@ def _dig(cfg: dict, dotted: str) -> Any:
     return cfg
 
 
+def _flat_keys(layer: dict) -> list[tuple[str, str]]:
+    """(key, nested place) of the flat Rare Gems keys in a nested layer (``model: {...}`` is nested already)."""
+    return [(key, where) for key, value in layer.items()
+            if (where := nested_key(key)) not in (None, key) and not isinstance(value, dict)]
+
+
 def _override_layer(overrides: list[str] | dict) -> dict:
     """Overrides as a layer; a flat key on the command line is told its nested spelling."""
     layer = copy.deepcopy(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides))
-    for key in layer:
-        where = nested_key(key)
-        if where is not None and where != key:
-            raise SparsetrainError(f"--{key} is the flat Rare Gems spelling (fine inside a Rare Gems file); an "
-                                   f"override is written as in the nested config: --{where}.")
+    for key, where in _flat_keys(layer)[:1]:
+        raise SparsetrainError(f"--{key} is the flat Rare Gems spelling (fine inside a Rare Gems file); an "
+                               f"override is written as in the nested config: --{where}.")
     gems = layer.get("gems")
     if isinstance(gems, dict):  # a new target replaces the file's, in whichever unit the file gave it
         for given, other in (("density", "target_sparsity"), ("target_sparsity", "density")):
@@ -298,6 +300,10 @@ def load_gems_config(source: str | Path | dict, overrides: list[str] | dict | No
         sparsetrain.errors.SparsetrainError: target_sparsity is the percent of weights REMAINING ...
     """
     raw = _read(source)
+    misplaced = [] if is_rare_gems(raw) else _flat_keys(raw)
+    if misplaced:
+        raise SparsetrainError("this config has sections, so every key goes in its section; flat Rare Gems keys "
+                               f"found: {', '.join(f'{k} (write {w})' for k, w in misplaced)}.")
     layers = [GEMS_BASE, from_rare_gems(raw) if is_rare_gems(raw) else raw]
     if overrides:
         layers.append(_override_layer(overrides))
