@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import yaml
@@ -85,37 +83,64 @@ def test_imp_needs_a_config_and_resume_needs_out(capsys, tmp_path):
 
 @pytest.fixture
 def fake_gems(monkeypatch):
-    """A stand-in ``sparsetrain.procedures.gems`` that records its calls."""
+    """The real config loading, with a stand-in ``run_gems`` that records what it was given."""
+    from sparsetrain.procedures import gems
     calls = {}
-    module = types.ModuleType("sparsetrain.procedures.gems")
-
-    def load_gems_config(path):
-        calls["config"] = str(path)
-        return {"loaded": str(path)}
 
     def run_gems(config, out_dir, progress=True):
         calls.update(run=config, out=str(out_dir), progress=progress)
         return {"density": 0.05, "gem_acc_before_finetune": 0.4125, "acc_after_finetune": 0.875,
                 "sanity": {"reinit": 0.5, "reshuffle": 0.25}, "other": 1}
-    module.load_gems_config, module.run_gems = load_gems_config, run_gems
-    monkeypatch.setitem(sys.modules, "sparsetrain.procedures.gems", module)
+    monkeypatch.setattr(gems, "run_gems", run_gems)
     return calls
 
 
-def test_gems_arguments_reach_the_procedure(fake_gems, capsys, tmp_path):
-    rc, out, err = cli(capsys, "tickets", "gems", "--config", "gems_x.yaml", "--out", str(tmp_path / "g"))
+def test_gems_overrides_reach_the_procedure(fake_gems, capsys, tmp_path):
+    rc, out, err = cli(capsys, "tickets", "gems", "--config", "gems_digits", "--out", str(tmp_path / "g"),
+                       "--gems.iter_period", "3", "--epochs", "4", "--gems.target_sparsity", "20")
     assert rc == 0, err
-    assert fake_gems == {"config": "gems_x.yaml", "run": "gems_x.yaml", "out": str(tmp_path / "g"),
-                         "progress": True}
+    cfg = fake_gems["run"]
+    assert (cfg["epochs"], cfg["gems"]["iter_period"], cfg["gems"]["density"]) == (4, 3, 0.2)
+    assert cfg["gems"]["finetune_epochs"] == 40 and cfg["data"]["name"] == "digits"  # the file's own values
+    assert fake_gems["out"] == str(tmp_path / "g") and fake_gems["progress"] is True
     assert "density                  0.0500" in out and "acc_after_finetune       0.8750" in out
     assert "gem_acc_before_finetune  0.4125" in out and "reinit 0.5000, reshuffle 0.2500" in out
     assert "other" not in out
 
 
+def test_gems_takes_a_flat_rare_gems_file_with_overrides_and_prints_the_config(fake_gems, capsys, tmp_path):
+    config = tmp_path / "rare.yml"
+    config.write_text("arch: mlp\ndataset: digits\ntarget_sparsity: 5\nepochs: 6\niter_period: 2\nwd: 5e-4\n"
+                      "gpu: 0\nskip_sanity_checks: True\n")
+    rc, out, err = cli(capsys, "tickets", "gems", "--config", str(config), "--gems.iter_period", "5",
+                       "--print-config")
+    assert rc == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["gems"]["iter_period"] == 5 and printed["gems"]["sanity_checks"] is False
+    assert printed["optim"]["weight_decay"] == 5e-4 and printed["model"]["name"] == "mlp"
+    assert "run" not in fake_gems  # --print-config stops before the procedure
+    rc, _, err = cli(capsys, "tickets", "gems", "--config", str(config), "--run.name", "mine",
+                     "--run.dir", str(tmp_path / "runs"), "--run.progress", "false")
+    assert rc == 0, err
+    assert fake_gems["out"] == str(tmp_path / "runs" / "mine") and fake_gems["progress"] is False
+
+
+def test_imp_prints_its_resolved_config(capsys):
+    rc, out, err = cli(capsys, "tickets", "imp", "--config", "imp_mnist1d_mlp", "--imp.rounds", "2",
+                       "--imp.target_density", "null", "--print-config")
+    assert rc == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["imp"]["rounds"] == 2 and printed["method"] == {"name": "dense"}
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "needs --config"),
-    (["--epochs", "3", "--config", "g.yaml"], "no overrides"),
-    (["--config", "g.yaml", "--resume"], "no --resume"),
+    (["--config", "gems_digits", "--resume"], "no --resume"),
+    (["--config", "gems_digits", "--gems.iter_perod", "3"],
+     "unknown gems key 'iter_perod'. Did you mean: iter_period? Choices: algo, allow_sub_percent, alpha, "),
+    (["--config", "gems_digits", "--iter_period", "3"], "written as in the nested config: --gems.iter_period"),
+    (["--config", "gems_digits", "--run.plots", "false"], "Gem-Miner does not read run.plots"),
+    (["--config", "gems_digits", "--gems.target_sparsity", "0.5"], "percent of weights REMAINING"),
 ])
 def test_gems_bad_arguments(fake_gems, capsys, args, message):
     rc, _, err = cli(capsys, "tickets", "gems", *args)

@@ -62,7 +62,7 @@ def test_gem_miner_files_are_read_like_recipes(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("target_sparsity: 5\nlmbda: 1e-4\nwd: 5e-4\n")
     cfg = load_gems_config(path)
-    assert (cfg["lmbda"], cfg["weight_decay"]) == (1e-4, 5e-4)
+    assert (cfg["gems"]["lmbda"], cfg["optim"]["weight_decay"]) == (1e-4, 5e-4)
     path.write_text("target_sparsity: [5\n")
     with pytest.raises(SparsetrainError, match="Gem-Miner config .* is not valid YAML"):
         load_gems_config(path)

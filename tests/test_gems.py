@@ -21,10 +21,13 @@ from sparsetrain.errors import SparsetrainError
 from sparsetrain.procedures.gems import finetune_masks, prepare_model, run_gems, sanity_masks
 from sparsetrain.procedures.gems_config import (
     check_reachable,
+    from_rare_gems,
     is_prune_epoch,
+    is_rare_gems,
     load_gems_config,
     round_rate,
     rounds,
+    search_milestones,
     survivors,
 )
 from sparsetrain.procedures.scores import ScoreSearch, init_scores, regularization, signed_constant_
@@ -275,10 +278,10 @@ def test_signed_constant_weights():
     assert 0.3 < (w > 0).float().mean() < 0.7
     # scale_fan: fan_in times 1 - prune_rate, sqrt(2 / (8 * 0.25)) = 1
     assert signed_constant_(torch.empty(4, 8), torch.Generator(), 0.25).abs().eq(1.0).all()
-    assert load_gems_config({"target_sparsity": 5, "scale_fan": True})["scale_fan"] is True
+    assert load_gems_config({"target_sparsity": 5, "scale_fan": True})["gems"]["scale_fan"] is True
     # the original's --prune-rate: 0.5 for Gem-Miner unless set, the fraction that remains for edge-popup
-    assert load_gems_config({"target_sparsity": 5})["prune_rate"] == 0.5
-    assert load_gems_config({"target_sparsity": 5, "algo": "ep"})["prune_rate"] == pytest.approx(0.05)
+    assert load_gems_config({"target_sparsity": 5})["gems"]["prune_rate"] == 0.5
+    assert load_gems_config({"target_sparsity": 5, "algo": "ep"})["gems"]["prune_rate"] == pytest.approx(0.05)
     with pytest.raises(SparsetrainError, match="prune_rate"):
         load_gems_config({"target_sparsity": 5, "prune_rate": 1.5})
 
@@ -324,11 +327,13 @@ def test_original_sample_config_maps_onto_ours():
     with pytest.raises(SparsetrainError, match="allow_sub_percent"):
         load_gems_config(raw)  # 0.59 % remaining is legal but looks like a fraction
     cfg = load_gems_config({**raw, "allow_sub_percent": True})
-    assert cfg["density"] == pytest.approx(0.0059) and cfg["algo"] == "hc_iter"
-    assert (cfg["model"], cfg["dataset"]) == ("resnet20", "cifar10")
-    assert (cfg["lr_policy"], cfg["finetune_lr_policy"]) == ("cosine", "multistep")
-    assert cfg["nonaffine_bn"] and cfg["quantized"] and cfg["sanity_checks"] and cfg["unflag_before_finetune"]
-    assert (cfg["lmbda"], cfg["weight_decay"], cfg["finetune_lr"], cfg["finetune_epochs"]) == (1e-4, 0.0, 0.01, 150)
+    g = cfg["gems"]
+    assert g["density"] == pytest.approx(0.0059) and g["algo"] == "hc_iter"
+    assert (cfg["model"], cfg["data"]["name"], cfg["run"]["name"]) == ({"name": "resnet20"}, "cifar10",
+                                                                        "resnet20_quantized_iter_hc")
+    assert (cfg["schedule"]["name"], g["finetune_lr_policy"]) == ("cosine", "multistep")
+    assert g["nonaffine_bn"] and g["quantized"] and g["sanity_checks"] and g["unflag_before_finetune"]
+    assert (g["lmbda"], cfg["optim"]["weight_decay"], g["finetune_lr"], g["finetune_epochs"]) == (1e-4, 0.0, 0.01, 150)
 
 
 @pytest.mark.parametrize(("cfg", "match"), [
@@ -343,10 +348,83 @@ def test_original_sample_config_maps_onto_ours():
     ({"target_sparsity": 5, "conv_type": "DenseConv"}, "not implemented"),
     ({"target_sparsity": 5, "algo": "hc_iterr"}, "unknown algo"),
     ({"target_sparsity": 5, "round": "ceil"}, "unknown rounding"),
+    ({"gems": {"target_sparsity": 5, "algo": "hc_iterr"}}, "unknown algo"),
+    ({"gems": {"target_sparsity": 0.05}}, "percent of weights REMAINING"),
+    ({"gems": {"target_sparsity": 5, "lmbd": 1}}, r"unknown gems key 'lmbd'. Did you mean: lmbda\? Choices: algo, "),
+    ({"epochs": 5, "gems": {"target_sparsity": 5, "iter_period": 5}}, "cannot be reached"),
+    ({"target_sparsity": 5, "optim": {"lr": 0.1}}, r"flat Rare Gems keys found: target_sparsity \(write gems."),
+    ({"gems": {"target_sparsity": 5}, "epoch": 3}, "unknown config key epoch. Top-level keys: seed, epochs"),
+    ({"gems": {"target_sparsity": 5}, "label_smoothing": 0.1}, "Gem-Miner does not read label_smoothing"),
+    ({"gems": {"target_sparsity": 5}, "optim": {"name": "adamw"}}, "unknown optim.name 'adamw'"),
 ])
 def test_bad_config_raises_a_clear_error(cfg, match):
     with pytest.raises(SparsetrainError, match=match):
         load_gems_config(cfg)
+
+
+#: our earlier gems_mnist1d recipe, a flat file with Rare Gems keys
+FLAT_MNIST1D = """
+algo: hc_iter
+dataset: mnist1d
+arch: mlp
+model_kwargs: {hidden: [100, 100]}
+target_sparsity: 5
+epochs: 40
+iter_period: 4
+optimizer: sgd
+lr: 0.1
+momentum: 0.9
+wd: 0.0
+lr_policy: cosine_lr
+batch_size: 128
+bn_type: NonAffineBatchNorm
+init: signed_constant
+score_init: unif
+hc_quantized: True
+quantize_threshold: 0.5
+regularization: L2
+lmbda: 0.0001
+round: naive
+unflag_before_finetune: True
+finetune_epochs: 40
+fine_tune_lr: 0.1
+fine_tune_wd: 0.0001
+fine_tune_lr_policy: multistep_lr
+skip_sanity_checks: False
+seed: 0
+"""
+
+
+def test_a_flat_rare_gems_file_and_its_nested_spelling_are_one_config():
+    flat = yaml.safe_load(FLAT_MNIST1D)
+    assert is_rare_gems(flat) and not is_rare_gems({"epochs": 3, "gems": {"density": 0.1}})
+    assert load_gems_config(flat) == load_gems_config("gems_mnist1d")  # the bundled recipe is nested now
+    layer = from_rare_gems({**flat, "milestones": [10, 30], "data": "./data", "gpu": 0})
+    assert layer["model"] == {"name": "mlp", "hidden": [100, 100]} and layer["data"]["root"] == "./data"
+    assert layer["optim"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+    assert layer["schedule"] == {"name": "cosine", "milestones": [0.25, 0.75]} and "gpu" not in str(layer)
+    assert search_milestones(load_gems_config({**flat, "milestones": [10, 30]})) == [10, 30]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 500), st.data())
+def test_flat_milestones_in_epochs_come_back_exactly(epochs, data):
+    m = data.draw(st.integers(0, epochs))
+    assert search_milestones({"epochs": epochs, "schedule": {"milestones": [m / epochs]}}) == [m]
+
+
+def test_overrides_act_on_a_flat_file_and_flat_spellings_are_told_the_nested_one():
+    flat = yaml.safe_load(FLAT_MNIST1D)
+    cfg = load_gems_config(flat, ["--gems.density", "0.2", "--epochs", "12", "--optim.weight_decay=1e-4"])
+    assert (cfg["gems"]["density"], cfg["gems"]["target_sparsity"], cfg["epochs"]) == (0.2, 20.0, 12)
+    assert cfg["optim"]["weight_decay"] == 1e-4 and cfg["gems"]["finetune_epochs"] == 40  # the file's own
+    assert load_gems_config(cfg, {"gems": {"target_sparsity": 50}})["gems"]["density"] == 0.5
+    moved = load_gems_config(flat, ["--model.name", "cnn1d", "--data.name", "digits", "--run.name", "x"])
+    assert (moved["model"], moved["data"]["name"], moved["run"]["name"]) == ({"name": "cnn1d"}, "digits", "x")
+    for flag, nested in (("--iter_period", "--gems.iter_period"), ("--wd", "--optim.weight_decay"),
+                         ("--dataset", "--data.name")):
+        with pytest.raises(SparsetrainError, match=f"an override is written as in the nested config: {nested}"):
+            load_gems_config(flat, [flag, "1"])
 
 
 def test_target_below_one_weight_is_unreachable():
@@ -382,7 +460,18 @@ def test_end_to_end_gem_miner_writes_a_run_folder(tmp_path, one_thread):
     assert [r["round"] for r in search] == [0, 0, 1, 1, 2]  # K = floor(4 / 2) = 2 rounds, after epochs 2 and 4
     assert search[-1]["flag_density"] == pytest.approx(0.1, abs=1 / total)
     assert json.loads((tmp_path / "summary.json").read_text())["acc_after_finetune"] == summary["acc_after_finetune"]
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["density"] == 0.1
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["gems"]["density"] == 0.1
+
+
+def test_a_gems_override_changes_the_run(tmp_path, one_thread):
+    cfg = load_gems_config(TINY, ["--gems.iter_period", "4", "--gems.finetune", "false", "--device", "auto"])
+    summary = run_gems(cfg, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 0, 0, 0, 1]  # K = floor(4 / 4) = 1 round, after epoch 4 (TINY: 2)
+    assert summary["search"]["rounds"] == 1 and summary["acc_after_finetune"] is None
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["gems"]["iter_period"] == 4 and saved["device"] == "auto"
+    assert load_gems_config(tmp_path / "config.yaml") == cfg  # the run folder's config loads as it was
 
 
 def test_zero_remaining_safety_and_edge_popup(tmp_path, one_thread):
@@ -403,8 +492,8 @@ def test_bundled_gems_recipes_load():
     assert {"gems_mnist1d", "gems_ep_mnist1d", "gems_digits", "gems_resnet20_cifar10"} <= set(names)
     for name in names:
         cfg = load_gems_config(name)
-        assert 0 < cfg["density"] <= 1 and cfg["algo"] in ("hc_iter", "ep")
-    assert load_gems_config("gems_resnet20_cifar10")["density"] == pytest.approx(0.0059)
+        assert 0 < cfg["gems"]["density"] <= 1 and cfg["gems"]["algo"] in ("hc_iter", "ep")
+    assert load_gems_config("gems_resnet20_cifar10")["gems"]["density"] == pytest.approx(0.0059)
 
 
 @pytest.mark.slow
@@ -440,5 +529,5 @@ def test_search_only_layers_are_masked_in_the_search_and_dense_in_the_ticket(tmp
 
 
 def test_resnet20_recipe_searches_the_shortcut_convs():
-    cfg = load_gems_config("gems_resnet20_cifar10")
+    cfg = load_gems_config("gems_resnet20_cifar10")["gems"]
     assert cfg["search_only"] == ["*shortcut*"] and "*shortcut*" not in cfg["exclude"]

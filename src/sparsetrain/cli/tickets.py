@@ -4,24 +4,30 @@
 (:mod:`sparsetrain.procedures.lottery`), one run folder per round, resumable.
 ``gems``: Rare Gems / Gem-Miner (:mod:`sparsetrain.procedures.gems`).
 
-Config overrides are written as in ``sparsetrain train``: ``--imp.rounds 2
---epochs 1``. The older ``KEY=VALUE`` spelling (right after the procedure or
-after ``--set``) still works, with a warning, and goes away in 0.3.
+Both read the trainer's config with a section of their own (``imp:``,
+``gems:``), and overrides are written as in ``sparsetrain train``:
+``--imp.rounds 2 --epochs 1``, ``--gems.iter_period 3 --epochs 4``.
+``--print-config`` prints the resolved configuration and stops. The older
+``KEY=VALUE`` spelling (right after the procedure or after ``--set``) still
+works, with a warning, and goes away in 0.3.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from sparsetrain.errors import SparsetrainError
+from sparsetrain.train.config import dump_config
 from sparsetrain.train.folders import replace_folder
 
 EXAMPLES = ("  sparsetrain tickets imp --config imp_mnist1d_mlp\n"
             "  sparsetrain tickets imp --config imp_mnist1d_mlp --imp.rounds 3 --imp.target_density null --epochs 20\n"
             "  sparsetrain tickets imp --config imp_mnist1d_mlp --imp.scope global --imp.rewind lr\n"
             "  sparsetrain tickets imp --out runs/imp-mlp-mnist1d-s0 --resume\n"
-            "  sparsetrain tickets gems --config gems_resnet20.yaml\n")
+            "  sparsetrain tickets gems --config gems_mnist1d --gems.target_sparsity 2 --epochs 60\n"
+            "  sparsetrain tickets gems --config my_rare_gems_config.yml --print-config\n")
 
 
 def configure(p) -> None:
@@ -32,7 +38,9 @@ def configure(p) -> None:
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="deprecated spelling of --KEY VALUE overrides")
     p.add_argument("--config", "-c", help="a tickets config (bundled name or YAML file); for imp also a "
-                                          "training recipe with method.name=dense and imp.* overrides")
+                                          "training recipe with method.name=dense and imp.* overrides; for "
+                                          "gems also a flat Rare Gems file")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--out", help="output folder (imp default: runs/imp-{model}-{dataset}-s{seed})")
     p.add_argument("--resume", action="store_true", help="continue the procedure in --out after its last "
                                                          "complete round")
@@ -79,6 +87,9 @@ def _imp(args, overrides: list[str]) -> int:
         raise SparsetrainError("tickets imp needs --config (e.g. --config imp_mnist1d_mlp, or a training recipe "
                                "plus --imp.target_density 0.1).")
     cfg, imp = load_tickets_config(base, overrides)
+    if args.print_config:
+        print(dump_config({**cfg, "imp": asdict(imp)}), end="")
+        return 0
     out = Path(args.out or Path(cfg["run"]["dir"]) / f"imp-{cfg['model']['name']}-{cfg['data']['name']}-s{cfg['seed']}")
     result = run_imp(cfg, imp, out, resume=args.resume, overwrite=args.overwrite)
     print(f"\nIMP in {out} ({imp.scope}, rewind {imp.rewind}, prune {imp.prune_fraction:g} per round)")
@@ -88,22 +99,27 @@ def _imp(args, overrides: list[str]) -> int:
 
 def _gems(args, overrides: list[str]) -> int:
     if not args.config:
-        raise SparsetrainError("tickets gems needs --config FILE (a Rare Gems style YAML).")
-    if overrides or args.resume:
-        raise SparsetrainError("tickets gems takes its settings from the --config file only; edit the file "
-                               "(no overrides, no --resume).")
+        raise SparsetrainError("tickets gems needs --config (a bundled name such as gems_mnist1d, or a YAML file: "
+                               "nested like a training recipe with a gems: section, or a flat Rare Gems file).")
+    if args.resume:
+        raise SparsetrainError("tickets gems cannot resume a search (no --resume); start it again in a new --out "
+                               "or with --overwrite.")
     try:
         from sparsetrain.procedures.gems import load_gems_config, run_gems
     except ImportError as exc:
         raise SparsetrainError(f"Gem-Miner is not available in this installation ({exc}).") from None
-    load_gems_config(args.config)  # bad input fails here, before any folder is made
-    out = Path(args.out or Path("runs") / f"gems-{Path(args.config).stem}")
+    cfg = load_gems_config(args.config, overrides)  # bad input fails here, before any folder is made
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    run = cfg["run"]
+    out = Path(args.out or Path(run["dir"]) / (run["name"] or f"gems-{Path(args.config).stem}"))
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise SparsetrainError(f"{out} already exists; pass --overwrite (the old one is kept as NAME.old-<time>) "
                                    "or another --out.")
         replace_folder(out, what="Gem-Miner folder")
-    summary = run_gems(args.config, out, progress=True)  # it resolves the file itself
+    summary = run_gems(cfg, out, progress=run["progress"] is not False)
     print(f"\nGem-Miner in {out}")
     for key in ("density", "gem_acc_before_finetune", "acc_after_finetune", "sanity"):
         print(f"{key:<24} {_fmt(summary.get(key))}")

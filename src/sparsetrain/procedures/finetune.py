@@ -30,7 +30,7 @@ import sparsetrain
 from sparsetrain.errors import SparsetrainError
 from sparsetrain.methods import Method
 from sparsetrain.ops.base import Op
-from sparsetrain.procedures.gems_config import finetune_milestones
+from sparsetrain.procedures.gems_schedule import finetune_milestones
 from sparsetrain.schedules.lr import lr_schedule
 from sparsetrain.train.epoch import on_device, train_epoch
 from sparsetrain.train.tasks import Task, evaluate
@@ -74,7 +74,8 @@ def layer_densities(masks: dict[str, Tensor]) -> dict[str, float]:
 
 
 class MaskedTrainer:
-    """Fine-tunes a plain model under a fixed mask with the config's SGD and per-epoch LR policy.
+    """Fine-tunes a plain model under a fixed mask with SGD and the per-epoch LR policy of the Gem-Miner config's
+    ``gems.finetune_*`` keys (``schedule.gamma`` is the multistep factor, as for the score search).
 
     The epoch is the trainer's (:func:`sparsetrain.train.epoch.train_epoch`); the
     mask is kept by the ordinary engine (:func:`given_masks`).
@@ -84,17 +85,18 @@ class MaskedTrainer:
         self.cfg, self.loaders, self.log = cfg, loaders, log
 
     def run(self, model: nn.Module, masks: dict[str, Tensor], phase: str) -> dict[str, Any]:
-        """Train ``model`` in place for ``finetune_epochs``; returns the final test accuracy and time."""
-        cfg, device = self.cfg, self.cfg["device"]
+        """Train ``model`` in place for ``gems.finetune_epochs``; returns the final test accuracy and time."""
+        cfg, g, device = self.cfg, self.cfg["gems"], self.cfg["device"]
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=cfg["finetune_lr"], momentum=cfg["finetune_momentum"],
-                                    weight_decay=cfg["finetune_weight_decay"])
-        epochs, milestones = cfg["finetune_epochs"], finetune_milestones(cfg)
+        optimizer = torch.optim.SGD(params, lr=g["finetune_lr"], momentum=g["finetune_momentum"],
+                                    weight_decay=g["finetune_weight_decay"])
+        epochs, milestones = g["finetune_epochs"], finetune_milestones(g)
         sparsifier = sparsetrain.attach(model, optimizer, given_masks(masks), include=list(masks),
                                         total_steps=epochs * len(self.loaders.train), seed=cfg["seed"])
         started, acc = time.perf_counter(), evaluate(model, self.loaders.test, device)[0]
         for epoch in range(epochs):
-            lr = epoch_lr(cfg["finetune_lr_policy"], cfg["finetune_lr"], epoch, epochs, milestones, cfg["lr_gamma"])
+            lr = epoch_lr(g["finetune_lr_policy"], g["finetune_lr"], epoch, epochs, milestones,
+                          cfg["schedule"]["gamma"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()

@@ -23,10 +23,11 @@ Edge-popup (``ep``, ``global_ep``) shares steps 1, 3 (its top-k mask) and 4.
 
 Example (about 10 s; ``tests/test_gems.py`` runs the same end to end)::
 
-    >>> summary = run_gems({"dataset": "digits", "target_sparsity": 20, "epochs": 3, "iter_period": 1,
-    ...                     "finetune_epochs": 1}, "runs/gems-digits", progress=False)  # doctest: +SKIP
+    >>> cfg = load_gems_config("gems_digits", ["--epochs", "3", "--gems.iter_period", "1",
+    ...                                        "--gems.finetune_epochs", "1"])  # doctest: +SKIP
+    >>> summary = run_gems(cfg, "runs/gems-digits", progress=False)  # doctest: +SKIP
     >>> round(summary["density"], 2)  # doctest: +SKIP
-    0.2
+    0.05
 """
 
 from __future__ import annotations
@@ -38,21 +39,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 
 from sparsetrain.core.layout import out_axis
 from sparsetrain.core.selection import select_parameters
+from sparsetrain.distributed import pick_device
 from sparsetrain.procedures.finetune import MaskedTrainer, epoch_lr, layer_densities, masked_accuracy
-from sparsetrain.procedures.gems_config import (
+from sparsetrain.procedures.gems_config import load_gems_config
+from sparsetrain.procedures.gems_schedule import (
     check_reachable,
     is_prune_epoch,
-    load_gems_config,
     round_rate,
     rounds,
+    search_milestones,
     survivors,
 )
 from sparsetrain.procedures.scores import ScoreSearch, density_of, kaiming_normal_, signed_constant_
+from sparsetrain.train.config import builder_kwargs, dump_config
 from sparsetrain.train.data import create_dataset, make_loaders
 from sparsetrain.train.epoch import on_device, train_epoch
 from sparsetrain.train.models import create_model, input_kwargs
@@ -76,14 +79,15 @@ class RunLog:
 
 
 def build(cfg: dict) -> tuple[nn.Module, Any, Any]:
-    """Model and loaders from the trainer's registries (any dataset and model they know)."""
-    splits = create_dataset(cfg["dataset"], root=cfg["data_root"], seed=cfg["seed"], **cfg["data_kwargs"])
-    loaders = make_loaders(splits, cfg["batch_size"], seed=cfg["seed"], val_fraction=cfg["val_fraction"],
+    """Model and loaders of the config's ``data:`` and ``model:`` from the trainer's registries."""
+    data, name = cfg["data"], cfg["model"]["name"]
+    splits = create_dataset(data["name"], root=data["root"], seed=cfg["seed"], **builder_kwargs(cfg, "data"))
+    loaders = make_loaders(splits, cfg["batch_size"], seed=cfg["seed"], val_fraction=data["val_fraction"],
                            eval_batch_size=cfg["eval_batch_size"])
-    given = cfg["model_kwargs"]
+    given = builder_kwargs(cfg, "model")
     torch.manual_seed(cfg["seed"])
-    model = create_model(cfg["model"], num_classes=splits.num_classes,
-                         **input_kwargs(cfg["model"], splits.input_shape, given), **given)
+    model = create_model(name, num_classes=splits.num_classes, **input_kwargs(name, splits.input_shape, given),
+                         **given)
     return model.to(cfg["device"]), loaders, splits
 
 
@@ -107,20 +111,21 @@ def make_bn_nonaffine_(model: nn.Module) -> nn.Module:
 def prepare_model(model: nn.Module, cfg: dict, generator: torch.Generator) -> list[str]:
     """Rare Gems' network: non-affine BatchNorm, signed-constant weights, bias-free prunable layers.
 
-    Returns the names of the prunable weights (conv / linear, minus ``exclude``).
+    Returns the names of the prunable weights (conv / linear, minus ``gems.exclude``).
     """
-    names = list(select_parameters(model, exclude=tuple(cfg["exclude"])))
-    if cfg["nonaffine_bn"]:
+    g = cfg["gems"]
+    names = list(select_parameters(model, exclude=tuple(g["exclude"])))
+    if g["nonaffine_bn"]:
         make_bn_nonaffine_(model)
     modules = dict(model.named_modules())
     for name in names:
         layer = modules[name.rsplit(".", 1)[0] if "." in name else ""]
-        if cfg["weight_init"] == "signed_constant":
-            fan_scale = 1.0 - cfg["prune_rate"] if cfg["scale_fan"] else 1.0
+        if g["weight_init"] == "signed_constant":
+            fan_scale = 1.0 - g["prune_rate"] if g["scale_fan"] else 1.0
             signed_constant_(layer.weight, generator, fan_scale, out_axis(layer))
-        elif cfg["weight_init"] == "kaiming_normal":
+        elif g["weight_init"] == "kaiming_normal":
             kaiming_normal_(layer.weight, generator, out_axis(layer))
-        if cfg["zero_bias"] and getattr(layer, "bias", None) is not None:
+        if g["zero_bias"] and getattr(layer, "bias", None) is not None:
             nn.init.zeros_(layer.bias)
     return names
 
@@ -129,10 +134,12 @@ def search_epoch(search: ScoreSearch, optimizer, loader, cfg: dict, device) -> t
     """One epoch of score training: the trainer's epoch (:func:`~sparsetrain.train.epoch.train_epoch`) on
     the masked forward, with the regulariser added to the loss and the scores projected onto [0, 1]
     before every forward (``project_freq = 1``) and after the epoch. Returns (mean loss, accuracy)."""
+    g = cfg["gems"]
+
     def loss_fn(out: Tensor, y: Tensor) -> Tensor:
         loss = Task.loss(out, y)
-        if cfg["lmbda"] > 0 and cfg["regularization"] != "none":
-            loss = loss + cfg["lmbda"] * search.penalty(cfg["regularization"], cfg["alpha"], cfg["alpha_prime"])
+        if g["lmbda"] > 0 and g["regularization"] != "none":
+            loss = loss + g["lmbda"] * search.penalty(g["regularization"], g["alpha"], g["alpha_prime"])
         return loss
 
     search.model.train()
@@ -142,54 +149,56 @@ def search_epoch(search: ScoreSearch, optimizer, loader, cfg: dict, device) -> t
 
 
 def search_phase(search: ScoreSearch, cfg: dict, loaders, log: RunLog, generator: torch.Generator) -> dict:
-    """Train the scores for ``epochs``, thresholding every ``iter_period`` epochs (``hc_iter``)."""
-    device = cfg["device"]
+    """Train the scores for ``epochs`` with ``optim`` and ``schedule`` (per epoch), thresholding every
+    ``gems.iter_period`` epochs (``hc_iter``)."""
+    device, g, o, epochs = cfg["device"], cfg["gems"], cfg["optim"], cfg["epochs"]
     params = search.score_list()
-    if cfg["optimizer"] == "sgd":
-        optimizer = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    if o["name"] == "sgd":
+        optimizer = torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                                    nesterov=bool(o["nesterov"]) and o["momentum"] > 0)
     else:
-        optimizer = torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    total, n_rounds = search.numel(), rounds(cfg["epochs"], cfg["iter_period"])
-    target = check_reachable(cfg["density"], total)
+        optimizer = torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    total, n_rounds = search.numel(), rounds(epochs, g["iter_period"])
+    target = check_reachable(g["density"], total)
     done, stopped, started = 0, None, time.perf_counter()
-    milestones = cfg["milestones"] or [cfg["epochs"] // 2, 3 * cfg["epochs"] // 4]
-    for epoch in range(cfg["epochs"]):
-        lr = epoch_lr(cfg["lr_policy"], cfg["lr"], epoch, cfg["epochs"], milestones, cfg["lr_gamma"])
+    milestones = search_milestones(cfg)
+    for epoch in range(epochs):
+        lr = epoch_lr(cfg["schedule"]["name"], o["lr"], epoch, epochs, milestones, cfg["schedule"]["gamma"])
         for group in optimizer.param_groups:
             group["lr"] = lr
         train_loss, train_acc = search_epoch(search, optimizer, loaders.train, cfg, device)
         pruned = 0
-        if cfg["algo"] == "hc_iter" and is_prune_epoch(epoch, cfg["iter_period"]) and done < n_rounds:
+        if g["algo"] == "hc_iter" and is_prune_epoch(epoch, g["iter_period"]) and done < n_rounds:
             done += 1
-            pruned = search.keep_top_(survivors(total, cfg["density"], n_rounds, done), cfg["invert_sanity_check"])
-        rounded = search.hard_masks(cfg["rounding"], generator)
+            pruned = search.keep_top_(survivors(total, g["density"], n_rounds, done), g["invert_sanity_check"])
+        rounded = search.hard_masks(g["rounding"], generator)
         row = {"phase": "search", "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "test_acc": masked_accuracy(search, None, loaders.test, device),
                "test_acc_rounded": masked_accuracy(search, rounded, loaders.test, device),
                "flag_density": search.flagged() / total, "rounded_density": density_of(rounded),
                "round": done, "pruned": pruned, "time": time.perf_counter() - started}
         log(row)
-        if cfg["algo"] in ("hc", "hc_iter") and row["rounded_density"] == 0.0:
+        if g["algo"] in ("hc", "hc_iter") and row["rounded_density"] == 0.0:
             # the 0 %-remaining safety of the original: stop and threshold once to the target
-            search.keep_top_(target, cfg["invert_sanity_check"])
+            search.keep_top_(target, g["invert_sanity_check"])
             stopped = epoch + 1
             log({"phase": "search", "event": "zero_remaining_stop", "epoch": epoch + 1,
                  "flag_density": search.flagged() / total})
             break
-    return {"rounds_done": done, "rounds": n_rounds, "rate": round_rate(cfg["density"], max(1, n_rounds)),
+    return {"rounds_done": done, "rounds": n_rounds, "rate": round_rate(g["density"], max(1, n_rounds)),
             "stopped_at_epoch": stopped, "target_count": target, "time_s": time.perf_counter() - started}
 
 
-def finetune_masks(search: ScoreSearch, cfg: dict) -> dict[str, Tensor]:
+def finetune_masks(search: ScoreSearch, gems: dict) -> dict[str, Tensor]:
     """The mask the weights are trained under: the flags (``unflag_before_finetune``: scores
     reset to 1, so exactly the target survives) or flag * 1[p > 0.5]; edge-popup's top-k.
 
     Plain ``hc`` has no thresholding rounds (every flag is on), so unflagging would
-    train the dense network: it always fine-tunes the rounded mask.
+    train the dense network: it always fine-tunes the rounded mask. ``gems`` is the config's ``gems:`` section.
     """
     if search.algo in ("ep", "global_ep"):
         return search.hard_masks()
-    unflag = cfg["unflag_before_finetune"] and search.algo == "hc_iter"
+    unflag = gems["unflag_before_finetune"] and search.algo == "hc_iter"
     return search.hard_masks("all_ones" if unflag else "naive")
 
 
@@ -229,6 +238,9 @@ def _save_plot(rows: list[dict], path: Path) -> Path | None:
 def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Run the Gem-Miner (or edge-popup) procedure into the run folder ``out_dir``.
 
+    ``config`` is anything :func:`load_gems_config` reads: a resolved config, a
+    YAML path or bundled name, or a dict (nested, or flat with Rare Gems keys).
+
     Writes ``config.yaml`` (resolved), ``metrics.jsonl`` (one row per epoch of
     every phase), ``mask.pt`` (``{name: bool tensor}``, loads with
     ``torch.load(weights_only=True)``), ``model.pt`` (the fine-tuned plain state
@@ -240,44 +252,46 @@ def run_gems(config: dict | str | Path, out_dir: str | Path, *, progress: bool =
     cfg = load_gems_config(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (out / "config.yaml").write_text(dump_config(cfg))
+    cfg = {**cfg, "device": str(pick_device(cfg["device"]))}  # "auto" is recorded, the device found is used
+    g = cfg["gems"]
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     generator = torch.Generator().manual_seed(cfg["seed"])
     model, loaders, splits = build(cfg)
     log = RunLog(out / "metrics.jsonl", progress)
     prepare_model(model, cfg, generator)
-    search = ScoreSearch.create(model, cfg["algo"], cfg["density"], score_init=cfg["score_init"],
-                                generator=generator, quantized=cfg["quantized"],
-                                threshold=cfg["quantize_threshold"], exclude=tuple(cfg["exclude"]),
-                                search_only=tuple(cfg["search_only"]))
+    search = ScoreSearch.create(model, g["algo"], g["density"], score_init=g["score_init"],
+                                generator=generator, quantized=g["quantized"],
+                                threshold=g["quantize_threshold"], exclude=tuple(g["exclude"]),
+                                search_only=tuple(g["search_only"]))
     info = search_phase(search, cfg, loaders, log, generator)
     search.release()
     device = cfg["device"]
-    searched = search.hard_masks(cfg["rounding"], generator)  # search_only layers masked too, as searched
+    searched = search.hard_masks(g["rounding"], generator)  # search_only layers masked too, as searched
     gem_masks = search.prunable(searched)
-    masks = search.prunable(finetune_masks(search, cfg))
+    masks = search.prunable(finetune_masks(search, g))
     summary: dict[str, Any] = {
-        "algo": cfg["algo"], "dataset": cfg["dataset"], "model": cfg["model"], "seed": cfg["seed"],
-        "target_density": cfg["density"], "density": density_of(masks), "rounded_density": density_of(gem_masks),
+        "algo": g["algo"], "dataset": cfg["data"]["name"], "model": cfg["model"]["name"], "seed": cfg["seed"],
+        "target_density": g["density"], "density": density_of(masks), "rounded_density": density_of(gem_masks),
         "gem_acc_before_finetune": masked_accuracy(search, searched, loaders.test, device),
         "acc_before_finetune": masked_accuracy(search, {**{n: torch.ones_like(f) for n, f in search.flags.items()},
                                                         **masks}, loaders.test, device),
         "layer_densities": layer_densities(masks), "search": info,
-        "inverted_search": bool(cfg["invert_sanity_check"])}
+        "inverted_search": bool(g["invert_sanity_check"])}
     mask_path = out / "mask.pt"
     torch.save({n: m.cpu() for n, m in masks.items()}, mask_path)
     summary["mask_path"] = str(mask_path)
     base = copy.deepcopy(model.state_dict())
     trainer = MaskedTrainer(cfg, loaders, log)
     summary["acc_after_finetune"] = None
-    if cfg["finetune"]:
+    if g["finetune"]:
         tuned = trainer.run(model, masks, "finetune")
         summary["acc_after_finetune"] = tuned["test_acc"]
         torch.save(model.state_dict(), out / "model.pt")
         summary["time_finetune_s"] = tuned["time_s"]
     summary["sanity"] = {}
-    if cfg["finetune"] and cfg["sanity_checks"] and cfg["algo"] in ("hc", "hc_iter"):
+    if g["finetune"] and g["sanity_checks"] and g["algo"] in ("hc", "hc_iter"):
         for kind in ("reinit", "reshuffle"):
             twin = copy.deepcopy(model)
             twin.load_state_dict(base)
