@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE.parent / "runs" / "bench-gpt"), help="run folders")
     parser.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
     parser.add_argument("--results", default=None, help="Markdown file for the report (default: "
-                        "benchmarks/RESULTS.md, section 'gpt-lm'; --quick: none)")
+                        "benchmarks/RESULTS.md, section 'gpt-lm', or 'gpt-lm-N-epochs' with --epochs N; --quick: none)")
     args = parser.parse_args(argv)
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.epochs = args.epochs or (1 if args.quick else None)
@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['time']:.0f}"] for r in rows]))
     if results:
         command = "python benchmarks/gpt_lm.py" + "".join(f" {a}" for a in argv)
-        write_section("gpt-lm", "## The GPT recipes on pystdlib: validation loss and training FLOPs (issue 13)\n\n"
+        # a shorter run keeps its own section, so it never replaces the full-length figures
+        key = "gpt-lm" if args.epochs is None else f"gpt-lm-{args.epochs}-epochs"
+        length = "" if args.epochs is None else f", {args.epochs} epochs"
+        write_section(key, f"## The GPT recipes on pystdlib{length}: validation loss and training FLOPs (issue 13)\n\n"
                       f"```\n{command}\n```\n\n" + demote(tee.text(), 2), results)
     return 0
 

@@ -50,7 +50,9 @@ def build(style: str, cfg: dict) -> nn.Module:
     if style == "hf-gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
         return GPT2LMHeadModel(GPT2Config(n_layer=cfg["n_layer"], n_embd=cfg["n_embd"], n_head=cfg["n_head"],
-                                          vocab_size=VOCAB, n_positions=cfg["context"])).eval()
+                                          vocab_size=VOCAB, n_positions=cfg["context"],
+                                          # GPT-2's own ids (50256) lie outside this vocabulary
+                                          bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)).eval()
     from sparsetrain.train.models import create_model
     return create_model("gpt", num_classes=VOCAB, context=cfg["context"], n_layer=cfg["n_layer"],
                         n_head=cfg["n_head"], n_embd=cfg["n_embd"], mlp=style).eval()
